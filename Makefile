@@ -1,0 +1,55 @@
+# Thin wrapper: every target creates .venv and installs what it needs, so each
+# works on a fresh machine with only Python 3.10+ installed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+EXAMPLES := examples/quickstart.py examples/backends_and_artefacts.py examples/parallel_sweep.py
+
+.PHONY: help install demo test lint typecheck pytest docs bench clean
+
+help:
+	@echo "make demo   - create .venv, install, run the examples"
+	@echo "make test   - create .venv, install dev extras, run ruff, mypy and pytest"
+	@echo "make docs   - build the Sphinx docs offline, warnings as errors"
+	@echo "make bench  - benchmarks against digital-experiments 2.0.4"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs,dask,slurm]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	@set -e; for ex in $(EXAMPLES); do \
+		echo "=== $$ex"; (cd examples && ../$(BIN)/python $$(basename $$ex)); \
+	done
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples benchmarks docs
+	$(BIN)/ruff format --check src tests examples benchmarks docs
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -n -b html docs docs/_build/html
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) docs/_build build dist src/*.egg-info

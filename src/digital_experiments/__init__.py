@@ -1,0 +1,61 @@
+"""digital-experiments: record every call of an experiment function.
+
+Examples
+--------
+>>> from digital_experiments import experiment
+>>> @experiment
+... def square(x):
+...     return x**2
+"""
+
+from .backends import Backend, register_backend
+from .callbacks import (
+    Callback,
+    CodeVersioning,
+    GitInfo,
+    Logging,
+    PipFreeze,
+    SaveLogs,
+    SystemInfo,
+    Timing,
+)
+from .context import current_dir, current_id, propagate, time_block
+from .core import Observation
+from .errors import (
+    DigitalExperimentsError,
+    LockTimeoutError,
+    NoExperimentRunning,
+    StorageError,
+    UnknownBackendError,
+    UnstorableValueError,
+)
+from .experiment import Experiment, experiment
+
+__version__ = "3.0.0"
+
+__all__ = [
+    "Backend",
+    "Callback",
+    "CodeVersioning",
+    "DigitalExperimentsError",
+    "Experiment",
+    "GitInfo",
+    "LockTimeoutError",
+    "Logging",
+    "NoExperimentRunning",
+    "Observation",
+    "PipFreeze",
+    "SaveLogs",
+    "StorageError",
+    "SystemInfo",
+    "Timing",
+    "UnknownBackendError",
+    "UnstorableValueError",
+    "__version__",
+    "current_dir",
+    "current_id",
+    "experiment",
+    "propagate",
+    "register_backend",
+    "time_block",
+]

@@ -1,0 +1,137 @@
+"""Controllers that choose which configs to run: grid and random search."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import product
+from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
+
+from .core import Controller
+from .storage import stable_hash
+
+if TYPE_CHECKING:
+    from .experiment import Experiment
+
+__all__ = ["Controller", "GridSearch", "RandomSearch"]
+
+
+def _identity(config: Mapping[str, Any]) -> str:
+    return stable_hash(dict(config))
+
+
+class RandomSearch(Controller):
+    """Suggests configs drawn at random from each dimension.
+
+    Parameters
+    ----------
+    **dimensions : sequence or distribution
+        Per parameter, a sequence to choose from or anything with an
+        ``rvs()`` method (such as a ``scipy.stats`` distribution).
+
+    Raises
+    ------
+    TypeError
+        If a dimension is neither a sequence nor has ``rvs()``.
+
+    Examples
+    --------
+    >>> from digital_experiments.controllers import RandomSearch
+    >>> search = RandomSearch(lr=[0.1, 0.01], layers=range(1, 4))
+    >>> sorted(search.suggest(None))
+    ['layers', 'lr']
+    """
+
+    @runtime_checkable
+    class RVS(Protocol):
+        """Anything with an ``rvs()`` method, like scipy.stats distributions."""
+
+        def rvs(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    RandomDimension = Union[Sequence[Any], RVS]
+
+    def __init__(self, **dimensions: RandomSearch.RandomDimension) -> None:
+        for name, dim in dimensions.items():
+            if isinstance(dim, (str, bytes)) or not (
+                isinstance(dim, Sequence) or callable(getattr(dim, "rvs", None))
+            ):
+                raise TypeError(
+                    f"RandomSearch dimension {name!r} is {dim!r}: give a sequence "
+                    "of values (list, tuple, range) or an object with .rvs(), "
+                    "such as a scipy.stats distribution."
+                )
+        self.dimensions = dimensions
+
+    def suggest(self, experiment: Experiment[Any, Any] | None) -> dict[str, Any]:
+        return {name: self._draw(dim) for name, dim in self.dimensions.items()}
+
+    @staticmethod
+    def _draw(dim: RandomSearch.RandomDimension) -> Any:
+        if isinstance(dim, Sequence):
+            return random.choice(dim)
+        return dim.rvs()
+
+
+class GridSearch(Controller):
+    """Suggests the points of a grid not yet run, in grid order.
+
+    A point counts as run when a completed run (with the current code) has
+    those values, whatever the values of parameters outside the grid.
+
+    Parameters
+    ----------
+    **dimensions : iterable
+        Per parameter, the values to try.
+
+    Raises
+    ------
+    TypeError
+        If a dimension is not iterable (or is a string).
+
+    Examples
+    --------
+    >>> from digital_experiments.controllers import GridSearch
+    >>> GridSearch(a=[0, 1], b=range(2)).size
+    4
+    """
+
+    def __init__(self, **dimensions: Iterable[Any]) -> None:
+        for name, dim in dimensions.items():
+            if isinstance(dim, (str, bytes)) or not isinstance(dim, Iterable):
+                raise TypeError(
+                    f"GridSearch dimension {name!r} is {dim!r}: give an iterable "
+                    "of values such as a list or a range."
+                )
+        self.dimensions = {name: list(dim) for name, dim in dimensions.items()}
+
+    @property
+    def size(self) -> int:
+        """How many points the grid has."""
+        count = 1
+        for values in self.dimensions.values():
+            count *= len(values)
+        return count
+
+    def grid(self) -> Iterator[dict[str, Any]]:
+        """Every point of the grid, in order."""
+        names = list(self.dimensions)
+        for values in product(*self.dimensions.values()):
+            yield dict(zip(names, values))
+
+    def _untried(self, experiment: Experiment[Any, Any]) -> Iterator[dict[str, Any]]:
+        names = list(self.dimensions)
+        done = {
+            _identity({k: o.config.get(k) for k in names})
+            for o in experiment.observations()
+            if all(k in o.config for k in names)
+        }
+        return (point for point in self.grid() if _identity(point) not in done)
+
+    def suggest(self, experiment: Experiment[Any, Any]) -> dict[str, Any] | None:
+        return next(self._untried(experiment), None)
+
+    def suggest_many(self, experiment: Experiment[Any, Any], n: int) -> list[dict[str, Any]]:
+        untried = self._untried(experiment)
+        return [point for _, point in zip(range(n), untried)]
+
+

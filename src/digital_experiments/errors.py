@@ -1,0 +1,73 @@
+"""Exceptions raised by digital-experiments.
+
+Every exception subclasses :class:`DigitalExperimentsError` *and* the builtin
+that callers already catch, so ``except RuntimeError`` keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DigitalExperimentsError(Exception):
+    """Base class of every error raised by digital-experiments."""
+
+
+class NoExperimentRunning(DigitalExperimentsError, RuntimeError):
+    """Raised by :func:`current_id` and friends outside of an experiment run."""
+
+    def __init__(self, what: str = "this function") -> None:
+        super().__init__(
+            f"No experiment running: {what} only works inside a call of an "
+            "@experiment-decorated function. To use it in another thread or "
+            "process, wrap the callable with digital_experiments.propagate(fn)."
+        )
+        self.what = what
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.what,))
+
+
+class UnknownBackendError(DigitalExperimentsError, ValueError):
+    """Raised when ``backend=`` names no registered backend."""
+
+
+class UnstorableValueError(DigitalExperimentsError, TypeError):
+    """The backend could not serialise a run's config or result.
+
+    The run itself finished: its value is kept on :attr:`result` so nothing is
+    lost, and the attempt is recorded with status ``failed``.
+
+    Attributes
+    ----------
+    field : str
+        ``"config"``, ``"config.<name>"``, ``"result"`` or ``"metadata"``.
+    result : Any
+        The value the experiment returned.
+    """
+
+    def __init__(self, message: str, field: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0], self.field, self.result))
+
+
+class StorageError(DigitalExperimentsError, OSError):
+    """Writing a record failed (disk full, permissions, ...).
+
+    The run's return value is kept on :attr:`result`.
+    """
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0], self.result))
+
+
+class LockTimeoutError(DigitalExperimentsError, TimeoutError):
+    """A file lock could not be acquired in time."""

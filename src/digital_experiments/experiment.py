@@ -1,0 +1,545 @@
+"""``@experiment`` and :class:`Experiment`: recording calls and querying runs."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
+
+from . import storage
+from .backends import instantiate_backend
+from .callbacks import CodeVersioning, GitInfo, Logging, PipFreeze, SystemInfo, Timing
+from .core import Backend, Callback, Observation
+from .runs import ABANDONED, COMPLETED, RUNNING, STATUSES, call_async, call_sync
+from .util import source_code
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+Status = str | Collection[str]
+Where = Mapping[str, Any] | Callable[[Observation], bool]
+
+
+class Experiment(Generic[P, R]):
+    """A function whose every call is recorded, and the runs it recorded.
+
+    ``@experiment`` builds one of these and returns a plain function that
+    calls it (so the result pickles by reference and binds as a method); the
+    function carries :meth:`observations`, :meth:`to_dataframe`,
+    :meth:`artefacts`, :meth:`sweep` and :meth:`asweep` of its experiment.
+
+    Parameters
+    ----------
+    function : callable
+        The function to record (sync or ``async``).
+    backend : Backend
+        Where records go.
+    callbacks : list of Callback
+        Called around every run, ``start`` in order and ``end`` in reverse.
+    cache : bool
+        Return stored results of configs already run with the current code.
+    """
+
+    def __init__(
+        self,
+        function: Callable[P, R],
+        backend: Backend,
+        callbacks: list[Callback],
+        cache: bool = False,
+    ) -> None:
+        self.function = function
+        self.backend = backend
+        self.callbacks = list(callbacks)
+        self.cache = cache
+        self.name = function.__name__
+        self.code = source_code(function)
+        self.is_async = inspect.iscoroutinefunction(function)
+        self._skips_first = _is_method(function)
+        self._recent: dict[str, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"Experiment({self.name})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_recent": None}
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.is_async:
+            return call_async(self, args, kwargs)  # type: ignore[return-value]
+        return call_sync(self, args, kwargs)  # type: ignore[no-any-return]
+
+    @property
+    def root(self) -> Path:
+        """The experiment's folder."""
+        return self.backend.root
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The complete config of a call: every argument, defaults applied.
+
+        Raises
+        ------
+        TypeError
+            If the arguments do not fit the function's signature.
+        """
+        signature = inspect.signature(self.function)
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}{signature}: {exc}") from None
+        bound.apply_defaults()
+        config = dict(bound.arguments)
+        if self._skips_first and config:
+            del config[next(iter(config))]  # a method's self is not config
+        return config
+
+    # -- caching
+
+    def config_key(self, config: Mapping[str, Any]) -> str:
+        """A digest of ``config`` and the current code, the same in every process."""
+        return storage.stable_hash([self.code, dict(config)])
+
+    def _cache_lock_path(self, config: Mapping[str, Any]) -> Path:
+        return storage.internal_dir(self.root, "locks", f"{self.config_key(config)}.lock")
+
+    def _remember(self, observation: Observation) -> None:
+        key = self.config_key(observation.config)
+        path = storage.internal_dir(self.root, "cache", key)
+        storage.atomic_write(path, observation.id.encode(), fsync=False)
+        if self._recent is not None:
+            self._recent[key] = observation.id
+
+    def _lookup(self, config: Mapping[str, Any]) -> Observation | None:
+        """A completed run of ``config`` with the current code, if any."""
+        key = self.config_key(config)
+        try:
+            ids = [storage.internal_dir(self.root, "cache", key).read_text()]
+        except OSError:
+            ids = []
+        if self._recent is None:  # one scan per process finds runs made before the index
+            self._recent = {
+                self.config_key(o.config): o.id for o in self.observations(current_code_only=True)
+            }
+        if key in self._recent:
+            ids.append(self._recent[key])
+        for observation in self.backend.iter_observations(ids):
+            if (
+                observation.status == COMPLETED
+                and observation.config == config
+                and observation.metadata.get("code") == self.code
+            ):
+                return observation
+        return None
+
+    # -- queries
+
+    def observations(
+        self,
+        current_code_only: bool = True,
+        *,
+        status: Status = COMPLETED,
+        where: Where | None = None,
+        since: str | datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Observation]:
+        """The recorded runs of this experiment, oldest first.
+
+        Parameters
+        ----------
+        current_code_only : bool
+            Only runs recorded with the function's current source code.
+        status : str or collection of str
+            ``"completed"`` (default), ``"failed"``, ``"interrupted"``,
+            ``"running"``, ``"abandoned"`` (running, but its process is gone),
+            a collection of these, or ``"all"``.
+        where : mapping or callable, optional
+            ``{"lr": 0.1}`` keeps runs whose config has those values (a
+            callable value is used as a predicate on the config value); a
+            callable receives each :class:`Observation` and returns a bool.
+        since : str or datetime, optional
+            Only runs started at or after this time (or id); filtered on the
+            id, before any record is loaded.
+        limit : int, optional
+            Only the most recent ``limit`` matching runs (still oldest first).
+
+        Returns
+        -------
+        list of Observation
+
+        Examples
+        --------
+        >>> @experiment
+        ... def add(a, b=2):
+        ...     return a + b
+        >>> add(1)  # doctest: +SKIP
+        3
+        >>> add.observations()  # doctest: +SKIP
+        [Observation(2026-11-28_12-00-00_000000, {'a': 1, 'b': 2} → 3)]
+        """
+        wanted = _statuses(status)
+        ids = sorted(self.backend.all_ids())
+        if since is not None:
+            floor = since if isinstance(since, str) else storage.new_id(since)
+            ids = ids[_bisect(ids, floor) :]
+        if limit is not None:
+            if limit < 0:
+                raise ValueError(f"limit must be >= 0, not {limit!r}.")
+            ids.reverse()
+        keep = _predicate(where)
+        found: list[Observation] = []
+        for observation in self.backend.iter_observations(ids):
+            if current_code_only and observation.metadata.get("code") != self.code:
+                continue
+            if wanted is not None and _status(observation) not in wanted:
+                continue
+            if keep is not None and not keep(observation):
+                continue
+            found.append(observation)
+            if limit is not None and len(found) >= limit:
+                break
+        if limit is not None:
+            found.reverse()
+        return found
+
+    def to_dataframe(
+        self,
+        current_code_only: bool = True,
+        include_metadata: bool = False,
+        normalising_sep: str = ".",
+        **filters: Any,
+    ) -> pd.DataFrame:
+        """The runs as a flat :class:`pandas.DataFrame`, one row per run.
+
+        Nested dicts are flattened into columns such as ``config.lr``.
+
+        Parameters
+        ----------
+        current_code_only : bool
+            As in :meth:`observations`.
+        include_metadata : bool
+            Add ``metadata.*`` columns.
+        normalising_sep : str
+            Joins nested keys in column names.
+        **filters
+            ``status``, ``where``, ``since`` and ``limit``, as in
+            :meth:`observations`.
+
+        Examples
+        --------
+        >>> add.to_dataframe()  # doctest: +SKIP
+                                   id  result  config.a  config.b
+        0  2026-11-28_12-00-00_000000       3         1         2
+        """
+        import pandas as pd  # heavy: imported only when needed
+
+        observations = self.observations(current_code_only, **filters)
+        if not observations:
+            return pd.DataFrame()
+        rows = []
+        for observation in observations:
+            row = observation._asdict()
+            if not include_metadata:
+                del row["metadata"]
+            rows.append(row)
+        return pd.json_normalize(rows, sep=normalising_sep)
+
+    def artefacts(self, id: str) -> list[Path]:
+        """The files the run ``id`` wrote to its :func:`current_dir`.
+
+        Returns ``[]`` for a run with no artefacts or an unknown id.
+
+        Raises
+        ------
+        ValueError
+            If ``id`` is a path (such as ``"../.."``) rather than an id.
+        """
+        return self.backend.artefacts(id)
+
+    # -- sweeps (see digital_experiments.sweep)
+
+    def sweep(self, grid: Any, **options: Any) -> list[Observation]:
+        """Run every config of ``grid``; see :func:`digital_experiments.sweep.sweep`."""
+        from .sweep import sweep
+
+        return sweep(self, grid, **options)
+
+    async def asweep(self, grid: Any, **options: Any) -> list[Observation]:
+        """Run every config of ``grid`` concurrently; see
+        :func:`digital_experiments.sweep.asweep`."""
+        from .sweep import asweep
+
+        return await asweep(self, grid, **options)
+
+
+def _bisect(ids: list[str], floor: str) -> int:
+    import bisect
+
+    return bisect.bisect_left(ids, floor)
+
+
+def _statuses(status: Status) -> frozenset[str] | None:
+    names = {status} if isinstance(status, str) else set(status)
+    if "all" in names:
+        return None
+    unknown = names - set(STATUSES)
+    if unknown:
+        raise ValueError(
+            f"Unknown status {sorted(unknown)[0]!r}. Use one of "
+            f"{', '.join(STATUSES)}, a collection of them, or 'all'."
+        )
+    return frozenset(names)
+
+
+def _status(observation: Observation) -> str:
+    status = observation.status
+    if status == RUNNING and storage.process_gone(observation.metadata.get("process")):
+        return ABANDONED
+    return status
+
+
+def _predicate(where: Where | None) -> Callable[[Observation], bool] | None:
+    if where is None or callable(where):
+        return where
+    if not isinstance(where, Mapping):
+        raise TypeError(
+            f"where= takes a mapping such as {{'lr': 0.1}} or a callable, not {where!r}."
+        )
+    items = list(where.items())
+
+    def keep(observation: Observation) -> bool:
+        for key, wanted in items:
+            if key not in observation.config:
+                return False
+            value = observation.config[key]
+            if not (wanted(value) if callable(wanted) else value == wanted):
+                return False
+        return True
+
+    return keep
+
+
+def _is_method(function: Callable[..., Any]) -> bool:
+    """Whether ``function`` is defined in a class body and takes ``self``/``cls``."""
+    parts = function.__qualname__.split(".")
+    if len(parts) < 2 or parts[-2] == "<locals>":
+        return False
+    params = list(inspect.signature(function).parameters)
+    return bool(params) and params[0] in ("self", "cls")
+
+
+def resolve_root(root: str | os.PathLike[str] | None, name: str) -> Path:
+    """``root`` if given, else ``$DE_ROOT/<name>``, else ``./experiments/<name>``."""
+    if root is not None:
+        if not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"root= takes a str or pathlib.Path, not {root!r}.")
+        return Path(root).expanduser().absolute()
+    base = os.environ.get("DE_ROOT")
+    return (Path(base).expanduser() if base else Path("experiments")).absolute() / name
+
+
+# ---------------------------------------------------------------- the decorator
+
+
+class ExperimentFunction(Protocol[P, R_co]):
+    """What ``@experiment`` returns: the function, plus the experiment's queries."""
+
+    experiment: Experiment[Any, Any]
+    backend: Backend
+    callbacks: list[Callback]
+    cache: bool
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def observations(
+        self,
+        current_code_only: bool = True,
+        *,
+        status: Status = ...,
+        where: Where | None = ...,
+        since: str | datetime | None = ...,
+        limit: int | None = ...,
+    ) -> list[Observation]: ...
+    def to_dataframe(
+        self,
+        current_code_only: bool = True,
+        include_metadata: bool = False,
+        normalising_sep: str = ".",
+        **filters: Any,
+    ) -> pd.DataFrame: ...
+    def artefacts(self, id: str) -> list[Path]: ...
+    def sweep(self, grid: Any, **options: Any) -> list[Observation]: ...
+    async def asweep(self, grid: Any, **options: Any) -> list[Observation]: ...
+
+
+def _call(experiment: Experiment[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return call_sync(experiment, args, kwargs)
+
+
+async def _acall(
+    experiment: Experiment[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    return await call_async(experiment, args, kwargs)
+
+
+def _wrap(exp: Experiment[P, R]) -> ExperimentFunction[P, R]:
+    # A plain function, not an object: it pickles by reference (the module
+    # attribute *is* this function) and binds as a method. Its body calls only
+    # module-level functions so cloudpickle can ship it from __main__.
+    wrapper: Any
+    if exp.is_async:
+
+        @functools.wraps(exp.function)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await _acall(exp, args, kwargs)
+
+    else:
+
+        @functools.wraps(exp.function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return _call(exp, args, kwargs)
+
+    wrapper.experiment = exp
+    wrapper.backend = exp.backend
+    wrapper.callbacks = exp.callbacks
+    wrapper.cache = exp.cache
+    wrapper.observations = exp.observations
+    wrapper.to_dataframe = exp.to_dataframe
+    wrapper.artefacts = exp.artefacts
+    wrapper.sweep = exp.sweep
+    wrapper.asweep = exp.asweep
+    return wrapper  # type: ignore[no-any-return]
+
+
+@overload
+def experiment(function: Callable[P, R]) -> ExperimentFunction[P, R]: ...
+
+
+@overload
+def experiment(
+    function: None = None,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    verbose: bool = False,
+    backend: str | Backend = "pickle",
+    cache: bool = False,
+    callbacks: Iterable[Callback] | None = None,
+) -> Callable[[Callable[P, R]], ExperimentFunction[P, R]]: ...
+
+
+def experiment(
+    function: Callable[P, R] | None = None,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    verbose: bool = False,
+    backend: str | Backend = "pickle",
+    cache: bool = False,
+    callbacks: Iterable[Callback] | None = None,
+) -> ExperimentFunction[P, R] | Callable[[Callable[P, R]], ExperimentFunction[P, R]]:
+    """Record every call of the decorated function.
+
+    Works on plain and ``async`` functions and on methods. Each call is stored
+    as one record, ``<root>/<id>.pkl`` by default, with its config, result,
+    timing, code, git state and environment.
+
+    Parameters
+    ----------
+    function : callable
+        The function to record (when used as a bare ``@experiment``).
+    root : str or pathlib.Path, optional
+        The experiment's folder. Default: ``$DE_ROOT/<name>`` if ``DE_ROOT``
+        is set, else ``./experiments/<name>``.
+    verbose : bool
+        Print a line when each run starts and ends.
+    backend : str or Backend
+        ``"pickle"`` (default), ``"json"``, ``"yaml"``, a name registered with
+        :func:`register_backend`, or a :class:`Backend` instance.
+    cache : bool
+        Return the stored result for a config already completed with the
+        current code instead of running it again (race-free across processes).
+    callbacks : list of Callback, optional
+        Extra callbacks, run after the built-in ones.
+
+    Returns
+    -------
+    function
+        The function, recording each call, with ``observations()``,
+        ``to_dataframe()``, ``artefacts(id)``, ``sweep()`` and ``asweep()``.
+
+    Examples
+    --------
+    >>> from digital_experiments import experiment
+    >>> @experiment
+    ... def add(a, b=2):
+    ...     return a + b
+    >>> @experiment(root="my-runs", backend="json", cache=True)
+    ... def mul(a, b):
+    ...     return a * b
+    """
+    if function is None:
+        return functools.partial(  # type: ignore[return-value]
+            experiment,
+            root=root,
+            verbose=verbose,
+            backend=backend,
+            cache=cache,
+            callbacks=callbacks,
+        )
+    return _wrap(_build(function, root, verbose, backend, cache, callbacks))
+
+
+def _build(
+    function: Callable[P, R],
+    root: str | os.PathLike[str] | None,
+    verbose: bool,
+    backend: str | Backend,
+    cache: bool,
+    callbacks: Iterable[Callback] | None,
+) -> Experiment[P, R]:
+    if not callable(function):
+        raise TypeError(f"@experiment decorates functions, not {function!r}.")
+    name = getattr(function, "__name__", None) or type(function).__name__
+    if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
+        raise TypeError(
+            f"@experiment cannot record generator function {name!r}: its body "
+            "runs after the call returns. Return a list instead."
+        )
+    extra = list(callbacks or [])
+    for callback in extra:
+        if not isinstance(callback, Callback):
+            raise TypeError(
+                f"callbacks= takes Callback instances, not {callback!r}. "
+                "Subclass digital_experiments.Callback."
+            )
+    store = backend if isinstance(backend, Backend) else instantiate_backend(backend, resolve_root(root, name))
+    # start in this order, end in reverse: Timing wraps the call most tightly
+    all_callbacks: list[Callback] = [
+        Logging(verbose),
+        CodeVersioning(),
+        GitInfo(),
+        PipFreeze(),
+        SystemInfo(),
+        *extra,
+        Timing(),
+    ]
+    for callback in all_callbacks:
+        callback.setup(function)
+    return Experiment(function, store, all_callbacks, cache)
+
+
+def as_experiment(obj: Any) -> Experiment[Any, Any]:
+    """The :class:`Experiment` behind a decorated function (or ``obj`` itself)."""
+    if isinstance(obj, Experiment):
+        return obj
+    found = getattr(obj, "experiment", None)
+    if isinstance(found, Experiment):
+        return found
+    raise TypeError(
+        f"Expected a function decorated with @experiment, not {obj!r}. "
+        "Decorate it with @digital_experiments.experiment first."
+    )
