@@ -28,9 +28,9 @@ napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"
-autodoc_typehints_format = "short"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+# types are spelled out in the numpy docstrings; signatures stay readable
+autodoc_typehints = "none"
+autodoc_default_options = {"members": True}
 # names in signatures that nitpicky mode cannot resolve without intersphinx
 nitpicky = True
 nitpick_ignore_regex = [
@@ -40,6 +40,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(distribution|function|list of .*|str or .*|.* or .*|Experiment|Observation)"),
     (r"py:.*", r"(digital_experiments\..*\.(P|R|R_co|B|Status|Where))"),
     (r"py:class", r"(NamedTuple|Generic|Protocol|ABC|Exception|BaseException)"),
+    # napoleon turns prose types ("decorated function", "datetime") into references
+    (r"py:class", r"(datetime|decorated function|executor|array-like|bool|int|float|str|dict)"),
     (r"py:class", r"(_contextvars\..*|contextvars\..*|io\..*|builtins\..*)"),
 ]
 

@@ -55,7 +55,8 @@ def _state(callback: Callback) -> dict[str, Any]:
     run = active_run()
     if run is not None:
         return run.callback_state(callback)
-    return callback.__dict__.setdefault("_manual_state", {})
+    state: dict[str, Any] = callback.__dict__.setdefault("_manual_state", {})
+    return state
 
 
 def _environment(observation: Observation) -> dict[str, Any]:

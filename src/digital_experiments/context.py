@@ -184,7 +184,7 @@ def time_block(name: str) -> Iterator[None]:
             run.timing[name] = entry
 
 
-class propagate(Generic[P, R]):  # noqa: N801 - used like a function
+class propagate(Generic[P, R]):  # lower case: used like a function
     """Wrap ``fn`` so it runs inside the current experiment run, anywhere.
 
     ``concurrent.futures`` executors do not copy context variables and

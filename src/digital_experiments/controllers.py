@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import product
 from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 
@@ -48,7 +49,7 @@ class RandomSearch(Controller):
 
         def rvs(self, *args: Any, **kwargs: Any) -> Any: ...
 
-    RandomDimension = Union[Sequence[Any], RVS]
+    RandomDimension = Union[Sequence[Any], RVS]  # noqa: UP007 - runtime alias, py3.10
 
     def __init__(self, **dimensions: RandomSearch.RandomDimension) -> None:
         for name, dim in dimensions.items():
@@ -116,7 +117,7 @@ class GridSearch(Controller):
         """Every point of the grid, in order."""
         names = list(self.dimensions)
         for values in product(*self.dimensions.values()):
-            yield dict(zip(names, values))
+            yield dict(zip(names, values, strict=True))
 
     def _untried(self, experiment: Experiment[Any, Any]) -> Iterator[dict[str, Any]]:
         names = list(self.dimensions)
@@ -132,6 +133,6 @@ class GridSearch(Controller):
 
     def suggest_many(self, experiment: Experiment[Any, Any], n: int) -> list[dict[str, Any]]:
         untried = self._untried(experiment)
-        return [point for _, point in zip(range(n), untried)]
+        return list(itertools.islice(untried, n))
 
 

@@ -46,8 +46,15 @@ class Observation(NamedTuple):
 
     @property
     def status(self) -> str:
-        """The run's status; records of 2.0.4 carry none and were completed."""
-        return str(self.metadata.get("status", "completed"))
+        """The run's status; records of 2.0.4 carry none and were completed.
+
+        A ``running`` record whose process is gone reads as ``abandoned``, as
+        it does for ``observations(status=...)``.
+        """
+        status = str(self.metadata.get("status", "completed"))
+        if status == "running" and storage.process_gone(self.metadata.get("process")):
+            return "abandoned"
+        return status
 
 
 class Backend(ABC):
@@ -81,7 +88,7 @@ class Backend(ABC):
 
     @abstractmethod
     def all_ids(self) -> list[str]:
-        """Every id stored under :attr:`root`."""
+        """Every id stored under ``root``."""
 
     def claim(self, observation: Observation) -> Observation:
         """Reserve a unique id for ``observation`` and store it.
@@ -158,10 +165,10 @@ class Controller(ABC):
     """
 
     @abstractmethod
-    def suggest(self, experiment: Experiment) -> dict[str, Any] | None:
+    def suggest(self, experiment: Experiment[Any, Any]) -> dict[str, Any] | None:
         """The next config to run, or ``None`` when there is nothing left."""
 
-    def suggest_many(self, experiment: Experiment, n: int) -> list[dict[str, Any]]:
+    def suggest_many(self, experiment: Experiment[Any, Any], n: int) -> list[dict[str, Any]]:
         """Up to ``n`` configs to run as one parallel batch.
 
         The default asks :meth:`suggest` ``n`` times; controllers whose
@@ -177,7 +184,7 @@ class Controller(ABC):
 
     def control(
         self,
-        experiment: Experiment | Callable[..., Any],
+        experiment: Experiment[Any, Any] | Callable[..., Any],
         n: int = 1,
         executor: Any = None,
         **overloads: Any,
@@ -194,7 +201,7 @@ class Controller(ABC):
             Anything with ``submit(fn, *args)`` (a process pool, Dask,
             submitit): the configs are suggested as one batch and run in
             parallel through :meth:`Experiment.sweep
-            <digital_experiments.experiment.Experiment.sweep>`, whose
+            <digital_experiments.Experiment.sweep>`, whose
             observations are returned. Without it, configs run one by one
             (each suggestion sees the previous results) and ``None`` is returned.
         overloads

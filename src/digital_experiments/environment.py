@@ -166,11 +166,11 @@ def git_info(cwd: str | None = None) -> dict[str, Any] | None:
     )
     cached = _GIT_CACHE.get(key)
     if cached is None:
+        commit: str | None
         if ref is None:  # detached HEAD holds the commit itself
             branch, commit = "HEAD", head
         else:
-            branch = ref.removeprefix("refs/heads/")
-            commit = _resolve_ref(common, ref)
+            branch, commit = ref.removeprefix("refs/heads/"), _resolve_ref(common, ref)
         cached = {"branch": branch, "commit": commit, "remote": _origin_url(common)}
         if len(_GIT_CACHE) > 256:
             _GIT_CACHE.clear()

@@ -14,7 +14,7 @@ class DigitalExperimentsError(Exception):
 
 
 class NoExperimentRunning(DigitalExperimentsError, RuntimeError):
-    """Raised by :func:`current_id` and friends outside of an experiment run."""
+    """Raised by :func:`~digital_experiments.current_id` and friends outside of an experiment run."""
 
     def __init__(self, what: str = "this function") -> None:
         super().__init__(
@@ -35,7 +35,7 @@ class UnknownBackendError(DigitalExperimentsError, ValueError):
 class UnstorableValueError(DigitalExperimentsError, TypeError):
     """The backend could not serialise a run's config or result.
 
-    The run itself finished: its value is kept on :attr:`result` so nothing is
+    The run itself finished: its value is kept on ``result`` so nothing is
     lost, and the attempt is recorded with status ``failed``.
 
     Attributes
@@ -58,7 +58,7 @@ class UnstorableValueError(DigitalExperimentsError, TypeError):
 class StorageError(DigitalExperimentsError, OSError):
     """Writing a record failed (disk full, permissions, ...).
 
-    The run's return value is kept on :attr:`result`.
+    The run's return value is kept on ``result``.
     """
 
     def __init__(self, message: str, result: Any = None) -> None:

@@ -21,11 +21,13 @@ import anyio.to_thread
 
 from . import storage
 from .backends import FileBackend
-from .context import TIME_FORMAT, Run, enter, leave
+from .context import TIME_FORMAT, Run, activate, enter, leave
 from .core import Observation
 from .errors import StorageError, UnstorableValueError
 
 if TYPE_CHECKING:
+    from filelock import FileLock
+
     from .experiment import Experiment
 
 RUNNING, COMPLETED, FAILED, INTERRUPTED, ABANDONED = (
@@ -87,10 +89,13 @@ def error_info(exc: BaseException) -> dict[str, str]:
 class Call:
     """One call of an experiment, from claim to published record."""
 
-    def __init__(self, experiment: Experiment, config: dict[str, Any]) -> None:
+    def __init__(self, experiment: Experiment[Any, Any], config: dict[str, Any]) -> None:
         self.experiment = experiment
         self.config = config
         self.run: Run
+        self._lock = threading.Lock()
+        self._claimed = False
+        self._orphaned: BaseException | None = None
 
     # -- the blocking steps
 
@@ -115,7 +120,26 @@ class Call:
         except Exception:  # the config cannot be stored: keep a readable stand-in
             observation = exp.backend.claim(self._storable(observation))
         self.run = Run(observation.id, exp.backend.root, exp.name)
+        with self._lock:
+            self._claimed, orphaned = True, self._orphaned
+        if orphaned is not None:
+            self._interrupt(orphaned)
         return self.run
+
+    def orphan(self, exc: BaseException) -> None:
+        """The async caller was cancelled (``exc``) while :meth:`claim` ran in its thread.
+
+        A worker thread cannot be stopped, so the claim may still land; record
+        that run as interrupted rather than leave it ``running`` for ever.
+        """
+        with self._lock:
+            claimed, self._orphaned = self._claimed, exc
+        if claimed:  # in a thread: the caller is an event loop
+            threading.Thread(target=self._interrupt, args=(exc,)).start()
+
+    def _interrupt(self, exc: BaseException) -> None:
+        with activate(self.run):
+            self.fail(exc, INTERRUPTED)
 
     def start(self) -> None:
         for callback in self.experiment.callbacks:
@@ -221,7 +245,7 @@ class Call:
         return "the record"
 
 
-def call_sync(experiment: Experiment, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def call_sync(experiment: Experiment[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run and record one synchronous call."""
     config = experiment.bind(args, kwargs)
     if not experiment.cache:
@@ -237,7 +261,7 @@ def call_sync(experiment: Experiment, args: tuple[Any, ...], kwargs: dict[str, A
 
 
 def _execute(
-    experiment: Experiment, config: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    experiment: Experiment[Any, Any], config: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     call = Call(experiment, config)
     token = enter(call.claim())
@@ -255,7 +279,7 @@ def _execute(
 
 
 async def call_async(
-    experiment: Experiment, args: tuple[Any, ...], kwargs: dict[str, Any]
+    experiment: Experiment[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """Run and record one call of an ``async`` experiment."""
     config = experiment.bind(args, kwargs)
@@ -264,8 +288,8 @@ async def call_async(
     hit = await anyio.to_thread.run_sync(experiment._lookup, config)
     if hit is not None:
         return hit.result
-    lock = storage.make_lock(experiment._cache_lock_path(config))
-    await anyio.to_thread.run_sync(storage.acquire, lock)
+    lock = await anyio.to_thread.run_sync(storage.make_lock, experiment._cache_lock_path(config))
+    await _acquire_async(lock)
     try:
         hit = await anyio.to_thread.run_sync(experiment._lookup, config)
         if hit is not None:
@@ -275,11 +299,64 @@ async def call_async(
         lock.release()
 
 
+async def _acquire_async(lock: FileLock) -> None:
+    """Wait for ``lock`` by polling, never by blocking a worker thread.
+
+    A blocking acquire would pin one worker thread per waiting task, starving
+    the run that holds the lock of the threads it needs to finish, and trips
+    filelock's deadlock check when a reused worker thread still has another
+    task's hold registered.
+    """
+    delay = 0.001
+    while True:
+        attempt = _Attempt(lock)
+        try:
+            if await anyio.to_thread.run_sync(attempt):
+                return
+        except BaseException:
+            attempt.abandon()
+            raise
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+class _Attempt:
+    """One non-blocking try at a lock in a worker thread.
+
+    A native asyncio cancel can land while the try runs (anyio cannot shield
+    against it); :meth:`abandon` then gives back the hold the try takes.
+    """
+
+    def __init__(self, lock: FileLock) -> None:
+        self.lock = lock
+        self.guard = threading.Lock()
+        self.done = self.abandoned = False
+
+    def __call__(self) -> bool:
+        acquired = storage.try_acquire(self.lock)
+        with self.guard:
+            self.done = True
+            if acquired and self.abandoned:
+                self.lock.release()
+                return False
+        return acquired
+
+    def abandon(self) -> None:
+        with self.guard:
+            self.abandoned = True
+            if self.done and self.lock.is_locked:
+                self.lock.release()
+
+
 async def _execute_async(
-    experiment: Experiment, config: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    experiment: Experiment[Any, Any], config: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     call = Call(experiment, config)
-    run = await anyio.to_thread.run_sync(call.claim)
+    try:
+        run = await anyio.to_thread.run_sync(call.claim)
+    except BaseException as exc:  # a native asyncio cancel is not shielded
+        call.orphan(exc)
+        raise
     cancelled = anyio.get_cancelled_exc_class()
     token = enter(run)
     try:

@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import hashlib
 import json
 import os
 import socket
-
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -168,13 +168,12 @@ def is_temp(name: str) -> bool:
 
 def remove_stale_temp(directory: Path, name: str) -> None:
     """Delete temp file ``name`` if its writer (on this host) is dead."""
-    parts = name[len(TEMP_PREFIX) :].split("-")
-    host = "-".join(parts[:-3])
-    try:
-        pid = int(parts[-3])
-    except (ValueError, IndexError):
-        return
-    if host == HOST and not pid_alive(pid):
+    # ".tmp-<host>-<pid>-<uuid>-<target>": host and target may both contain "-"
+    rest = name[len(TEMP_PREFIX) :]
+    if not rest.startswith(f"{HOST}-"):
+        return  # another host's writer: we cannot tell whether it is alive
+    pid = rest[len(HOST) + 1 :].split("-", 1)[0]
+    if pid.isdigit() and not pid_alive(int(pid)):
         _unlink(directory / name)
 
 
@@ -228,6 +227,15 @@ def acquire(lock: FileLock) -> None:
         ) from exc
 
 
+def try_acquire(lock: FileLock) -> bool:
+    """One attempt at ``lock`` that never waits: whether it is now held."""
+    try:
+        lock.acquire(blocking=False)
+    except _FileLockTimeout:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, timeout: float = -1) -> Iterator[None]:
     """Hold an inter-process lock on ``path`` for the body."""
@@ -267,7 +275,11 @@ def put_environment(root: Path, environment: dict[str, Any]) -> str:
 
 
 def get_environment(root: Path, digest: str) -> Any:
-    """Load an environment stored by :func:`put_environment` (cached)."""
+    """Load an environment stored by :func:`put_environment` (cached).
+
+    Each caller gets its own copy: observations sharing a blob must not see
+    each other's edits (nor corrupt the cache).
+    """
     key = (root, digest)
     if key not in _BLOB_CACHE:
         path = internal_dir(root, "environments", f"{digest}.json")
@@ -275,6 +287,6 @@ def get_environment(root: Path, digest: str) -> Any:
             _BLOB_CACHE[key] = json.loads(path.read_bytes())
         except (OSError, ValueError):
             return None
-    return _BLOB_CACHE[key]
+    return copy.deepcopy(_BLOB_CACHE[key])
 
 

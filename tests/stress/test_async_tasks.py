@@ -1,0 +1,198 @@
+"""Many async runs on one event loop (asyncio and trio)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from digital_experiments import SaveLogs, current_dir, current_id, experiment, storage, time_block
+
+from .tasks import append_line
+
+TASKS = 64
+SHORT, LONG = 0.01, 0.2
+
+
+def _job(root: Path) -> Any:
+    @experiment(root=root, callbacks=[SaveLogs()])
+    async def job(i: int, seconds: float) -> dict[str, Any]:
+        folder = current_dir()
+        assert folder.name == current_id()
+        (folder / "who.txt").write_text(str(i))
+        with time_block(f"sleep-{i}"):
+            await anyio.sleep(seconds)
+        assert current_dir() == folder  # after an await, other tasks have run
+        print(f"task {i}")
+        await anyio.sleep(random.uniform(0, 0.01))
+        assert await anyio.to_thread.run_sync(current_dir) == folder
+        assert current_dir() == folder
+        return {"id": current_id(), "dir": str(folder)}
+
+    return job
+
+
+def _check(job: Any, returned: list[dict[str, Any]]) -> None:
+    ids = [r["id"] for r in returned]
+    assert len(ids) == len(set(ids)) == TASKS
+    observations = job.observations()
+    assert sorted(o.id for o in observations) == sorted(ids)
+    for o in observations:
+        i, seconds = o.config["i"], o.config["seconds"]
+        assert o.result == {"id": o.id, "dir": str(job.backend.root / "storage" / o.id)}
+        files = {p.name: p.read_text() for p in job.artefacts(o.id)}
+        assert files == {"who.txt": str(i), "logs.txt": f"task {i}\n"}
+        timing = o.metadata["timing"]
+        assert set(timing) == {f"sleep-{i}", "total"}
+        assert seconds <= timing[f"sleep-{i}"]["duration"] <= timing["total"]["duration"]
+        if seconds == SHORT:
+            assert timing[f"sleep-{i}"]["duration"] < LONG
+
+
+def _seconds(i: int) -> float:
+    return LONG if i % 8 == 0 else SHORT
+
+
+@pytest.mark.anyio
+async def test_task_group_runs_keep_their_own_context(tmp_path: Path) -> None:
+    """64 tasks in a task group each keep their own folder, blocks, log and timing across awaits."""
+    job = _job(tmp_path / "tasks")
+    assert inspect.iscoroutinefunction(job)
+    returned: list[dict[str, Any]] = []
+
+    async def one(i: int) -> None:
+        returned.append(await job(i, _seconds(i)))
+
+    async with anyio.create_task_group() as group:
+        for i in range(TASKS):
+            group.start_soon(one, i)
+    _check(job, returned)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_asyncio_gather_runs_keep_their_own_context(tmp_path: Path) -> None:
+    """64 runs under asyncio.gather each keep their own folder, blocks, log and timing."""
+    job = _job(tmp_path / "gather")
+    returned = await asyncio.gather(*(job(i, _seconds(i)) for i in range(TASKS)))
+    _check(job, list(returned))
+
+
+@pytest.mark.anyio
+async def test_async_cache_with_many_waiting_tasks(tmp_path: Path) -> None:
+    """100 tasks on 4 cached configs (more waiters than worker threads) run each config once."""
+    log = tmp_path / "executions.log"
+
+    @experiment(root=tmp_path / "cached", cache=True)
+    async def cached(x: int) -> int:
+        await anyio.to_thread.run_sync(append_line, log, str(x))
+        await anyio.sleep(0.05)
+        return x * 7
+
+    results: list[tuple[int, int]] = []
+
+    async def one(x: int) -> None:
+        results.append((x, await cached(x)))
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            for k in range(100):
+                group.start_soon(one, k % 4)
+    assert sorted(results) == sorted((k % 4, (k % 4) * 7) for k in range(100))
+    assert Counter(log.read_text().split()) == {str(x): 1 for x in range(4)}
+    assert len(cached.observations()) == 4
+
+
+def test_recording_never_blocks_the_event_loop(
+    run_driver: Callable[..., Any], anyio_backend: str
+) -> None:
+    """A fresh process's 5 ms heartbeat never stalls 0.1 s while 81 async runs record."""
+    out = run_driver("heartbeat", anyio_backend)
+    assert out["runs"] == 61
+    assert out["cached_runs"] == 4
+    assert out["beats_first_run"] >= 1  # the loop ticked during the first run
+    assert out["max_gap_first_run"] < 0.1, out
+    assert out["max_gap"] < 0.1, out
+
+
+async def _settled(job: Any) -> list[Any]:
+    """The runs of ``job`` once no record is ``running`` (orphaned claims finish in a thread)."""
+    with anyio.fail_after(30):
+        while job.observations(status="running"):
+            await anyio.sleep(0.01)
+    return list(job.observations(status="all"))
+
+
+@pytest.mark.anyio
+async def test_cancel_at_any_instant_never_leaves_a_running_record(tmp_path: Path) -> None:
+    """200 runs timed out at instants from 0 to 4 ms: every recorded run is interrupted."""
+
+    @experiment(root=tmp_path / "timeouts")
+    async def job(k: int) -> None:
+        await anyio.sleep(60)
+
+    for k in range(200):
+        with anyio.move_on_after(k * 0.00002):
+            await job(k)
+    runs = await _settled(job)
+    assert runs, "no cancellation landed after the claim"
+    assert {o.status for o in runs} == {"interrupted"}
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_native_asyncio_cancel_at_any_instant_never_leaves_a_running_record(
+    tmp_path: Path,
+) -> None:
+    """300 `task.cancel()`s at instants from 0 to 6 ms, even mid-claim: no run stays `running`."""
+
+    @experiment(root=tmp_path / "cancels")
+    async def job(k: int) -> None:
+        await asyncio.sleep(60)
+
+    for k in range(300):
+        task = asyncio.create_task(job(k))
+        await asyncio.sleep(k * 0.00002)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    runs = await _settled(job)
+    assert len(runs) > 100
+    assert {o.status for o in runs} == {"interrupted"}
+    assert len({o.id for o in runs}) == len(runs)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_native_cancel_while_taking_the_cache_lock_gives_it_back(tmp_path: Path) -> None:
+    """600 cached calls cancelled at 0 to 6 ms, even mid-acquire, leave the lock free."""
+    never = asyncio.Event()
+
+    @experiment(root=tmp_path / "cached", cache=True)
+    async def job(x: int) -> int:
+        await never.wait()
+        return x
+
+    errors = []  # kept alive, so garbage collection cannot release a leaked hold for us
+    for k in range(600):
+        task = asyncio.create_task(job(1))
+        await asyncio.sleep(k * 0.00001)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError as error:
+            errors.append(error)
+    assert len(errors) == 600
+    await asyncio.sleep(0.05)  # let attempts still running in worker threads finish
+    lock = storage.make_lock(job.experiment._cache_lock_path({"x": 1}))
+    assert storage.try_acquire(lock)
+    lock.release()
+    assert {o.status for o in await _settled(job)} == {"interrupted"}

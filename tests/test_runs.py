@@ -1,0 +1,344 @@
+"""The run lifecycle (``runs.py``): statuses, errors, unstorable values, atomic records."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import multiprocessing
+import os
+import pickle
+import signal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from digital_experiments import UnstorableValueError, current_id, experiment, storage
+from digital_experiments.errors import DigitalExperimentsError
+
+# ---------------------------------------------------------------- statuses
+
+
+def test_run_is_running_from_its_claim() -> None:
+    """From inside the function, the run's own record already reads as `running`."""
+    seen: dict[str, Any] = {}
+
+    @experiment
+    def f() -> None:
+        seen["running"] = [o.id for o in f.observations(status="running")]
+        seen["completed"] = f.observations()
+        seen["id"] = current_id()
+
+    f()
+    assert seen["running"] == [seen["id"]]
+    assert seen["completed"] == []
+    (done,) = f.observations()
+    assert done.id == seen["id"]
+    assert done.metadata["status"] == "completed"
+    assert f.observations(status="running") == []
+
+
+def test_failed_run_records_the_error_and_reraises_the_same_object() -> None:
+    """A raising run records `failed` with type, message, traceback; the same error propagates."""
+    error = ValueError("boom 42")
+
+    @experiment
+    def f(x: int) -> None:
+        raise error
+
+    with pytest.raises(ValueError, match="boom 42") as info:
+        f(1)
+    assert info.value is error
+    assert f.observations() == []
+    (failed,) = f.observations(status="failed")
+    assert failed.config == {"x": 1}
+    assert failed.result is None
+    assert failed.metadata["status"] == "failed"
+    assert failed.metadata["error"]["type"] == "ValueError"
+    assert failed.metadata["error"]["message"] == "boom 42"
+    assert "Traceback" in failed.metadata["error"]["traceback"]
+    assert "raise error" in failed.metadata["error"]["traceback"]
+
+
+def test_keyboard_interrupt_records_interrupted() -> None:
+    """Ctrl-C (KeyboardInterrupt) in a run records `interrupted` and still propagates."""
+
+    @experiment
+    def f() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        f()
+    (run,) = f.observations(status="interrupted")
+    assert run.metadata["error"]["type"] == "KeyboardInterrupt"
+
+
+def test_sigterm_handler_is_restored_after_a_run() -> None:
+    """A run installs its SIGTERM handler only for its own duration."""
+    before = signal.getsignal(signal.SIGTERM)
+
+    @experiment
+    def f() -> Any:
+        return signal.getsignal(signal.SIGTERM)
+
+    during = f()
+    if before is signal.SIG_DFL:  # nobody handles SIGTERM: the run does, meanwhile
+        assert during is not signal.SIG_DFL
+    else:  # somebody else does: the run leaves their handler alone
+        assert during is before
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_status_selects_one_several_or_all_statuses() -> None:
+    """`status=` takes one status, a collection of them or "all"; the default is completed."""
+
+    @experiment
+    def f(kind: str) -> str:
+        if kind == "fail":
+            raise RuntimeError(kind)
+        if kind == "stop":
+            raise KeyboardInterrupt
+        return kind
+
+    f("ok")
+    with pytest.raises(RuntimeError):
+        f("fail")
+    with pytest.raises(KeyboardInterrupt):
+        f("stop")
+
+    def kinds(**kwargs: Any) -> list[str]:
+        return [o.config["kind"] for o in f.observations(**kwargs)]
+
+    assert kinds() == ["ok"]
+    assert kinds(status="completed") == ["ok"]
+    assert kinds(status="failed") == ["fail"]
+    assert kinds(status="interrupted") == ["stop"]
+    assert kinds(status={"failed", "interrupted"}) == ["fail", "stop"]
+    assert kinds(status=["completed", "failed"]) == ["ok", "fail"]
+    assert kinds(status="all") == ["ok", "fail", "stop"]
+    assert kinds(status="running") == kinds(status="abandoned") == []
+    with pytest.raises(ValueError, match="Unknown status 'done'"):
+        f.observations(status="done")
+
+
+def _exit_quietly() -> None:
+    """Target of a process that ends at once (its pid is then dead)."""
+
+
+def test_running_record_of_a_dead_process_reads_as_abandoned() -> None:
+    """A `running` record whose process is gone is selected by status="abandoned", not "running"."""
+
+    @experiment
+    def f() -> None:
+        pass
+
+    f()
+    (done,) = f.observations()
+    process = multiprocessing.get_context("spawn").Process(target=_exit_quietly)
+    process.start()
+    process.join()
+    dead = {"host": storage.HOST, "pid": process.pid}
+    stale = done._replace(id="2000-01-01_00-00-00_000000", result=None)
+    stale.metadata.update(status="running", process=dead)
+    f.backend.record(stale)
+    alive = done._replace(id="2000-01-01_00-00-00_000001", result=None)
+    alive.metadata.update(status="running", process=storage.process_info())
+    f.backend.record(alive)
+
+    assert [o.id for o in f.observations(status="abandoned")] == [stale.id]
+    assert [o.id for o in f.observations(status="running")] == [alive.id]
+    statuses = {o.id: o.status for o in f.observations(status="all")}
+    assert statuses == {stale.id: "abandoned", alive.id: "running", done.id: "completed"}
+
+
+# ---------------------------------------------------------------- async
+
+
+@pytest.mark.anyio
+async def test_async_experiment_is_a_coroutine_function_and_records() -> None:
+    """`@experiment async def` stays a coroutine function; awaiting it returns and records."""
+
+    @experiment
+    async def f(x: int) -> int:
+        await anyio.sleep(0)
+        return x + 1
+
+    assert inspect.iscoroutinefunction(f)
+    assert await f(1) == 2
+    (run,) = f.observations()
+    assert (run.config, run.result, run.metadata["status"]) == ({"x": 1}, 2, "completed")
+
+
+@pytest.mark.anyio
+async def test_async_failure_records_failed_and_reraises() -> None:
+    """An async run that raises is recorded as `failed`; the same exception propagates."""
+    error = KeyError("missing")
+
+    @experiment
+    async def f() -> None:
+        await anyio.sleep(0)
+        raise error
+
+    with pytest.raises(KeyError) as info:
+        await f()
+    assert info.value is error
+    (run,) = f.observations(status="failed")
+    assert run.metadata["error"]["type"] == "KeyError"
+
+
+@pytest.mark.anyio
+async def test_async_cancellation_records_interrupted() -> None:
+    """Cancelling an awaiting run (task group cancel scope) records `interrupted`."""
+    started = anyio.Event()
+
+    @experiment
+    async def f() -> None:
+        started.set()
+        await anyio.sleep(60)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(f)
+        await started.wait()
+        group.cancel_scope.cancel()
+    (run,) = f.observations(status="interrupted")
+    assert run.metadata["status"] == "interrupted"
+    assert f.observations(status="running") == []
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_asyncio_task_cancel_records_interrupted() -> None:
+    """`task.cancel()` on an asyncio task in a run records `interrupted`, raises CancelledError."""
+    started = asyncio.Event()
+
+    @experiment
+    async def f() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    task = asyncio.create_task(f())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (run,) = f.observations(status="interrupted")
+    assert run.metadata["error"]["type"] == "CancelledError"
+
+
+# ---------------------------------------------------------------- unstorable values
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir())
+
+
+def test_unstorable_result_loses_nothing() -> None:
+    """A result json cannot store raises UnstorableValueError naming `result` and carrying it."""
+    value = object()
+
+    @experiment(backend="json")
+    def f(x: int) -> object:
+        return value
+
+    with pytest.raises(UnstorableValueError, match=r"result.*backend='pickle'") as info:
+        f(1)
+    error = info.value
+    assert isinstance(error, TypeError)
+    assert isinstance(error, DigitalExperimentsError)
+    assert error.field == "result"
+    assert error.result is value
+    (failed,) = f.observations(status="failed")
+    assert failed.config == {"x": 1}
+    assert failed.metadata["error"]["type"] == "UnstorableValueError"
+    assert f.observations() == []
+    assert _files(f.backend.root) == [".de", f"{failed.id}.json"]  # no partial file
+
+
+def test_unstorable_config_names_the_argument() -> None:
+    """A config value json cannot store is named as `config.x`; the result is still carried."""
+
+    @experiment(backend="json")
+    def f(x: object, y: int = 2) -> int:
+        return y * 3
+
+    with pytest.raises(UnstorableValueError, match=r"config\.x") as info:
+        f(object())
+    assert info.value.field == "config.x"
+    assert info.value.result == 6
+    (failed,) = f.observations(status="failed")
+    assert failed.config["y"] == 2
+    assert failed.config["x"].startswith("<object object")  # a readable stand-in
+    assert failed.metadata["error"]["type"] == "UnstorableValueError"
+
+
+@pytest.mark.anyio
+async def test_async_unstorable_result_loses_nothing() -> None:
+    """An async run's unstorable result raises UnstorableValueError carrying it; recorded failed."""
+    value = {1, 2}  # a set: not JSON
+
+    @experiment(backend="json")
+    async def f() -> set[int]:
+        return value
+
+    with pytest.raises(UnstorableValueError) as info:
+        await f()
+    assert info.value.result is value
+    assert len(f.observations(status="failed")) == 1
+
+
+def test_unstorable_value_error_pickles() -> None:
+    """UnstorableValueError survives pickling (it crosses process pools) with field and result."""
+    error = UnstorableValueError("cannot store", "config.x", [1, 2])
+    copy = pickle.loads(pickle.dumps(error))
+    assert (str(copy), copy.field, copy.result) == ("cannot store", "config.x", [1, 2])
+
+
+# ---------------------------------------------------------------- atomic records
+
+
+def test_corrupt_and_foreign_files_are_skipped_with_a_warning_naming_them() -> None:
+    """Garbage `<id>.pkl` and a foreign `notes.pkl` are skipped with warnings naming them."""
+
+    @experiment
+    def f(x: int) -> int:
+        return x
+
+    f(1)
+    root = f.backend.root
+    (root / "2001-01-01_00-00-00_000000.pkl").write_bytes(os.urandom(64))
+    (root / "notes.pkl").write_bytes(pickle.dumps({"my": "notes"}))
+    (root / "empty.pkl").write_bytes(b"")
+    with pytest.warns(UserWarning, match="Skipping unreadable record") as warned:
+        observations = f.observations(status="all")
+    assert [o.result for o in observations] == [1]
+    messages = " ".join(str(w.message) for w in warned)
+    for name in ("2001-01-01_00-00-00_000000", "notes", "empty"):
+        assert f"'{name}'" in messages
+
+
+def test_temp_files_are_never_listed_and_dead_writers_leftovers_are_removed() -> None:
+    """Temp files never list; listing removes a dead writer's and keeps a live writer's."""
+
+    @experiment
+    def f() -> int:
+        return 1
+
+    f()
+    (done,) = f.observations()
+    root = f.backend.root
+    process = multiprocessing.get_context("spawn").Process(target=_exit_quietly)
+    process.start()
+    process.join()
+    record = f"{done.id}.pkl"  # real temp names embed the record's name, dashes and all
+    dead = root / f"{storage.TEMP_PREFIX}{storage.HOST}-{process.pid}-0123456789ab-{record}"
+    live = root / f"{storage.TEMP_PREFIX}{storage.HOST}-{os.getpid()}-0123456789ab-{record}"
+    other = root / f"{storage.TEMP_PREFIX}other-host-{process.pid}-0123456789ab-{record}"
+    for path in (dead, live, other):
+        path.write_bytes((root / record).read_bytes()[:10])
+
+    assert f.backend.all_ids() == [done.id]
+    assert not dead.exists()
+    assert live.exists()  # its writer may still finish
+    assert other.exists()  # another host's writer cannot be probed
+    assert [o.id for o in f.observations(status="all")] == [done.id]
