@@ -1,0 +1,326 @@
+"""The backend registry and the pickle, json and yaml formats."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import yaml
+
+from digital_experiments import (
+    Backend,
+    Observation,
+    UnknownBackendError,
+    UnstorableValueError,
+    experiment,
+    register_backend,
+)
+from digital_experiments import backends as backends_module
+from digital_experiments.backends import (
+    FileBackend,
+    JSONBackend,
+    PickleBackend,
+    YAMLBackend,
+    available_backends,
+    instantiate_backend,
+)
+
+FORMATS: dict[str, type[FileBackend]] = {
+    "pickle": PickleBackend,
+    "json": JSONBackend,
+    "yaml": YAMLBackend,
+}
+
+
+@pytest.fixture
+def registry() -> Iterator[dict[str, type[Backend]]]:
+    """The backend registry, restored after the test."""
+    saved = dict(backends_module._ALL_BACKENDS)
+    yield backends_module._ALL_BACKENDS
+    backends_module._ALL_BACKENDS.clear()
+    backends_module._ALL_BACKENDS.update(saved)
+
+
+class MemoryBackend(Backend):
+    """A custom backend keeping observations in a class-level dict."""
+
+    store: ClassVar[dict[str, Observation]] = {}
+
+    def record(self, observation: Observation) -> None:
+        self.store[observation.id] = observation
+
+    def load(self, id: str) -> Observation:
+        return self.store[id]
+
+    def all_ids(self) -> list[str]:
+        return list(self.store)
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_builtin_backends_are_registered() -> None:
+    """pickle, json and yaml are available by name."""
+    assert available_backends() == ["json", "pickle", "yaml"]
+    for name, cls in FORMATS.items():
+        assert backends_module._ALL_BACKENDS[name] is cls
+
+
+@pytest.mark.parametrize(("name", "cls"), FORMATS.items())
+def test_instantiate_backend(tmp_path: Path, name: str, cls: type[Backend]) -> None:
+    """``instantiate_backend(name, root)`` builds the registered class on root, creating it."""
+    backend = instantiate_backend(name, tmp_path / "new")
+    assert type(backend) is cls
+    assert backend.root == tmp_path / "new"
+    assert backend.root.is_dir()
+    assert repr(backend) == f"{cls.__name__}({str(tmp_path / 'new')!r})"
+
+
+def test_unknown_backend_lists_the_available_ones() -> None:
+    """An unknown backend name raises ValueError naming the registered backends."""
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown backend 'jsno'\. Available: json, pickle, yaml\. Register your own",
+    ):
+
+        @experiment(backend="jsno")
+        def f() -> None:
+            pass
+
+    with pytest.raises(UnknownBackendError):
+        instantiate_backend("nope", Path("x"))
+
+
+def test_custom_backend_end_to_end(registry: dict[str, type[Backend]]) -> None:
+    """A ``Backend`` subclass registered by name records and lists runs."""
+    register_backend("memory")(MemoryBackend)
+    MemoryBackend.store = {}
+    assert "memory" in available_backends()
+
+    @experiment(backend="memory", root="memory-root")
+    def square(x: int) -> int:
+        return x**2
+
+    for i in range(3):
+        square(i)
+    observations = square.observations()
+    assert [o.result for o in observations] == [0, 1, 4]
+    assert sorted(MemoryBackend.store) == [o.id for o in observations]
+    assert observations[0].metadata["environment"]["pip_freeze"]
+    assert isinstance(square.backend, MemoryBackend)
+    assert len({o.id for o in observations}) == 3
+    # ids are claimed through markers under the hidden .de folder
+    assert len(list((square.backend.root / ".de" / "ids").iterdir())) == 3
+
+
+def test_backend_instance_can_be_passed(tmp_path: Path) -> None:
+    """``backend=`` also takes a Backend instance, used as is."""
+    store = JSONBackend(tmp_path / "direct")
+
+    @experiment(backend=store)
+    def f() -> int:
+        return 7
+
+    f()
+    assert f.backend is store
+    assert len(list((tmp_path / "direct").glob("*.json"))) == 1
+
+
+def test_register_backend_checks_its_arguments(registry: dict[str, type[Backend]]) -> None:
+    """``register_backend`` wants a non-empty name and a Backend subclass."""
+    with pytest.raises(TypeError, match="Backend names are non-empty strings, not ''"):
+        register_backend("")
+    with pytest.raises(TypeError, match=r"@register_backend\('x'\) decorates Backend subclasses"):
+        register_backend("x")(dict)  # type: ignore[type-var]
+    assert "x" not in registry
+
+
+def test_register_backend_returns_the_class(registry: dict[str, type[Backend]]) -> None:
+    """The decorator returns the class unchanged, so it can be used as a decorator."""
+
+    @register_backend("memory2")
+    class Memory2(MemoryBackend):
+        pass
+
+    assert registry["memory2"] is Memory2
+
+
+def test_backend_is_abstract(tmp_path: Path) -> None:
+    """A Backend subclass must implement record, load and all_ids."""
+
+    class Incomplete(Backend):
+        pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete(tmp_path)  # type: ignore[abstract]
+
+
+# ---------------------------------------------------------------- formats
+
+
+def sample(id: str = "2026-01-01_00-00-00_000000") -> Observation:
+    return Observation(
+        id,
+        {"lr": 0.1, "layers": [1, 2], "name": "a\nmulti-line\nstring", "opts": {"deep": True}},
+        {"loss": 0.5, "history": [1.0, 0.5]},
+        {"status": "completed", "code": "def f():\n    pass\n"},
+    )
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_record_and_load_round_trip(tmp_path: Path, name: str) -> None:
+    """A recorded observation loads back equal, and its id is listed."""
+    backend = instantiate_backend(name, tmp_path)
+    backend.record(sample())
+    assert backend.all_ids() == ["2026-01-01_00-00-00_000000"]
+    assert backend.load("2026-01-01_00-00-00_000000") == sample()
+    assert backend.load_all() == [sample()]
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_record_replaces_an_existing_record(tmp_path: Path, name: str) -> None:
+    """Recording the same id twice keeps only the newer observation."""
+    backend = instantiate_backend(name, tmp_path)
+    backend.record(sample())
+    backend.record(sample()._replace(result=42))
+    assert backend.load_all() == [sample()._replace(result=42)]
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_delete_removes_a_record(tmp_path: Path, name: str) -> None:
+    """``delete(id)`` removes the record; deleting twice is harmless."""
+    backend = instantiate_backend(name, tmp_path)
+    backend.record(sample())
+    backend.delete(sample().id)
+    backend.delete(sample().id)
+    assert backend.all_ids() == []
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_load_all_is_sorted_by_id(tmp_path: Path, name: str) -> None:
+    """``load_all`` returns observations sorted by id whatever the listing order."""
+    backend = instantiate_backend(name, tmp_path)
+    ids = ["2026-01-03_00-00-00_000000", "2026-01-01_00-00-00_000000", "2026-01-02_00-00-00_000000"]
+    for i in ids:
+        backend.record(sample(i))
+    assert [o.id for o in backend.load_all()] == sorted(ids)
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_listing_ignores_other_files(tmp_path: Path, name: str) -> None:
+    """Files of other formats, hidden files and folders are not listed as runs."""
+    backend = instantiate_backend(name, tmp_path)
+    backend.record(sample())
+    (tmp_path / "notes.txt").write_text("hi")
+    (tmp_path / ".hidden.pkl").write_text("hi")
+    (tmp_path / "storage").mkdir()
+    assert backend.all_ids() == [sample().id]
+
+
+def test_json_records_are_plain_json(tmp_path: Path) -> None:
+    """A json record is a readable JSON object with id, config, result and metadata."""
+    JSONBackend(tmp_path).record(sample())
+    data = json.loads((tmp_path / f"{sample().id}.json").read_text())
+    assert data == sample()._asdict()
+
+
+def test_yaml_records_are_safe_yaml_with_block_strings(tmp_path: Path) -> None:
+    """A yaml record of plain values loads with ``safe_load``; multi-line strings are blocks."""
+    YAMLBackend(tmp_path).record(sample())
+    text = (tmp_path / f"{sample().id}.yaml").read_text()
+    assert yaml.safe_load(text) == sample()._asdict()
+    assert "name: |-\n" in text or "name: |\n" in text
+    assert "  a\n" in text  # the block's lines are written as they are
+    assert list(yaml.safe_load(text)) == ["id", "config", "result", "metadata"]
+
+
+def test_yaml_keeps_tuples(tmp_path: Path) -> None:
+    """The yaml backend round-trips tuples (as 2.0.4 did, with PyYAML's python tags)."""
+    backend = YAMLBackend(tmp_path)
+    backend.record(sample()._replace(config={"shape": (2, 3)}))
+    assert backend.load(sample().id).config == {"shape": (2, 3)}
+
+
+def test_pickle_records_are_observations(tmp_path: Path) -> None:
+    """A pickle record unpickles to an Observation."""
+    PickleBackend(tmp_path).record(sample())
+    assert pickle.loads((tmp_path / f"{sample().id}.pkl").read_bytes()) == sample()
+
+
+def test_pickle_stores_arbitrary_objects() -> None:
+    """The default pickle backend keeps any picklable config or result."""
+
+    @experiment
+    def f(value: complex) -> set[int]:
+        return {1, 2}
+
+    f(1 + 2j)
+    (observation,) = f.observations()
+    assert observation.config == {"value": 1 + 2j}
+    assert observation.result == {1, 2}
+
+
+def test_unstorable_result_raises_and_records_a_failure() -> None:
+    """A result JSON cannot store raises TypeError keeping the result, and is recorded failed."""
+    value = object()
+
+    @experiment(backend="json")
+    def f() -> Any:
+        return value
+
+    with pytest.raises(TypeError, match=r"cannot store result of run") as info:
+        f()
+    assert isinstance(info.value, UnstorableValueError)
+    assert info.value.result is value
+    assert info.value.field == "result"
+    assert f.observations() == []
+    (failed,) = f.observations(status="failed")
+    assert failed.metadata["error"]["type"] == "UnstorableValueError"
+
+
+def test_unstorable_config_is_recorded_as_repr() -> None:
+    """A config value the backend cannot store is kept as its repr, and the call still works."""
+
+    class Opaque:
+        def __repr__(self) -> str:
+            return "Opaque()"
+
+    @experiment(backend="json")
+    def f(thing: Any) -> int:
+        return 1
+
+    with pytest.raises(TypeError, match=r"cannot store config\.thing"):
+        f(Opaque())
+    (failed,) = f.observations(status="all")
+    assert failed.config == {"thing": "Opaque()"}
+
+
+def test_custom_file_backend_gets_storage_rules_for_free(
+    registry: dict[str, type[Backend]], tmp_path: Path
+) -> None:
+    """A FileBackend subclass only encodes; records, ids and shared environments come for free."""
+
+    @register_backend("compact-json")
+    class CompactJSON(FileBackend):
+        suffix = ".cjson"
+
+        def dumps(self, observation: Observation) -> bytes:
+            return json.dumps(observation._asdict(), separators=(",", ":")).encode()
+
+        def loads(self, data: bytes) -> Observation:
+            return Observation(**json.loads(data))
+
+    @experiment(backend="compact-json", root="compact")
+    def f(x: int) -> int:
+        return x
+
+    f(1)
+    f(2)
+    assert [o.result for o in f.observations()] == [1, 2]
+    assert f.observations()[0].metadata["environment"]["pip_freeze"]
+    names = sorted(p.name for p in (tmp_path / "compact").iterdir())
+    assert names == sorted([f"{o.id}.cjson" for o in f.observations()] + [".de"])

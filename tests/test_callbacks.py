@@ -1,0 +1,304 @@
+"""Callbacks: user hooks, verbose logging, SaveLogs and the built-ins driven by hand."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from digital_experiments import (
+    Callback,
+    CodeVersioning,
+    GitInfo,
+    Logging,
+    Observation,
+    PipFreeze,
+    SaveLogs,
+    SystemInfo,
+    Timing,
+    current_dir,
+    current_id,
+    experiment,
+    time_block,
+)
+from digital_experiments.callbacks import GlobalStateNotifier
+from digital_experiments.environment import pip_freeze
+
+
+class Recorder(Callback):
+    """Remembers every hook call, and adds metadata at the end."""
+
+    def __init__(self, label: str = "recorder", log: list[Any] | None = None) -> None:
+        self.label = label
+        self.log: list[Any] = [] if log is None else log
+
+    def setup(self, function: Callable[..., Any]) -> None:
+        self.log.append((self.label, "setup", function.__name__))
+
+    def start(self, id: str, config: dict[str, Any]) -> None:
+        self.log.append((self.label, "start", id, dict(config), current_id()))
+
+    def end(self, observation: Observation) -> None:
+        self.log.append((self.label, "end", observation.id, observation.result))
+        observation.metadata[self.label] = "was here"
+
+
+def test_user_callback_sees_setup_start_and_end() -> None:
+    """A Callback gets setup(function), start(id, config) inside the run, end(observation)."""
+    recorder = Recorder()
+
+    @experiment(callbacks=[recorder])
+    def square(x: int) -> int:
+        return x**2
+
+    assert recorder.log == [("recorder", "setup", "square")]
+    square(3)
+    (observation,) = square.observations()
+    assert recorder.log[1:] == [
+        ("recorder", "start", observation.id, {"x": 3}, observation.id),
+        ("recorder", "end", observation.id, 9),
+    ]
+    assert observation.metadata["recorder"] == "was here"
+
+
+def test_callbacks_start_in_order_and_end_in_reverse() -> None:
+    """User callbacks start in the given order and end in the reverse order."""
+    log: list[Any] = []
+
+    @experiment(callbacks=[Recorder("a", log), Recorder("b", log)])
+    def f() -> None:
+        pass
+
+    log.clear()
+    f()
+    assert [(entry[0], entry[1]) for entry in log] == [
+        ("a", "start"),
+        ("b", "start"),
+        ("b", "end"),
+        ("a", "end"),
+    ]
+
+
+def test_callback_end_sees_failed_runs() -> None:
+    """``end`` is called for a failing run too, with status failed and no result."""
+    seen: list[Observation] = []
+
+    class Watch(Callback):
+        def end(self, observation: Observation) -> None:
+            seen.append(observation)
+
+    @experiment(callbacks=[Watch()])
+    def fail() -> None:
+        raise ValueError("bad")
+
+    with pytest.raises(ValueError, match="bad"):
+        fail()
+    (observation,) = seen
+    assert observation.metadata["status"] == "failed"
+    assert observation.result is None
+
+
+def test_builtin_metadata_is_present() -> None:
+    """The built-in callbacks fill timing, code and environment on every run."""
+
+    @experiment
+    def f() -> int:
+        return 1
+
+    f()
+    metadata = f.observations()[0].metadata
+    assert {"timing", "code", "environment", "status"} <= set(metadata)
+    assert {"system", "pip_freeze"} <= set(metadata["environment"])
+
+
+# ---------------------------------------------------------------- verbose
+
+
+def test_verbose_prints_start_and_finish(capsys: pytest.CaptureFixture[str]) -> None:
+    """``verbose=True`` prints a line when the run starts and one when it ends."""
+
+    @experiment(verbose=True)
+    def square(x: int) -> int:
+        return x**2
+
+    square(3)
+    run_id = square.observations()[0].id
+    assert capsys.readouterr().out.splitlines() == [
+        f"[digital-experiments] run {run_id} started with {{'x': 3}}",
+        f"[digital-experiments] run {run_id} completed: 9",
+    ]
+
+
+def test_quiet_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without ``verbose`` nothing is printed."""
+
+    @experiment
+    def square(x: int) -> int:
+        return x**2
+
+    square(3)
+    assert capsys.readouterr().out == ""
+
+
+def test_verbose_shortens_long_results(capsys: pytest.CaptureFixture[str]) -> None:
+    """Long results are printed shortened, with their start and end."""
+
+    @experiment(verbose=True)
+    def long() -> str:
+        return "a" * 300 + "END"
+
+    long()
+    finish = capsys.readouterr().out.splitlines()[-1]
+    assert "..." in finish
+    assert finish.endswith("END'")
+    assert len(finish) < 200
+
+
+# ---------------------------------------------------------------- SaveLogs
+
+
+def test_savelogs_tees_stdout_into_the_artefacts(capsys: pytest.CaptureFixture[str]) -> None:
+    """``SaveLogs("log.txt")`` copies what the run prints to ``<artefacts>/log.txt``."""
+
+    @experiment(callbacks=[SaveLogs("log.txt")])
+    def chatty(n: int) -> int:
+        for i in range(n):
+            print("line", i)
+        return n
+
+    chatty(3)
+    assert capsys.readouterr().out == "line 0\nline 1\nline 2\n"
+    run_id = chatty.observations()[0].id
+    (log,) = chatty.artefacts(run_id)
+    assert log == chatty.backend.root / "storage" / run_id / "log.txt"
+    assert log.read_text() == "line 0\nline 1\nline 2\n"
+
+
+def test_savelogs_default_name_and_one_log_per_run() -> None:
+    """The default log is ``logs.txt``, and each run gets only its own output."""
+
+    @experiment(callbacks=[SaveLogs()])
+    def echo(text: str) -> None:
+        print(text)
+
+    echo("first")
+    echo("second")
+    logs = [echo.artefacts(o.id) for o in echo.observations()]
+    assert [[p.name for p in files] for files in logs] == [["logs.txt"], ["logs.txt"]]
+    assert [files[0].read_text() for files in logs] == ["first\n", "second\n"]
+
+
+def test_savelogs_restores_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    """After a run (even a failing one) ``sys.stdout`` is restored and prints are not logged."""
+    before = sys.stdout
+
+    @experiment(callbacks=[SaveLogs("log.txt")])
+    def fail() -> None:
+        print("before failing")
+        raise ValueError("x")
+
+    with pytest.raises(ValueError, match="x"):
+        fail()
+    assert sys.stdout is before
+    print("after the run")
+    (failed,) = fail.observations(status="failed")
+    assert fail.artefacts(failed.id)[0].read_text() == "before failing\n"
+    assert capsys.readouterr().out == "before failing\nafter the run\n"
+
+
+def test_savelogs_nested_runs_log_separately() -> None:
+    """An inner run's prints go to the inner log, not the outer one."""
+
+    @experiment(callbacks=[SaveLogs()])
+    def inner() -> None:
+        print("inner")
+
+    @experiment(callbacks=[SaveLogs()])
+    def outer() -> None:
+        print("outer 1")
+        inner()
+        print("outer 2")
+
+    outer()
+    outer_log = outer.artefacts(outer.observations()[0].id)[0].read_text()
+    inner_log = inner.artefacts(inner.observations()[0].id)[0].read_text()
+    assert outer_log == "outer 1\nouter 2\n"
+    assert inner_log == "inner\n"
+
+
+# ---------------------------------------------------------------- built-ins by hand
+
+
+def test_global_state_notifier_by_hand(tmp_path: Path) -> None:
+    """``GlobalStateNotifier(root).start`` makes current_id/current_dir work until ``end``."""
+    notifier = GlobalStateNotifier(tmp_path / "root")
+    notifier.start("manual-id", {})
+    assert current_id() == "manual-id"
+    assert current_dir() == tmp_path / "root" / "storage" / "manual-id"
+    assert current_dir().is_dir()
+    with time_block("by-hand"):
+        pass
+    notifier.end(Observation("manual-id", {}, None, {}))
+    with pytest.raises(RuntimeError, match="No experiment running"):
+        current_id()
+
+
+def test_timing_by_hand() -> None:
+    """``Timing().start`` then ``.end`` fills ``metadata["timing"]``."""
+    timing = Timing()
+    timing.start("id", {})
+    observation = Observation("id", {}, None, {})
+    timing.end(observation)
+    assert set(observation.metadata["timing"]) == {"start", "end", "duration"}
+    assert observation.metadata["timing"]["duration"] >= 0
+
+
+def test_timing_end_without_start_adds_nothing() -> None:
+    """``Timing.end`` without a matching start leaves the metadata alone."""
+    observation = Observation("id", {}, None, {})
+    Timing().end(observation)
+    assert observation.metadata == {}
+
+
+def test_code_versioning_by_hand() -> None:
+    """``CodeVersioning`` stores the source given to ``setup``."""
+
+    def f() -> int:
+        return 42
+
+    callback = CodeVersioning()
+    callback.setup(f)
+    observation = Observation("id", {}, None, {})
+    callback.end(observation)
+    assert "return 42" in observation.metadata["code"]
+
+
+def test_environment_callbacks_by_hand() -> None:
+    """``PipFreeze``, ``SystemInfo`` and ``GitInfo`` fill ``metadata["environment"]``."""
+    observation = Observation("id", {}, None, {})
+    for callback in (PipFreeze(), SystemInfo(), GitInfo()):
+        callback.end(observation)
+    environment = observation.metadata["environment"]
+    assert environment["pip_freeze"] == pip_freeze()
+    assert environment["system"]["pwd"] == str(Path.cwd())
+    assert "git" not in environment  # the test folder is not a git repository
+
+
+def test_logging_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
+    """``Logging()`` prints on start and end; ``Logging(False)`` prints nothing."""
+    Logging().start("id", {"x": 1})
+    Logging().end(Observation("id", {"x": 1}, 2, {}))
+    Logging(verbose=False).start("id", {"x": 1})
+    assert capsys.readouterr().out.splitlines() == [
+        "[digital-experiments] run id started with {'x': 1}",
+        "[digital-experiments] run id completed: 2",
+    ]
+
+
+def test_savelogs_needs_a_run() -> None:
+    """``SaveLogs.start`` outside a run raises RuntimeError."""
+    with pytest.raises(RuntimeError, match="No experiment running: SaveLogs"):
+        SaveLogs().start("id", {})

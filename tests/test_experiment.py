@@ -1,0 +1,626 @@
+"""``@experiment`` and :class:`Experiment`: the seed walkthrough, queries, caching, errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from digital_experiments import Experiment, Observation, current_dir, experiment
+
+BACKENDS = ["pickle", "json", "yaml"]
+
+
+def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (no DE_ROOT), failing loudly on error."""
+    env = {k: v for k, v in os.environ.items() if k != "DE_ROOT"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def load_module(path: Path, source: str) -> ModuleType:
+    """Write ``source`` to ``path`` and import it under a unique name."""
+    path.write_text(textwrap.dedent(source))
+    spec = importlib.util.spec_from_file_location(f"_de_test_{path.stem}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SQUARE = """\
+from digital_experiments import experiment
+
+
+@experiment
+def square(x):
+    return x**2
+"""
+
+
+# ---------------------------------------------------------------- the seed walkthrough
+
+
+def test_calls_return_the_function_result() -> None:
+    """A decorated function returns exactly what the function returns."""
+
+    @experiment
+    def square(x: int) -> int:
+        return x**2
+
+    assert [square(i) for i in range(5)] == [0, 1, 4, 9, 16]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_observations_are_ordered_by_id(backend: str) -> None:
+    """``observations()`` returns one Observation per call, oldest first."""
+
+    @experiment(backend=backend)
+    def square(x: int) -> int:
+        return x**2
+
+    for i in range(5):
+        square(i)
+    observations = square.observations()
+    assert [o.id for o in observations] == sorted(o.id for o in observations)
+    assert [o.config for o in observations] == [{"x": i} for i in range(5)]
+    assert [o.result for o in observations] == [0, 1, 4, 9, 16]
+    assert all(isinstance(o, Observation) for o in observations)
+
+
+def test_observation_repr_is_compact() -> None:
+    """An Observation prints as ``Observation(<id>, {'x': 0} → 0)``."""
+
+    @experiment
+    def square(x: int) -> int:
+        return x**2
+
+    square(0)
+    (observation,) = square.observations()
+    assert repr(observation) == f"Observation({observation.id}, {{'x': 0}} → 0)"
+
+
+def test_observations_persist_across_python_sessions(tmp_path: Path) -> None:
+    """Runs recorded by one interpreter are read back by another."""
+    (tmp_path / "square_module.py").write_text(SQUARE)
+    run_python("import square_module as m; [m.square(i) for i in range(5)]", tmp_path)
+    module = load_module(tmp_path / "square_module.py", SQUARE)
+    module.square(5)
+    observations = module.square.observations()
+    assert [o.result for o in observations] == [0, 1, 4, 9, 16, 25]
+    out = run_python(
+        "import square_module as m; print(len(m.square.observations()))", tmp_path
+    ).stdout
+    assert out.strip() == "6"
+
+
+def test_to_dataframe_columns() -> None:
+    """``to_dataframe()`` has exactly the columns id, result and config.<arg>."""
+
+    @experiment
+    def square(x: int) -> int:
+        return x**2
+
+    for i in range(5):
+        square(i)
+    frame = square.to_dataframe()
+    assert list(frame.columns) == ["id", "result", "config.x"]
+    assert list(frame["result"]) == [0, 1, 4, 9, 16]
+    assert list(frame["id"]) == [o.id for o in square.observations()]
+
+
+def test_to_dataframe_flattens_nested_values_with_sep() -> None:
+    """Nested dict configs and results become one column per leaf, joined by the separator."""
+
+    @experiment
+    def train(opts: dict[str, Any]) -> dict[str, Any]:
+        return {"loss": opts["lr"] * 2, "extra": {"epochs": 3}}
+
+    train({"lr": 0.5, "model": {"depth": 2}})
+    frame = train.to_dataframe(normalising_sep="/")
+    assert set(frame.columns) == {
+        "id",
+        "result/loss",
+        "result/extra/epochs",
+        "config/opts/lr",
+        "config/opts/model/depth",
+    }
+    assert frame["config/opts/model/depth"].tolist() == [2]
+    assert "config.opts.lr" in train.to_dataframe().columns
+
+
+def test_to_dataframe_metadata_columns_only_on_request() -> None:
+    """``include_metadata=True`` adds metadata.* columns; the default has none."""
+
+    @experiment
+    def square(x: int) -> int:
+        return x**2
+
+    square(2)
+    assert not any(c.startswith("metadata") for c in square.to_dataframe().columns)
+    columns = set(square.to_dataframe(include_metadata=True).columns)
+    assert {
+        "metadata.timing.duration",
+        "metadata.code",
+        "metadata.environment.system.python_version",
+        "metadata.environment.pip_freeze",
+    } <= columns
+
+
+def test_to_dataframe_is_empty_without_runs() -> None:
+    """An experiment never called gives an empty DataFrame."""
+
+    @experiment
+    def square(x: int) -> int:
+        return x**2
+
+    assert square.to_dataframe().empty
+
+
+def test_observation_asdict_is_json_serialisable_with_metadata() -> None:
+    """``Observation._asdict()`` is plain JSON with timing, environment and code."""
+
+    @experiment
+    def square(x: int) -> int:
+        return x**2
+
+    square(3)
+    data = json.loads(json.dumps(square.observations()[0]._asdict()))
+    assert data["config"] == {"x": 3}
+    assert data["result"] == 9
+    metadata = data["metadata"]
+    assert metadata["status"] == "completed"
+    assert set(metadata["timing"]) == {"start", "end", "duration"}
+    assert metadata["timing"]["duration"] >= 0
+    time.strptime(metadata["timing"]["start"], "%Y-%m-%d %H:%M:%S")
+    environment = metadata["environment"]
+    assert set(environment["system"]) == {
+        "platform",
+        "machine",
+        "processor",
+        "system",
+        "python_version",
+        "pwd",
+    }
+    assert environment["system"]["pwd"] == os.getcwd()
+    assert "filelock==" in environment["pip_freeze"]
+    assert "git" not in environment  # tmp_path is not a git repository
+    assert "def square(x: int) -> int:" in metadata["code"]
+    assert "@experiment" in metadata["code"]
+
+
+def test_importing_does_not_import_pandas(tmp_path: Path) -> None:
+    """``import digital_experiments`` leaves pandas unimported (only DataFrames need it)."""
+    run_python("import digital_experiments, sys; assert 'pandas' not in sys.modules", tmp_path)
+
+
+# ---------------------------------------------------------------- artefacts
+
+
+def test_current_dir_is_the_runs_storage_folder() -> None:
+    """Inside a run ``current_dir()`` is ``<root>/storage/<id>/`` and exists."""
+    seen: list[Path] = []
+
+    @experiment
+    def save() -> None:
+        seen.append(current_dir())
+        (current_dir() / "out.txt").write_text("hi")
+
+    save()
+    (observation,) = save.observations()
+    expected = Path("experiments", "save", "storage", observation.id).absolute()
+    assert seen == [expected]
+    assert expected.is_dir()
+    assert save.artefacts(observation.id) == [expected / "out.txt"]
+
+
+def test_artefact_folder_is_created_on_demand_only() -> None:
+    """A run that never asks for ``current_dir()`` gets no storage folder."""
+
+    @experiment
+    def plain() -> int:
+        return 1
+
+    plain()
+    assert not (plain.backend.root / "storage").exists()
+    assert plain.artefacts(plain.observations()[0].id) == []
+
+
+def test_artefacts_lists_nested_files_sorted() -> None:
+    """``artefacts(id)`` lists every file of the run, sub-folders included, sorted."""
+
+    @experiment
+    def save() -> None:
+        (current_dir() / "b.txt").write_text("b")
+        (current_dir() / "a.txt").write_text("a")
+        (current_dir() / "sub").mkdir()
+        (current_dir() / "sub" / "c.txt").write_text("c")
+
+    save()
+    run_id = save.observations()[0].id
+    names = [
+        p.relative_to(save.backend.root / "storage" / run_id).as_posix()
+        for p in save.artefacts(run_id)
+    ]
+    assert names == ["a.txt", "b.txt", "sub/c.txt"]
+
+
+def test_artefacts_of_unknown_id_is_empty() -> None:
+    """``artefacts`` of an id with no run is ``[]``, not an error."""
+
+    @experiment
+    def plain() -> int:
+        return 1
+
+    assert plain.artefacts("2000-01-01_00-00-00_000000") == []
+
+
+@pytest.mark.parametrize("bad", ["../..", "..", "a/b", "/etc", "", "."])
+def test_artefacts_rejects_paths(bad: str) -> None:
+    """``artefacts`` refuses ids that are paths, so it cannot list outside the store."""
+
+    @experiment
+    def plain() -> int:
+        return 1
+
+    with pytest.raises(ValueError, match="Invalid run id"):
+        plain.artefacts(bad)
+
+
+# ---------------------------------------------------------------- queries
+
+
+def _runs_with_a_failure() -> Any:
+    @experiment
+    def maybe(x: int) -> int:
+        if x < 0:
+            raise ValueError("negative")
+        return x
+
+    for x in (1, 2, 3):
+        maybe(x)
+    with pytest.raises(ValueError, match="negative"):
+        maybe(-1)
+    return maybe
+
+
+def test_observations_default_to_completed_runs() -> None:
+    """A failed run is recorded but ``observations()`` only returns completed runs."""
+    maybe = _runs_with_a_failure()
+    assert [o.config["x"] for o in maybe.observations()] == [1, 2, 3]
+    (failed,) = maybe.observations(status="failed")
+    assert failed.config == {"x": -1}
+    assert failed.result is None
+    assert failed.status == "failed"
+    assert failed.metadata["error"]["type"] == "ValueError"
+    assert failed.metadata["error"]["message"] == "negative"
+    assert "raise ValueError" in failed.metadata["error"]["traceback"]
+    assert len(maybe.observations(status="all")) == 4
+    assert len(maybe.observations(status=["completed", "failed"])) == 4
+
+
+def test_observations_rejects_unknown_status() -> None:
+    """An unknown status name raises ValueError listing the valid ones."""
+    maybe = _runs_with_a_failure()
+    with pytest.raises(ValueError, match=r"Unknown status 'bogus'\. Use one of running, completed"):
+        maybe.observations(status="bogus")
+
+
+def test_observations_where_mapping_and_callables() -> None:
+    """``where`` filters on config values, predicates on values, or whole observations."""
+    maybe = _runs_with_a_failure()
+    assert [o.result for o in maybe.observations(where={"x": 2})] == [2]
+    assert [o.result for o in maybe.observations(where={"x": lambda v: v >= 2})] == [2, 3]
+    assert [o.result for o in maybe.observations(where=lambda o: o.result == 3)] == [3]
+    assert maybe.observations(where={"missing": 1}) == []
+    with pytest.raises(TypeError, match="where= takes a mapping"):
+        maybe.observations(where=5)  # type: ignore[arg-type]
+
+
+def test_observations_since_and_limit() -> None:
+    """``since`` keeps runs started at or after a time or id; ``limit`` keeps the newest."""
+
+    @experiment
+    def ident(x: int) -> int:
+        return x
+
+    ident(0)
+    ident(1)
+    time.sleep(0.002)
+    cut = datetime.now()
+    ident(2)
+    ident(3)
+    all_ids = [o.id for o in ident.observations()]
+    assert [o.result for o in ident.observations(since=cut)] == [2, 3]
+    assert [o.result for o in ident.observations(since=all_ids[1])] == [1, 2, 3]
+    assert len(ident.observations(since=all_ids[0][:10])) == 4  # a date prefix works
+    assert ident.observations(since="2999-01-01") == []
+    assert [o.result for o in ident.observations(limit=2)] == [2, 3]
+    assert ident.observations(limit=0) == []
+    assert [o.result for o in ident.observations(since=all_ids[1], limit=1)] == [3]
+    assert list(ident.to_dataframe(limit=1)["result"]) == [3]
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        ident.observations(limit=-1)
+
+
+# ---------------------------------------------------------------- caching
+
+
+def test_cache_returns_stored_result_without_running() -> None:
+    """With ``cache=True`` a config already run returns its stored result; new configs run."""
+    calls: list[int] = []
+
+    @experiment(cache=True)
+    def slow(x: int) -> list[int]:
+        calls.append(x)
+        return [x, x]
+
+    assert slow(1) == [1, 1]
+    assert slow(1) == [1, 1]
+    assert slow(x=1) == [1, 1]
+    assert slow(2) == [2, 2]
+    assert calls == [1, 2]
+    assert len(slow.observations()) == 2
+
+
+def test_without_cache_every_call_runs() -> None:
+    """The default (``cache=False``) runs and records every call."""
+    calls: list[int] = []
+
+    @experiment
+    def slow(x: int) -> int:
+        calls.append(x)
+        return x
+
+    slow(1)
+    slow(1)
+    assert calls == [1, 1]
+    assert len(slow.observations()) == 2
+
+
+def test_cache_ignores_failed_runs() -> None:
+    """A failed run is not a cache hit: the next call runs again."""
+    attempts: list[int] = []
+
+    @experiment(cache=True)
+    def flaky(x: int) -> int:
+        attempts.append(x)
+        if len(attempts) == 1:
+            raise RuntimeError("first try fails")
+        return x
+
+    with pytest.raises(RuntimeError, match="first try fails"):
+        flaky(1)
+    assert flaky(1) == 1
+    assert flaky(1) == 1
+    assert attempts == [1, 1]
+
+
+VERSION_1 = """\
+from pathlib import Path
+from digital_experiments import experiment
+
+
+@experiment(cache=True)
+def f(x):
+    with Path("calls.txt").open("a") as log:
+        log.write("v1\\n")
+    return x + 1
+"""
+
+VERSION_2 = VERSION_1.replace("v1", "v2").replace("x + 1", "x + 2")
+
+
+def test_cache_reruns_when_code_changes(tmp_path: Path) -> None:
+    """Changing the function's source invalidates the cache, and queries follow the code."""
+    v1 = load_module(tmp_path / "mod_v1.py", VERSION_1)
+    v2 = load_module(tmp_path / "mod_v2.py", VERSION_2)
+    assert v1.f.backend.root == v2.f.backend.root
+    calls = tmp_path / "calls.txt"
+
+    assert v1.f(1) == 2
+    assert v1.f(1) == 2
+    assert calls.read_text().split() == ["v1"]
+    assert v2.f(1) == 3
+    assert v2.f(1) == 3
+    assert calls.read_text().split() == ["v1", "v2"]
+    assert v1.f(1) == 2  # the v1 run is still cached for v1's code
+    assert calls.read_text().split() == ["v1", "v2"]
+
+    assert [o.result for o in v2.f.observations()] == [3]
+    assert [o.result for o in v2.f.observations(current_code_only=True)] == [3]
+    assert [o.result for o in v2.f.observations(current_code_only=False)] == [2, 3]
+    assert len(v1.f.to_dataframe(current_code_only=False)) == 2
+
+
+def test_cache_hits_runs_from_another_process(tmp_path: Path) -> None:
+    """A run recorded by another interpreter is a cache hit here."""
+    (tmp_path / "mod_v1.py").write_text(VERSION_1)
+    run_python("import mod_v1; mod_v1.f(5)", tmp_path)
+    module = load_module(tmp_path / "mod_v1.py", VERSION_1)
+    assert module.f(5) == 6
+    assert (tmp_path / "calls.txt").read_text().split() == ["v1"]
+
+
+# ---------------------------------------------------------------- methods and errors
+
+
+def test_decorating_a_method() -> None:
+    """A decorated method records its arguments without ``self``."""
+
+    class Model:
+        def __init__(self, scale: int) -> None:
+            self.scale = scale
+
+        @experiment
+        def predict(self, x: int, bias: int = 0) -> int:
+            return self.scale * x + bias
+
+    assert Model(2).predict(3) == 6
+    assert Model(10).predict(1, bias=1) == 11
+    observations = Model.predict.observations()
+    assert [o.config for o in observations] == [{"x": 3, "bias": 0}, {"x": 1, "bias": 1}]
+    assert [o.result for o in observations] == [6, 11]
+
+
+def test_module_level_function_with_self_parameter_keeps_it() -> None:
+    """Only functions defined in a class body drop their first argument."""
+
+    @experiment
+    def f(self: int, x: int) -> int:
+        return self + x
+
+    f(1, 2)
+    assert f.observations()[0].config == {"self": 1, "x": 2}
+
+
+def test_config_includes_defaults_and_kwargs() -> None:
+    """The config holds every argument, positional, keyword and default alike."""
+
+    @experiment
+    def f(a: int, b: int = 2, *args: int, c: int = 3, **kwargs: int) -> int:
+        return a
+
+    f(1)
+    f(1, 5, 6, 7, c=4, d=8)
+    assert [o.config for o in f.observations()] == [
+        {"a": 1, "b": 2, "args": (), "c": 3, "kwargs": {}},
+        {"a": 1, "b": 5, "args": (6, 7), "c": 4, "kwargs": {"d": 8}},
+    ]
+
+
+def test_bad_arguments_raise_typeerror_naming_the_function() -> None:
+    """Calling with arguments that do not fit raises TypeError naming the function."""
+
+    @experiment
+    def square(x: int) -> int:
+        return x**2
+
+    with pytest.raises(TypeError, match=r"^square\(x.*: too many positional arguments$"):
+        square(1, 2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"square.*missing a required argument: 'x'"):
+        square()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"square.*unexpected keyword argument 'y'"):
+        square(1, y=2)  # type: ignore[call-arg]
+    assert square.observations(status="all") == []
+
+
+def test_generator_functions_are_refused() -> None:
+    """Decorating a generator function raises TypeError (its body would run unrecorded)."""
+    with pytest.raises(TypeError, match="cannot record generator function 'gen'"):
+
+        @experiment
+        def gen() -> Any:
+            yield 1
+
+
+def test_async_generator_functions_are_refused() -> None:
+    """Decorating an async generator function raises TypeError too."""
+    with pytest.raises(TypeError, match="cannot record generator function 'agen'"):
+
+        @experiment
+        async def agen() -> Any:
+            yield 1
+
+
+def test_callbacks_must_be_callback_instances() -> None:
+    """``callbacks=[object()]`` raises TypeError saying what to subclass."""
+    with pytest.raises(TypeError, match=r"callbacks= takes Callback instances.*Subclass"):
+
+        @experiment(callbacks=[object()])  # type: ignore[list-item]
+        def f() -> None:
+            pass
+
+
+def test_root_must_be_a_path() -> None:
+    """``root=5`` raises TypeError."""
+    with pytest.raises(TypeError, match=r"root= takes a str or pathlib.Path, not 5"):
+
+        @experiment(root=5)  # type: ignore[arg-type]
+        def f() -> None:
+            pass
+
+
+def test_only_callables_can_be_decorated() -> None:
+    """``experiment(5)`` raises TypeError."""
+    with pytest.raises(TypeError, match="@experiment decorates functions, not 5"):
+        experiment(5)  # type: ignore[call-overload]
+
+
+def test_exceptions_propagate_unchanged() -> None:
+    """The exception a run raises reaches the caller as the very same object."""
+    error = KeyError("boom")
+
+    @experiment
+    def fail() -> None:
+        raise error
+
+    with pytest.raises(KeyError) as info:
+        fail()
+    assert info.value is error
+
+
+def test_decorated_function_keeps_its_identity() -> None:
+    """The wrapper keeps name and docstring and exposes its Experiment."""
+
+    @experiment
+    def square(x: int) -> int:
+        """Square x."""
+        return x**2
+
+    assert square.__name__ == "square"
+    assert square.__doc__ == "Square x."
+    assert isinstance(square.experiment, Experiment)
+    assert repr(square.experiment) == "Experiment(square)"
+    assert square.experiment.root == square.backend.root
+
+
+def test_experiment_object_is_callable_too() -> None:
+    """Calling the Experiment object records like calling the decorated function."""
+
+    @experiment
+    def square(x: int) -> int:
+        return x**2
+
+    assert square.experiment(4) == 16
+    assert [o.result for o in square.observations()] == [16]
+
+
+@pytest.mark.anyio
+async def test_async_experiment_records_runs() -> None:
+    """An ``async def`` experiment returns a coroutine function whose awaits are recorded."""
+
+    @experiment
+    async def double(x: int) -> int:
+        return 2 * x
+
+    assert await double(2) == 4
+    assert [o.result for o in double.observations()] == [4]
+
+
+def test_python_c_function_records_without_code(tmp_path: Path) -> None:
+    """A function defined in ``python -c`` has no source: runs record code as None."""
+    code = (
+        "from digital_experiments import experiment\n"
+        "@experiment\n"
+        "def f(x):\n"
+        "    return x + 1\n"
+        "assert f(1) == 2\n"
+        "(o,) = f.observations()\n"
+        "print(o.result, o.metadata['code'], o.metadata['status'])\n"
+    )
+    assert run_python(code, tmp_path).stdout.split() == ["2", "None", "completed"]

@@ -1,0 +1,318 @@
+"""Where records go on disk, and the storage rules (claims, atomic writes, shared environments)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from digital_experiments import current_dir, experiment, storage
+from digital_experiments.environment import pip_freeze
+
+SUFFIXES = {"pickle": ".pkl", "json": ".json", "yaml": ".yaml"}
+ID_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_\d{6}$")
+
+
+def visible(folder: Path) -> list[str]:
+    """The names ``ls folder`` shows (hidden files excluded), sorted."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+# ---------------------------------------------------------------- layout
+
+
+def test_default_root_is_experiments_slash_name(tmp_path: Path) -> None:
+    """Without ``root`` or ``DE_ROOT`` records go to ``./experiments/<name>/<id>.pkl``."""
+
+    @experiment
+    def square(x: int) -> int:
+        return x**2
+
+    square(1)
+    root = tmp_path / "experiments" / "square"
+    assert square.backend.root == root
+    (observation,) = square.observations()
+    assert visible(root) == [f"{observation.id}.pkl"]
+
+
+@pytest.mark.parametrize(("backend", "suffix"), SUFFIXES.items())
+def test_backend_chooses_the_record_suffix(tmp_path: Path, backend: str, suffix: str) -> None:
+    """``backend="json"``/``"yaml"`` write ``<id>.json``/``<id>.yaml`` (pickle: ``.pkl``)."""
+
+    @experiment(backend=backend)
+    def square(x: int) -> int:
+        return x**2
+
+    square(1)
+    square(2)
+    ids = [o.id for o in square.observations()]
+    assert visible(tmp_path / "experiments" / "square") == [f"{i}{suffix}" for i in ids]
+
+
+@pytest.mark.parametrize("as_type", [str, Path])
+def test_root_is_the_experiments_own_folder(tmp_path: Path, as_type: type) -> None:
+    """``root=`` (a str or a Path) is used as is, without appending the name."""
+
+    @experiment(root=as_type("my-runs"))
+    def square(x: int) -> int:
+        return x**2
+
+    square(1)
+    assert square.backend.root == tmp_path / "my-runs"
+    assert visible(tmp_path / "my-runs") == [f"{square.observations()[0].id}.pkl"]
+    assert not (tmp_path / "experiments").exists()
+
+
+def test_root_expands_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``root="~/runs"`` expands the home folder."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+    @experiment(root="~/runs")
+    def f() -> None:
+        pass
+
+    assert f.backend.root == tmp_path / "home" / "runs"
+
+
+def test_de_root_gives_a_folder_per_experiment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``DE_ROOT`` set each experiment lives in ``$DE_ROOT/<name>``."""
+    monkeypatch.setenv("DE_ROOT", str(tmp_path / "shared"))
+
+    @experiment
+    def first() -> int:
+        return 1
+
+    @experiment
+    def second() -> int:
+        return 2
+
+    first()
+    second()
+    assert first.backend.root == tmp_path / "shared" / "first"
+    assert second.backend.root == tmp_path / "shared" / "second"
+    assert [o.result for o in first.observations()] == [1]
+    assert [o.result for o in second.observations()] == [2]
+
+
+def test_root_beats_de_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicit ``root=`` wins over ``DE_ROOT``."""
+    monkeypatch.setenv("DE_ROOT", str(tmp_path / "shared"))
+
+    @experiment(root="mine")
+    def f() -> None:
+        pass
+
+    assert f.backend.root == tmp_path / "mine"
+
+
+def test_relative_root_is_fixed_at_decoration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative root is resolved once, so changing directory later does not move the store."""
+
+    @experiment(root="runs")
+    def f() -> None:
+        pass
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    f()
+    assert len(list((tmp_path / "runs").glob("*.pkl"))) == 1
+
+
+def test_ls_root_shows_only_records_and_storage(tmp_path: Path) -> None:
+    """Internal files live in a hidden ``.de`` folder: ``ls root`` shows records and ``storage``."""
+
+    @experiment(cache=True)
+    def save(x: int) -> int:
+        (current_dir() / "out.txt").write_text(str(x))
+        return x
+
+    save(1)
+    save(2)
+    save(1)  # a cache hit, to exercise the cache index too
+    root = tmp_path / "experiments" / "save"
+    ids = [o.id for o in save.observations()]
+    assert visible(root) == sorted([f"{i}.pkl" for i in ids] + ["storage"])
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == [".de"]
+    assert visible(root / "storage") == ids
+
+
+@pytest.mark.parametrize("backend", SUFFIXES)
+def test_no_temporary_files_are_left_behind(tmp_path: Path, backend: str) -> None:
+    """After runs finish the experiment folder holds no temp files."""
+
+    @experiment(backend=backend)
+    def f(x: int) -> int:
+        return x
+
+    for i in range(5):
+        f(i)
+    leftovers = [p for p in (tmp_path / "experiments" / "f").rglob("*") if storage.is_temp(p.name)]
+    assert leftovers == []
+
+
+# ---------------------------------------------------------------- ids
+
+
+def test_ids_have_the_2_0_4_shape_and_are_unique() -> None:
+    """Ids look like ``YYYY-MM-DD_HH-MM-SS_ffffff`` and never repeat, even in a tight loop."""
+
+    @experiment
+    def f(x: int) -> int:
+        return x
+
+    for i in range(50):
+        f(i)
+    ids = [o.id for o in f.observations()]
+    assert len(set(ids)) == 50
+    assert all(ID_PATTERN.match(i) for i in ids)
+    assert [o.result for o in f.observations()] == list(range(50))
+
+
+def test_claim_takes_the_next_free_id(tmp_path: Path) -> None:
+    """A claimed id is never reused: a clash moves on to the next microsecond."""
+    first = storage.claim(tmp_path, ".rec", "2020-01-01_00-00-00_000000", lambda i: i.encode())
+    second = storage.claim(tmp_path, ".rec", "2020-01-01_00-00-00_000000", lambda i: i.encode())
+    assert first == "2020-01-01_00-00-00_000000"
+    assert second > first
+    assert ID_PATTERN.match(second)
+    assert (tmp_path / f"{second}.rec").read_text() == second
+
+
+def test_claim_marker_is_exclusive(tmp_path: Path) -> None:
+    """Two marker claims of the same id get different ids."""
+    a = storage.claim_marker(tmp_path / "ids", "2020-01-01_00-00-00_000000")
+    b = storage.claim_marker(tmp_path / "ids", "2020-01-01_00-00-00_000000")
+    assert a != b
+    assert sorted(os.listdir(tmp_path / "ids")) == sorted([a, b])
+
+
+def test_exclusive_write_never_overwrites(tmp_path: Path) -> None:
+    """``exclusive_write`` publishes once and reports False afterwards, leaving the first data."""
+    target = tmp_path / "record"
+    assert storage.exclusive_write(target, b"first")
+    assert not storage.exclusive_write(target, b"second")
+    assert target.read_bytes() == b"first"
+    assert os.listdir(tmp_path) == ["record"]
+
+
+def test_atomic_write_replaces(tmp_path: Path) -> None:
+    """``atomic_write`` replaces the whole file and leaves no temp file."""
+    target = tmp_path / "sub" / "record"
+    storage.atomic_write(target, b"old")
+    storage.atomic_write(target, b"new", fsync=False)
+    assert target.read_bytes() == b"new"
+    assert os.listdir(target.parent) == ["record"]
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
+    """Listing removes temp files left by a dead process on this host, and keeps live ones."""
+
+    @experiment(root="runs")
+    def f() -> None:
+        pass
+
+    root = tmp_path / "runs"
+    dead = root / f"{storage.TEMP_PREFIX}{storage.HOST}-999999999-abcdefabcdef-x.pkl"
+    alive = root / f"{storage.TEMP_PREFIX}{storage.HOST}-{os.getpid()}-abcdefabcdef-y.pkl"
+    dead.write_bytes(b"partial")
+    alive.write_bytes(b"partial")
+    assert f.observations() == []
+    assert not dead.exists()
+    assert alive.exists()
+
+
+def test_stable_hash_ignores_key_order() -> None:
+    """Equal configs hash equally whatever their key order; different ones do not."""
+    assert storage.stable_hash({"a": 1, "b": [1, 2]}) == storage.stable_hash({"b": [1, 2], "a": 1})
+    assert storage.stable_hash({"a": 1}) != storage.stable_hash({"a": 2})
+
+
+# ---------------------------------------------------------------- unreadable records
+
+
+@pytest.mark.parametrize(("backend", "suffix"), SUFFIXES.items())
+def test_unreadable_record_is_skipped_with_a_warning(
+    tmp_path: Path, backend: str, suffix: str
+) -> None:
+    """A corrupt record file is skipped (with a warning); the other runs still list."""
+
+    @experiment(backend=backend)
+    def f(x: int) -> int:
+        return x
+
+    f(1)
+    (tmp_path / "experiments" / "f" / f"2000-01-01_00-00-00_000000{suffix}").write_bytes(
+        b"\x80\x04garbage{{: ["
+    )
+    with pytest.warns(UserWarning, match="Skipping unreadable record '2000-01-01_00-00-00_000000'"):
+        observations = f.observations()
+    assert [o.result for o in observations] == [1]
+
+
+# ---------------------------------------------------------------- shared environments
+
+
+@pytest.mark.parametrize(("backend", "suffix"), SUFFIXES.items())
+def test_environment_is_stored_once_and_referenced(
+    tmp_path: Path, backend: str, suffix: str
+) -> None:
+    """Records reference a shared environment blob, yet observations show the full environment."""
+
+    @experiment(backend=backend)
+    def f(x: int) -> int:
+        return x
+
+    for i in range(10):
+        f(i)
+    root = tmp_path / "experiments" / "f"
+    blobs = list((root / ".de" / "environments").iterdir())
+    assert len(blobs) == 1
+    freeze = pip_freeze()
+    assert freeze.splitlines()[0].encode() in blobs[0].read_bytes()
+    for record in root.glob(f"*{suffix}"):
+        data = record.read_bytes()
+        assert b"filelock==" not in data
+        assert freeze.splitlines()[0].encode() not in data
+    for observation in f.observations():
+        assert observation.metadata["environment"]["pip_freeze"] == freeze
+        assert "environment_ref" not in observation.metadata
+
+
+def test_observations_do_not_share_environment_objects() -> None:
+    """Editing one observation's environment does not change any other observation."""
+
+    @experiment
+    def f(x: int) -> int:
+        return x
+
+    f(1)
+    f(2)
+    a, b = f.observations()
+    assert a.metadata["environment"] is not b.metadata["environment"]
+    a.metadata["environment"].pop("pip_freeze")
+    a.metadata["environment"]["system"]["pwd"] = "changed"
+    again = f.observations()
+    assert all("pip_freeze" in o.metadata["environment"] for o in again)
+    assert all(o.metadata["environment"]["system"]["pwd"] != "changed" for o in again)
+
+
+def test_missing_environment_blob_loads_as_none(tmp_path: Path) -> None:
+    """If the shared blob is deleted, records still load, with environment None."""
+
+    @experiment(root="runs")
+    def f() -> int:
+        return 1
+
+    f()
+    storage._BLOB_CACHE.clear()
+    for blob in (tmp_path / "runs" / ".de" / "environments").iterdir():
+        blob.unlink()
+    (observation,) = f.observations()
+    assert observation.result == 1
+    assert observation.metadata["environment"] is None
