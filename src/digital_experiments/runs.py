@@ -13,6 +13,7 @@ import threading
 import traceback
 import warnings
 from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,21 @@ RUNNING, COMPLETED, FAILED, INTERRUPTED, ABANDONED = (
     "abandoned",
 )
 STATUSES = (RUNNING, COMPLETED, FAILED, INTERRUPTED, ABANDONED)
+
+# A sweep sets this to a list to learn which record a call ends with (runs
+# started in its context append their final observation; the outer run's comes
+# last, after any nested run's). A cache hit appends the stored observation.
+RECORDS: ContextVar[list[Observation] | None] = ContextVar(
+    "digital_experiments_records", default=None
+)
+
+
+def report(observation: Observation) -> Observation:
+    """Append ``observation`` to the :data:`RECORDS` list of this context, if any."""
+    sink = RECORDS.get()
+    if sink is not None:
+        sink.append(observation)
+    return observation
 
 
 class Terminated(SystemExit):
@@ -151,6 +167,7 @@ class Call:
         for callback in reversed(self.experiment.callbacks):
             callback.end(observation)
         self._publish(observation, result)
+        report(observation)
         if self.experiment.cache:
             self.experiment._remember(observation)
         return result
@@ -176,6 +193,7 @@ class Call:
                 f"Could not record failed run {self.run.id!r}: {write_exc!r}",
                 stacklevel=2,
             )
+        report(observation)
 
     # -- helpers
 
@@ -252,11 +270,11 @@ def call_sync(experiment: Experiment[Any, Any], args: tuple[Any, ...], kwargs: d
         return _execute(experiment, config, args, kwargs)
     hit = experiment._lookup(config)
     if hit is not None:
-        return hit.result
+        return report(hit).result
     with storage.file_lock(experiment._cache_lock_path(config)):
         hit = experiment._lookup(config)
         if hit is not None:
-            return hit.result
+            return report(hit).result
         return _execute(experiment, config, args, kwargs)
 
 
@@ -287,13 +305,13 @@ async def call_async(
         return await _execute_async(experiment, config, args, kwargs)
     hit = await anyio.to_thread.run_sync(experiment._lookup, config)
     if hit is not None:
-        return hit.result
+        return report(hit).result
     lock = await anyio.to_thread.run_sync(storage.make_lock, experiment._cache_lock_path(config))
     await _acquire_async(lock)
     try:
         hit = await anyio.to_thread.run_sync(experiment._lookup, config)
         if hit is not None:
-            return hit.result
+            return report(hit).result
         return await _execute_async(experiment, config, args, kwargs)
     finally:
         lock.release()

@@ -1,0 +1,245 @@
+"""Sweeps on real engines: process pools, loky, Dask, submitit; two sweeps at once; kill -9.
+
+Every test checks that each config was recorded exactly once, by the process
+that ran it (``metadata["recorded_by"]`` and the ``pid.txt`` artefact agree with the
+pid the run returned), under the root the driver chose.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from digital_experiments import storage
+from digital_experiments.backends import PickleBackend
+from digital_experiments.sweep import CLAIMS
+
+from . import sweep_workers
+from .conftest import REPO, driver_env, last_json
+
+GRID = {"x": list(range(8))}
+
+
+@pytest.fixture
+def rooted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Point a module-level experiment at this test's folder (sweeps ship the backend)."""
+
+    def root(function: Any) -> Any:
+        backend = PickleBackend(tmp_path / function.__name__)
+        monkeypatch.setattr(function.experiment, "backend", backend)
+        return function
+
+    return root
+
+
+def check_recorded_once(function: Any, runs: list[Any], same_process: bool = False) -> set[int]:
+    """Every run completed, recorded once, by the process that ran it; returns the pids."""
+    xs = [o.config["x"] for o in runs]
+    assert sorted(o.config["x"] for o in function.observations()) == sorted(xs)
+    assert len(function.observations(status="all", where={"x": xs.__contains__})) == len(runs)
+    pids = set()
+    for run in runs:
+        assert run.status == "completed"
+        assert run.result["square"] == run.config["x"] ** 2
+        pid = run.result["pid"]
+        pids.add(pid)
+        assert (pid == os.getpid()) is same_process
+        assert run.metadata["recorded_by"] == pid  # the record was written by the worker
+        (artefact,) = function.artefacts(run.id)
+        assert artefact.name == "pid.txt"
+        assert artefact.read_text() == str(pid)
+    root = function.experiment.root
+    assert not os.listdir(storage.internal_dir(root, CLAIMS))
+    return pids
+
+
+def test_process_pool_spawn(rooted: Any) -> None:
+    """A spawn process pool: workers import the experiment by reference and record under
+    the driver's root; a failure comes back as a failed observation; async runs too."""
+    square, asquare = rooted(sweep_workers.square), rooted(sweep_workers.asquare)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=context) as pool:
+        runs = square.sweep(GRID, executor=pool)
+        failed = square.sweep({"x": [-1]}, executor=pool)
+        aruns = asquare.sweep({"x": [0, 1, 2]}, executor=pool)
+    assert [o.config["x"] for o in runs] == GRID["x"]
+    assert check_recorded_once(square, runs)
+    assert failed[0].status == "failed"
+    assert failed[0].metadata["error"]["type"] == "ValueError"
+    assert check_recorded_once(asquare, aruns)
+
+
+def test_loky(rooted: Any) -> None:
+    """loky's reusable executor (cloudpickle) runs and records the grid."""
+    from loky import get_reusable_executor
+
+    square = rooted(sweep_workers.square)
+    executor = get_reusable_executor(max_workers=2)
+    try:
+        runs = square.sweep(GRID, executor=executor)
+    finally:
+        executor.shutdown(wait=True)
+    check_recorded_once(square, runs)
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> Iterator[Any]:
+    """Two single-threaded worker processes on 127.0.0.1, no dashboard; closed after."""
+    from dask.distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            processes=True,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def test_dask(rooted: Any, dask_client: Any) -> None:
+    """Dask's client.get_executor(pure=False): both workers record, nothing twice."""
+    square, asquare = rooted(sweep_workers.square), rooted(sweep_workers.asquare)
+    runs = square.sweep(GRID, executor=dask_client.get_executor(pure=False))
+    check_recorded_once(square, runs)
+    aruns = asquare.sweep({"x": [0, 1, 2]}, executor=dask_client.get_executor(pure=False))
+    check_recorded_once(asquare, aruns)
+
+
+def test_dask_client_directly_and_pure_calls(rooted: Any, dask_client: Any) -> None:
+    """A Client (pure=True by default) still runs every listed call: each submission
+    carries a unique token, so Dask never merges two equal calls into one."""
+    square = rooted(sweep_workers.square)
+    runs = square.sweep([{"x": 1}, {"x": 1}], executor=dask_client, skip=None)
+    assert len({o.id for o in runs}) == 2
+    assert len(square.observations()) == 2
+
+
+# submitit's DebugJob removes its log FileHandlers from the root logger without closing them
+@pytest.mark.filterwarnings(
+    r"ignore:unclosed file <_io\.\w+ name='.*/DEBUG_\w+_log:ResourceWarning"
+)
+def test_submitit_debug_executor(rooted: Any, tmp_path: Path) -> None:
+    """submitit's DebugExecutor runs jobs in this process when their result is asked for."""
+    import submitit
+
+    square = rooted(sweep_workers.square)
+    executor = submitit.DebugExecutor(folder=tmp_path / "submitit")
+    runs = square.sweep({"x": [0, 1, 2, -1]}, executor=executor)
+    gc.collect()  # those handlers, while the filter above is on
+    assert [o.status for o in runs] == ["completed"] * 3 + ["failed"]
+    check_recorded_once(square, runs[:3], same_process=True)
+
+
+def test_submitit_local_executor(
+    rooted: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """submitit's LocalExecutor: each job is a new Python process (as on SLURM) that
+    imports the experiment by reference and writes under the driver's root."""
+    import submitit
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # jobs import tests.stress.sweep_workers
+    square = rooted(sweep_workers.square)
+    executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
+    executor.update_parameters(timeout_min=2)
+    runs = square.sweep({"x": [0, 1, 2]}, executor=executor)
+    pids = check_recorded_once(square, runs)
+    assert len(pids) == 3
+
+
+def _start(root: Path, *args: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.stress.sweep_workers", str(root), *map(str, args)],
+        cwd=root.parent,
+        env=driver_env(root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_two_processes_sweeping_one_root_run_each_config_once(tmp_path: Path) -> None:
+    """Two sweeps of the same grid started together (two processes, one root) never run a
+    config twice, and both return the same observation for each config."""
+    root = tmp_path / "slow"
+    drivers = [_start(root, 24) for _ in range(2)]
+    outs = []
+    for driver in drivers:
+        stdout, stderr = driver.communicate(timeout=120)
+        assert driver.returncode == 0, stderr
+        outs.append(last_json(stdout))
+    assert outs[0]["ids"] == outs[1]["ids"]
+    reader = PickleBackend(root)
+    observations = reader.load_all()
+    assert sorted(o.config["x"] for o in observations) == list(range(24))
+    assert {o.status for o in observations} == {"completed"}
+    assert not os.listdir(storage.internal_dir(root, CLAIMS))
+
+
+def test_a_killed_sweep_resumes_where_it_stopped(tmp_path: Path) -> None:
+    """kill -9 mid-sweep leaves a claim of a dead process: the next sweep takes it over,
+    runs only what is missing and leaves no claim behind."""
+    root = tmp_path / "crash"
+    first = _start(root, 5, 2)
+    first.communicate(timeout=120)
+    assert first.returncode == -9
+    reader = PickleBackend(root)
+    before = {o.config["x"]: o for o in reader.load_all()}
+    assert {x: o.status for x, o in before.items()} == {
+        0: "completed",
+        1: "completed",
+        2: "abandoned",
+    }
+    assert len(os.listdir(storage.internal_dir(root, CLAIMS))) == 1
+
+    second = _start(root, 5, 2)
+    stdout, stderr = second.communicate(timeout=120)
+    assert second.returncode == 0, stderr
+    ids = last_json(stdout)["ids"]
+    assert ids["0"] == before[0].id
+    assert ids["1"] == before[1].id
+    completed = [o for o in reader.load_all() if o.status == "completed"]
+    assert sorted(o.config["x"] for o in completed) == [0, 1, 2, 3, 4]
+    assert not os.listdir(storage.internal_dir(root, CLAIMS))
+
+
+def test_sweep_dask_example(tmp_path: Path) -> None:
+    """examples/sweep_dask.py runs from its folder, twice: the second time runs nothing."""
+    folder = tmp_path / "examples"
+    folder.mkdir()
+    shutil.copy(REPO / "examples" / "sweep_dask.py", folder)
+    for expected in (
+        r"8 configs: 8 run now by [12] Dask workers, 0 already done",
+        r"8 configs: 0 run now by 0 Dask workers, 8 already done",
+    ):
+        done = subprocess.run(
+            [sys.executable, "sweep_dask.py"],
+            cwd=folder,
+            env=driver_env(folder / "unused"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert re.search(f"^{expected}$", done.stdout, re.M), done.stdout
+        assert re.search(r"^best: lr=0\.3 steps=20 ", done.stdout, re.M)
+    records = PickleBackend(folder / "experiments" / "fit").load_all()
+    assert len(records) == 8
+    for record in records:
+        assert json.loads(str(record.result["pid"])) != os.getpid()

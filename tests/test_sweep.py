@@ -1,0 +1,808 @@
+"""Sweeps (``sweep.py``): grids, skipping, errors, claims, progress, async and controllers.
+
+Real process pools, loky, Dask and submitit are in ``tests/stress/test_sweep_engines.py``;
+here the executors are in-process (threads, or stand-ins with only ``submit``/``result``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from digital_experiments import current_dir, experiment, storage
+from digital_experiments.backends import PickleBackend
+from digital_experiments.controllers import GridSearch, RandomSearch
+from digital_experiments.sweep import CLAIMS, _Job, _run_one, asweep, sweep
+
+
+def claims_dir(function: Any) -> Path:
+    return storage.internal_dir(function.experiment.root, CLAIMS)
+
+
+def claims_left(function: Any) -> list[str]:
+    folder = claims_dir(function)
+    return sorted(os.listdir(folder)) if folder.exists() else []
+
+
+def claim_path(function: Any, **config: Any) -> Path:
+    exp = function.experiment
+    return claims_dir(function) / exp.config_key(exp.bind((), config))
+
+
+def write_claim(path: Path, **holder: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"token": "someone-else", **holder}))
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.fixture
+def add() -> Any:
+    @experiment
+    def add(a: int, b: int = 10) -> int:
+        (current_dir() / "sum.txt").write_text(str(a + b))
+        if a < 0:
+            raise ValueError(f"negative a: {a}")
+        return a + b
+
+    return add
+
+
+# ---------------------------------------------------------------- grids
+
+
+def test_dict_grid_runs_every_combination_in_grid_order(add: Any) -> None:
+    """A dict of lists runs the cartesian product, observations in grid order."""
+    runs = add.sweep({"a": [1, 2], "b": [0, 100]})
+    assert [o.config for o in runs] == [
+        {"a": 1, "b": 0},
+        {"a": 1, "b": 100},
+        {"a": 2, "b": 0},
+        {"a": 2, "b": 100},
+    ]
+    assert [o.result for o in runs] == [1, 101, 2, 102]
+    assert {o.status for o in runs} == {"completed"}
+    assert sorted(o.id for o in add.observations()) == sorted(o.id for o in runs)
+    for o in runs:
+        (artefact,) = add.artefacts(o.id)
+        assert artefact.read_text() == str(o.result)
+
+
+def test_iterable_grid_of_partial_configs_gets_defaults(add: Any) -> None:
+    """Configs that leave parameters out are run, and recorded, with the defaults."""
+    runs = add.sweep({"a": a} for a in range(3))  # any iterable, here a generator
+    assert [o.config for o in runs] == [{"a": a, "b": 10} for a in range(3)]
+    assert [o.result for o in runs] == [10, 11, 12]
+
+
+def test_a_config_spelled_with_its_defaults_is_the_same_config(add: Any) -> None:
+    """`{"a": 1}` and `{"a": 1, "b": 10}` are one config: it runs once."""
+    first, second = add.sweep([{"a": 1}, {"a": 1, "b": 10}])
+    assert first is second
+    assert len(add.observations()) == 1
+
+
+def test_empty_grid_returns_nothing(add: Any) -> None:
+    """An empty grid (or an empty dimension) runs nothing."""
+    assert add.sweep([]) == []
+    assert add.sweep({"a": []}) == []
+    assert add.observations() == []
+
+
+def test_function_with_var_keyword_accepts_any_key() -> None:
+    """A function taking **kwargs accepts any name in the grid."""
+
+    @experiment
+    def loose(a: int, **rest: Any) -> int:
+        return a + len(rest)
+
+    (run,) = loose.sweep([{"a": 1, "anything": 2}])
+    assert run.result == 2
+
+
+def test_experiment_object_and_module_function_sweep() -> None:
+    """`digital_experiments.sweep.sweep` takes the decorated function or its Experiment."""
+
+    @experiment
+    def one(x: int) -> int:
+        return x
+
+    assert [o.result for o in sweep(one, {"x": [1]})] == [1]
+    assert [o.result for o in sweep(one.experiment, {"x": [2]})] == [2]
+    assert [o.result for o in one.experiment.sweep({"x": [3]})] == [3]
+
+
+# ---------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"skip": "all"}, r"skip= takes 'completed' .* or None .*, not 'all'"),
+        ({"on_error": "ignore"}, r"on_error= takes 'record' .* or 'raise' .*, not 'ignore'"),
+        ({"max_pending": 0}, r"max_pending= takes an int >= 1 or None, not 0"),
+        ({"stale_after": -1}, r"stale_after= takes a number of seconds > 0 or None, not -1"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_runs(
+    add: Any, options: dict[str, Any], match: str
+) -> None:
+    """Each bad option raises ValueError naming the option, the value and the choices."""
+    with pytest.raises(ValueError, match=match):
+        add.sweep({"a": [1]}, **options)
+    assert add.observations(status="all") == []
+
+
+@pytest.mark.parametrize(
+    ("grid", "match"),
+    [
+        (5, r"grid= takes a dict of lists .* or an iterable of config dicts, not 5"),
+        ("ab", r"grid= takes .*, not 'ab'"),
+        ({"a": 1}, r"grid\['a'\] is 1: a dict grid maps each parameter to a list"),
+        ({"a": "xy"}, r"grid\['a'\] is 'xy'"),
+        ([{"a": 1}, 2], r"Config 1 of the grid is 2: an iterable grid holds dicts"),
+        (
+            [{"a": 1}, {"a": 2, "c": 3}],
+            r"Unknown parameter 'c' in config 1 of the grid: add takes a, b\.",
+        ),
+        ([{"b": 1}], r"Config 0 of the grid, \{'b': 1\}: add\(a.*missing a required argument"),
+    ],
+)
+def test_bad_grids_are_refused_before_anything_runs(add: Any, grid: Any, match: str) -> None:
+    """A malformed grid raises TypeError saying what is wrong and how to write it."""
+    with pytest.raises(TypeError, match=match):
+        add.sweep(grid)
+    assert add.observations(status="all") == []
+
+
+def test_executor_without_submit_is_refused(add: Any) -> None:
+    """executor= must have submit()."""
+    with pytest.raises(TypeError, match=r"executor= takes an object with submit\(fn, \*args\)"):
+        add.sweep({"a": [1]}, executor=object())
+
+
+def test_sweep_refuses_non_experiments() -> None:
+    """Only decorated functions (or Experiments) can be swept."""
+    with pytest.raises(TypeError, match="Expected a function decorated with @experiment"):
+        sweep(len, {"x": [1]})
+
+
+# ---------------------------------------------------------------- skipping and resuming
+
+
+def test_completed_configs_are_not_run_again(add: Any) -> None:
+    """A second sweep returns the stored observations and runs only what is new."""
+    first = add.sweep({"a": [1, 2]})
+    second = add.sweep({"a": [1, 2, 3]})
+    assert [o.id for o in second[:2]] == [o.id for o in first]
+    assert second[2].result == 13
+    assert len(add.observations()) == 3
+
+
+def test_a_config_listed_twice_runs_once(add: Any) -> None:
+    """Duplicates in one grid share one run (and one observation)."""
+    runs = add.sweep([{"a": 1}, {"a": 2}, {"a": 1}])
+    assert runs[0] is runs[2]
+    assert len(add.observations()) == 2
+
+
+def test_skip_none_runs_everything_repeats_included(add: Any) -> None:
+    """skip=None runs every listed config, even completed ones and repeats."""
+    add.sweep({"a": [1]})
+    runs = add.sweep([{"a": 1}, {"a": 1}], skip=None)
+    assert len({o.id for o in runs}) == 2
+    assert len(add.observations()) == 3
+
+
+def test_failed_configs_run_again_on_resume() -> None:
+    """Only completed configs are skipped: failed ones are retried by the next sweep."""
+    healthy: set[int] = set()
+
+    @experiment
+    def fragile(x: int) -> int:
+        if x not in healthy:
+            raise RuntimeError(f"not yet {x}")
+        return x
+
+    healthy.add(0)
+    runs = fragile.sweep({"x": [0, 1]})
+    assert [o.status for o in runs] == ["completed", "failed"]
+    healthy.add(1)
+    again = fragile.sweep({"x": [0, 1]})
+    assert again[0].id == runs[0].id
+    assert again[1].status == "completed"
+    assert len(fragile.observations(status="all")) == 3
+
+
+def test_new_code_runs_again(tmp_path: Path) -> None:
+    """Runs recorded with other code do not count as completed."""
+
+    @experiment(root=tmp_path / "f")
+    def f(x: int) -> int:
+        return x
+
+    f.sweep({"x": [1]})
+
+    @experiment(root=tmp_path / "f")  # type: ignore[no-redef]
+    def f(x: int) -> int:
+        return x + 1
+
+    (run,) = f.sweep({"x": [1]})
+    assert run.result == 2
+    assert len(f.observations(current_code_only=False)) == 2
+
+
+def test_resume_after_ctrl_c_runs_only_what_is_missing() -> None:
+    """Ctrl-C stops the sweep (run recorded as interrupted); sweeping again finishes it."""
+    interrupt = {2}
+
+    @experiment
+    def step(x: int) -> int:
+        if x in interrupt:
+            raise KeyboardInterrupt
+        return x
+
+    with pytest.raises(KeyboardInterrupt):
+        step.sweep({"x": range(4)})
+    assert sorted(o.config["x"] for o in step.observations()) == [0, 1]
+    (stopped,) = step.observations(status="interrupted")
+    assert stopped.config == {"x": 2}
+    assert claims_left(step) == []
+
+    interrupt.clear()
+    runs = step.sweep({"x": range(4)})
+    assert [o.result for o in runs] == [0, 1, 2, 3]
+    assert len(step.observations()) == 4  # 0 and 1 were not run again
+
+
+def test_cached_experiment_with_skip_none_returns_the_cached_run() -> None:
+    """With cache=True a call is not run again, whatever skip= says."""
+
+    @experiment(cache=True)
+    def cached(x: int) -> int:
+        return x
+
+    first = cached.sweep({"x": [1]})
+    again = cached.sweep({"x": [1]}, skip=None)
+    assert again[0].id == first[0].id
+    assert len(cached.observations()) == 1
+
+
+def test_the_swept_run_is_returned_not_a_nested_one() -> None:
+    """A run that calls another experiment returns its own observation."""
+
+    @experiment
+    def inner(y: int) -> int:
+        return y
+
+    @experiment
+    def outer(x: int) -> int:
+        return inner(x) + 1
+
+    (run,) = outer.sweep({"x": [1]})
+    assert run.result == 2
+    assert run.id == outer.observations()[0].id
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_on_error_record_keeps_going_and_returns_failures(add: Any) -> None:
+    """Failed runs are recorded and returned; the other configs still run."""
+    runs = add.sweep({"a": [1, -1, 2]})
+    assert [o.status for o in runs] == ["completed", "failed", "completed"]
+    error = runs[1].metadata["error"]
+    assert error["type"] == "ValueError"
+    assert "negative a: -1" in error["message"]
+    assert "Traceback" in error["traceback"]
+    assert claims_left(add) == []
+
+
+def test_on_error_raise_stops_at_the_first_failure_once_recorded(add: Any) -> None:
+    """The run's own exception propagates after its failure is recorded; nothing after runs."""
+    with pytest.raises(ValueError, match="negative a: -1"):
+        add.sweep({"a": [1, -1, 2]}, on_error="raise")
+    assert [o.config["a"] for o in add.observations()] == [1]
+    (failed,) = add.observations(status="failed")
+    assert failed.config["a"] == -1
+    assert claims_left(add) == []
+
+
+def test_on_error_raise_with_an_executor(add: Any) -> None:
+    """With an executor, the failure is raised too, and no claim is left behind."""
+    with ThreadPoolExecutor(1) as pool, pytest.raises(ValueError, match="negative a: -1"):
+        add.sweep({"a": [-1, 1, 2, 3]}, executor=pool, on_error="raise", max_pending=1)
+    assert len(add.observations(status="failed")) == 1
+    assert claims_left(add) == []
+
+
+def test_ctrl_c_in_a_pool_gives_back_the_claims_of_queued_calls() -> None:
+    """Interrupting an executor sweep cancels queued calls and releases their claims, so
+    the same process can sweep again at once (it would otherwise wait on itself)."""
+
+    @experiment
+    def halt(x: int) -> int:
+        if x == 0:
+            raise KeyboardInterrupt
+        return x
+
+    with ThreadPoolExecutor(1) as pool, pytest.raises(KeyboardInterrupt):
+        halt.sweep({"x": range(4)}, executor=pool, max_pending=4)
+    assert claims_left(halt) == []
+    (stopped,) = halt.observations(status="interrupted")
+    assert stopped.config == {"x": 0}
+    assert len(halt.observations(status="all")) < 4  # the queued calls were cancelled
+
+
+def test_stopping_gives_back_claims_of_jobs_not_started() -> None:
+    """With futures that are not concurrent.futures (submitit), jobs that had not started
+    when the sweep stopped find their claim gone and do not run."""
+
+    @experiment
+    def job(x: int) -> int:
+        if x == 0:
+            raise ValueError("first")
+        return x
+
+    class Lazy:
+        """Runs a job when its result is asked for, like submitit's DebugExecutor."""
+
+        def __init__(self) -> None:
+            self.jobs: list[Any] = []
+
+        def submit(self, fn: Any, *args: Any) -> Any:
+            executor = self
+
+            class Job:
+                def result(self) -> Any:
+                    return fn(*args)
+
+                def done(self) -> bool:
+                    return self is executor.jobs[0]  # only the first "finishes"
+
+            self.jobs.append(Job())
+            return self.jobs[-1]
+
+    executor = Lazy()
+    with pytest.raises(ValueError, match="first"):
+        job.sweep({"x": range(3)}, executor=executor, on_error="raise")
+    assert claims_left(job) == []
+    late = [j.result() for j in executor.jobs[1:]]  # the scheduler starts them after all
+    assert all(outcome.lost for outcome in late)
+    assert len(job.observations(status="all")) == 1
+
+
+class LostFutures:
+    """An executor whose calls are lost, like a worker killed with -9."""
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        return self
+
+    def result(self) -> Any:
+        raise RuntimeError("worker lost")
+
+
+def test_a_lost_call_returns_an_unsaved_failed_observation(add: Any) -> None:
+    """When the executor loses a call, the sweep says so and keeps going."""
+    (run,) = add.sweep({"a": [1]}, executor=LostFutures())
+    assert run.id == ""
+    assert run.config == {"a": 1, "b": 10}
+    assert run.metadata["status"] == "failed"
+    assert run.metadata["recorded"] is False
+    assert "worker lost" in run.metadata["error"]["message"]
+    assert claims_left(add) == []
+    with pytest.raises(RuntimeError, match="worker lost"):
+        add.sweep({"a": [1]}, executor=LostFutures(), on_error="raise")
+
+
+def test_run_one_returns_failures_instead_of_raising(add: Any) -> None:
+    """The submitted function never raises for a failing run (submitit's debug executor
+    would open a debugger): the exception comes back with the failed run's id."""
+    outcome = _run_one(_Job(add, add.experiment.backend, {"a": -1}, None))
+    assert outcome.status == "failed"
+    assert isinstance(outcome.error, ValueError)
+    assert add.experiment.backend.load(outcome.id).status == "failed"
+
+
+def test_worker_writes_under_the_backend_it_is_given(add: Any, tmp_path: Path) -> None:
+    """A job carries the driver's backend: the record lands there, not where the worker's
+    own copy of the experiment points."""
+    elsewhere = PickleBackend(tmp_path / "driver-root")
+    outcome = _run_one(_Job(add, elsewhere, {"a": 1}, None))
+    assert elsewhere.load(outcome.id).result == 11
+    assert add.observations() == []
+
+
+# ---------------------------------------------------------------- executors
+
+
+def test_thread_pool_sweep_records_every_config_once(add: Any) -> None:
+    """A thread pool runs the grid; every config is recorded once, in grid order."""
+    with ThreadPoolExecutor(3) as pool:
+        runs = add.sweep({"a": range(12)}, executor=pool)
+    assert [o.result for o in runs] == [a + 10 for a in range(12)]
+    assert len({o.id for o in add.observations()}) == 12
+
+
+class Counting:
+    """A thread pool that counts how many submitted calls are unfinished at once."""
+
+    def __init__(self, workers: int) -> None:
+        self.pool = ThreadPoolExecutor(workers)
+        self._max_workers = workers
+        self.pending = self.most = 0
+        self.lock = threading.Lock()
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        with self.lock:
+            self.pending += 1
+            self.most = max(self.most, self.pending)
+        future = self.pool.submit(fn, *args)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future: Any) -> None:
+        with self.lock:
+            self.pending -= 1
+
+
+def test_submissions_are_bounded_by_the_executors_size() -> None:
+    """At most twice the workers (or max_pending) are submitted at once, so that two
+    sweeps started together share the work instead of one claiming everything."""
+
+    @experiment
+    def nap(x: int) -> int:
+        time.sleep(0.01)
+        return x
+
+    executor = Counting(2)
+    nap.sweep({"x": range(12)}, executor=executor)
+    assert executor.most == 4
+    executor = Counting(2)
+    nap.sweep({"x": range(12, 20)}, executor=executor, max_pending=1)
+    assert executor.most == 1
+    executor.pool.shutdown()
+
+
+class ResultOnly:
+    """An executor like submitit's: jobs are not concurrent.futures, only .result() works."""
+
+    def __init__(self) -> None:
+        self.submitted = 0
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        self.submitted += 1
+
+        class Job:
+            def result(self) -> Any:
+                return fn(*args)
+
+        return Job()
+
+
+def test_futures_with_only_result_are_enough(add: Any) -> None:
+    """A sweep needs nothing but submit() and .result() from an executor."""
+    executor = ResultOnly()
+    runs = add.sweep({"a": range(5)}, executor=executor)
+    assert [o.result for o in runs] == [10, 11, 12, 13, 14]
+    assert executor.submitted == 5
+
+
+# ---------------------------------------------------------------- claims
+
+
+def test_a_config_is_claimed_while_it_runs_and_released_after() -> None:
+    """The claim names the process running the config; it is gone once the run ends."""
+    seen: list[dict[str, Any]] = []
+
+    @experiment
+    def look(x: int) -> int:
+        seen.append(json.loads(claim_path(look, x=x).read_text()))
+        return x
+
+    look.sweep({"x": [1, 2]})
+    assert [(s["host"], s["pid"]) for s in seen] == [(storage.HOST, os.getpid())] * 2
+    assert claims_left(look) == []
+
+
+def test_a_claim_of_a_dead_process_is_taken_over(add: Any) -> None:
+    """A driver killed mid-sweep leaves claims: the next sweep takes them over."""
+    write_claim(claim_path(add, a=1), host=storage.HOST, pid=dead_pid())
+    (run,) = add.sweep({"a": [1]})
+    assert run.status == "completed"
+    assert claims_left(add) == []
+
+
+def test_a_live_claim_is_waited_for_and_its_run_returned(add: Any) -> None:
+    """A config another live sweep holds is not run again: its run is returned."""
+    path = claim_path(add, a=1)
+    write_claim(path, host=storage.HOST, pid=os.getppid())
+    other: dict[str, Any] = {}
+
+    def the_other_sweep() -> None:
+        time.sleep(0.3)
+        other["runs"] = add.sweep({"a": [1]}, skip=None)  # runs it, then...
+        add.experiment._remember(other["runs"][0])  # ...indexes it, as a sweep's worker does
+        path.unlink()
+
+    thread = threading.Thread(target=the_other_sweep)
+    thread.start()
+    runs = add.sweep({"a": [2, 1]})
+    thread.join()
+    assert runs[1].id == other["runs"][0].id
+    assert len(add.observations()) == 2
+
+
+def test_a_released_claim_of_an_unfinished_run_is_run_here(add: Any) -> None:
+    """If the holder gives the config up without completing it, this sweep runs it."""
+    path = claim_path(add, a=1)
+    write_claim(path, host=storage.HOST, pid=os.getppid())
+    threading.Timer(0.3, path.unlink).start()
+    (run,) = add.sweep({"a": [1]})
+    assert run.status == "completed"
+    assert len(add.observations()) == 1
+
+
+def test_claims_from_other_hosts_are_respected_until_stale(add: Any) -> None:
+    """A claim from another host cannot be checked: with stale_after, an old one is taken."""
+    path = claim_path(add, a=1)
+    write_claim(path, host="elsewhere.example", pid=1)
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    (run,) = add.sweep({"a": [1]}, stale_after=60)
+    assert run.status == "completed"
+    assert claims_left(add) == []
+
+
+def test_a_fresh_claim_from_another_host_is_not_taken(add: Any) -> None:
+    """Without stale_after (or before it expires) the other host's claim holds."""
+    path = claim_path(add, a=1)
+    write_claim(path, host="elsewhere.example", pid=1)
+    threading.Timer(0.4, path.unlink).start()
+    began = time.monotonic()
+    add.sweep({"a": [1]}, stale_after=60)
+    assert time.monotonic() - began >= 0.4
+
+
+def test_a_superseded_job_does_not_run() -> None:
+    """A job whose claim was taken over before it started gives way to the new holder."""
+
+    @experiment
+    def once(x: int) -> int:
+        return x
+
+    class TakenOver:
+        """Another sweep takes the claim after submission, then gives it back."""
+
+        def __init__(self) -> None:
+            self.lost = 0
+
+        def submit(self, fn: Any, job: Any) -> Any:
+            path = Path(job.ticket.path)
+            if self.lost == 0:
+                write_claim(path, host=storage.HOST, pid=os.getpid())
+                outcome = fn(job)
+                assert outcome.lost
+                self.lost += 1
+                path.unlink()
+                return ResultOnlyJob(outcome)
+            return ResultOnlyJob(fn(job))
+
+    class ResultOnlyJob:
+        def __init__(self, value: Any) -> None:
+            self.value = value
+
+        def result(self) -> Any:
+            return self.value
+
+    executor = TakenOver()
+    (run,) = once.sweep({"x": [1]}, executor=executor)
+    assert executor.lost == 1
+    assert run.status == "completed"
+    assert len(once.observations(status="all")) == 1
+
+
+def test_two_sweeps_at_once_run_each_config_once() -> None:
+    """Two sweeps of one grid started together split the work and return the same runs."""
+
+    @experiment
+    def slow(x: int) -> int:
+        time.sleep(0.02)
+        return x
+
+    results: list[list[Any]] = []
+
+    def one_sweep() -> None:
+        with ThreadPoolExecutor(2) as pool:
+            results.append(slow.sweep({"x": range(12)}, executor=pool))
+
+    threads = [threading.Thread(target=one_sweep) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    first, second = results
+    assert [o.id for o in first] == [o.id for o in second]
+    assert len(slow.observations(status="all")) == 12
+    assert claims_left(slow) == []
+
+
+# ---------------------------------------------------------------- progress
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_shows_counts_on_a_terminal(add: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal, stderr shows a bar with done, failed and skipped counts."""
+    add.sweep({"a": [1]})
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    add.sweep({"a": [1, 2, -1]})
+    text = terminal.getvalue()
+    assert "add:" in text
+    assert "3/3" in text
+    assert "done=1" in text
+    assert "failed=1" in text
+    assert "skipped=1" in text
+
+
+def test_progress_is_silent_off_a_terminal_or_when_disabled(
+    add: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing on stderr when it is not a terminal, or with progress=False."""
+    add.sweep({"a": [1, 2]})
+    assert capsys.readouterr().err == ""
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    add.sweep({"a": [3]}, progress=False)
+    assert terminal.getvalue() == ""
+
+
+# ---------------------------------------------------------------- async
+
+
+def test_sync_sweep_of_an_async_experiment() -> None:
+    """sweep() runs each call of an async experiment with anyio.run."""
+
+    @experiment
+    async def double(x: int) -> int:
+        await anyio.sleep(0)
+        return 2 * x
+
+    runs = double.sweep({"x": [1, 2]})
+    assert [o.result for o in runs] == [2, 4]
+    with ThreadPoolExecutor(2) as pool:
+        runs = double.sweep({"x": [3, 4]}, executor=pool)
+    assert [o.result for o in runs] == [6, 8]
+
+
+@pytest.mark.anyio
+async def test_sync_sweep_of_an_async_experiment_inside_a_loop_is_refused() -> None:
+    """Inside an event loop, a serial sweep of an async experiment says to use asweep."""
+
+    @experiment
+    async def double(x: int) -> int:
+        return 2 * x
+
+    with pytest.raises(RuntimeError, match=r"use `await double.asweep\(...\)` here"):
+        double.sweep({"x": [1]})
+
+
+@pytest.mark.anyio
+async def test_asweep_bounds_concurrency_and_keeps_grid_order() -> None:
+    """Never more than max_concurrency runs in flight; observations in grid order."""
+    active = {"now": 0, "most": 0}
+
+    @experiment
+    async def fetch(page: int) -> int:
+        active["now"] += 1
+        active["most"] = max(active["most"], active["now"])
+        await anyio.sleep(0.01 * (page % 3))
+        active["now"] -= 1
+        return page
+
+    runs = await fetch.asweep({"page": range(20)}, max_concurrency=3)
+    assert [o.result for o in runs] == list(range(20))
+    assert active["most"] == 3
+    assert len(fetch.observations()) == 20
+
+
+@pytest.mark.anyio
+async def test_asweep_skips_completed_and_records_failures() -> None:
+    """asweep shares sweep's skipping and on_error='record'."""
+
+    @experiment
+    async def check(x: int) -> int:
+        if x < 0:
+            raise ValueError("negative")
+        return x
+
+    first = await asweep(check, {"x": [1]})
+    runs = await check.asweep([{"x": 1}, {"x": -1}, {"x": 1}])
+    assert runs[0].id == runs[2].id == first[0].id
+    assert runs[1].status == "failed"
+    assert claims_left(check) == []
+
+
+@pytest.mark.anyio
+async def test_asweep_on_error_raise_cancels_the_rest() -> None:
+    """The first failure is raised as itself; runs in flight are recorded as interrupted."""
+
+    @experiment
+    async def work(x: int) -> int:
+        if x == 0:
+            raise ValueError("zero")
+        await anyio.sleep(5)
+        return x
+
+    with anyio.fail_after(4), pytest.raises(ValueError, match="zero"):
+        await work.asweep({"x": [1, 2, 0]}, on_error="raise")
+    assert sorted(o.config["x"] for o in work.observations(status="interrupted")) == [1, 2]
+    assert claims_left(work) == []
+
+
+@pytest.mark.anyio
+async def test_asweep_of_a_sync_experiment_uses_threads() -> None:
+    """A sync experiment in asweep runs in worker threads, each with its own run."""
+
+    @experiment
+    def where(x: int) -> str:
+        return str(current_dir())
+
+    runs = await where.asweep({"x": range(4)}, max_concurrency=2)
+    assert len({o.result for o in runs}) == 4
+
+
+@pytest.mark.anyio
+async def test_asweep_validates_max_concurrency() -> None:
+    """max_concurrency must be a positive int."""
+
+    @experiment
+    async def noop(x: int) -> int:
+        return x
+
+    with pytest.raises(ValueError, match="max_concurrency= takes an int >= 1, not 0"):
+        await noop.asweep({"x": [1]}, max_concurrency=0)
+
+
+# ---------------------------------------------------------------- controllers
+
+
+def test_grid_search_control_with_an_executor(add: Any) -> None:
+    """GridSearch.control(executor=) runs the next untried points as one sweep."""
+    with ThreadPoolExecutor(2) as pool:
+        runs = GridSearch(a=[1, 2, 3], b=[0]).control(add, 2, executor=pool)
+        assert runs is not None
+        assert [o.config for o in runs] == [{"a": 1, "b": 0}, {"a": 2, "b": 0}]
+        rest = GridSearch(a=[1, 2, 3], b=[0]).control(add, 5, executor=pool)
+    assert rest is not None
+    assert [o.config["a"] for o in rest] == [3]
+    assert len(add.observations()) == 3
+
+
+def test_random_search_control_with_an_executor(add: Any) -> None:
+    """RandomSearch.control(executor=) runs n random configs through the same machinery."""
+    with ThreadPoolExecutor(2) as pool:
+        runs = RandomSearch(a=range(100)).control(add, 4, executor=pool, b=1)
+    assert runs is not None
+    assert len(runs) == 4
+    assert all(o.config["b"] == 1 and o.status == "completed" for o in runs)
+    assert len(add.observations()) == len({o.config["a"] for o in runs})
