@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
-EXAMPLES := examples/quickstart.py examples/backends_and_artefacts.py examples/parallel_sweep.py
+EXAMPLES := examples/quickstart.py examples/backends_and_artefacts.py examples/parallel_sweep.py \
+	examples/sweep_dask.py
 
 .PHONY: help install demo test lint typecheck pytest docs bench clean
 

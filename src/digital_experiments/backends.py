@@ -7,15 +7,15 @@ format can get it wrong.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
+import warnings
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
-
-import yaml
 
 from . import storage
 from .core import Backend, Observation
@@ -28,6 +28,7 @@ __all__ = [
     "PickleBackend",
     "YAMLBackend",
     "available_backends",
+    "backend_class",
     "instantiate_backend",
     "register_backend",
 ]
@@ -119,7 +120,8 @@ class FileBackend(Backend):
 
     def record(self, observation: Observation) -> None:
         data = self.dumps(self._pack(observation))
-        storage.atomic_write(self.path(observation.id), data, fsync=True)
+        target = os.path.join(self.root, f"{observation.id}{self.suffix}")  # no Path: hot path
+        storage.atomic_write(target, data, fsync=True)
 
     def claim(self, observation: Observation) -> Observation:
         packed = self._pack(observation)
@@ -131,7 +133,8 @@ class FileBackend(Backend):
         return observation._replace(id=id)
 
     def load(self, id: str) -> Observation:
-        return self._unpack(self.loads(self.path(id).read_bytes()))
+        data = storage.read_bytes(os.path.join(self.root, f"{id}{self.suffix}"))
+        return self._unpack(self.loads(data))
 
     def all_ids(self) -> list[str]:
         ids = []
@@ -153,10 +156,29 @@ class FileBackend(Backend):
     def delete(self, id: str) -> None:
         self.path(id).unlink(missing_ok=True)
 
-    def iter_observations(self, ids: Iterable[str]) -> Iterator[Observation]:
-        for observation in super().iter_observations(ids):
-            if isinstance(observation, Observation):
-                yield observation
+    def iter_observations(
+        self, ids: Iterable[str], *, environment: bool = True
+    ) -> Iterator[Observation]:
+        """Load ``ids`` in order, skipping (with a warning) any unreadable record.
+
+        With ``environment=False`` records keep no ``metadata["environment"]``:
+        faster when many runs are read and their environment is not needed.
+        """
+        if type(self).load is not FileBackend.load:  # a subclass reads its own way
+            yield from super().iter_observations(ids)
+            return
+        prefix, suffix = os.path.join(self.root, ""), self.suffix
+        for id in ids:
+            try:
+                data = storage.read_bytes(f"{prefix}{id}{suffix}")
+                observation = self._unpack(self.loads(data), environment)
+            except Exception as exc:  # a foreign or torn file must not stop a listing
+                warnings.warn(
+                    f"Skipping unreadable record {id!r} in {str(self.root)!r}: {exc!r}",
+                    stacklevel=3,
+                )
+                continue
+            yield observation
 
     def _pack(self, observation: Observation) -> Observation:
         environment = observation.metadata.get("environment")
@@ -167,13 +189,14 @@ class FileBackend(Backend):
         metadata["environment_ref"] = storage.put_environment(self.root, environment)
         return observation._replace(metadata=metadata)
 
-    def _unpack(self, observation: Any) -> Observation:
+    def _unpack(self, observation: Any, environment: bool = True) -> Observation:
         if not isinstance(observation, Observation):
             raise TypeError(f"not an Observation record: {type(observation).__name__}")
         metadata = observation.metadata
         if isinstance(metadata, dict) and "environment_ref" in metadata:
             ref = metadata.pop("environment_ref")
-            metadata["environment"] = storage.get_environment(self.root, ref)
+            if environment:
+                metadata["environment"] = storage.get_environment(self.root, ref)
         return observation
 
 
@@ -203,17 +226,20 @@ class JSONBackend(FileBackend):
         return Observation(**json.loads(data))
 
 
-class _Dumper(getattr(yaml, "CDumper", yaml.Dumper)):  # type: ignore[misc]
-    """Our own dumper: multi-line strings as blocks, without touching PyYAML's globals."""
+@functools.cache
+def _yaml() -> tuple[Any, Any, Any]:
+    """``(yaml, Dumper, Loader)``, imported on first use: PyYAML is slow to import."""
+    import yaml
 
+    class Dumper(getattr(yaml, "CDumper", yaml.Dumper)):  # type: ignore[misc]
+        """Our own dumper: multi-line strings as blocks, without touching PyYAML's globals."""
 
-def _represent_str(dumper: yaml.Dumper, data: str) -> yaml.Node:
-    style = "|" if "\n" in data.strip("\n") else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+    def represent_str(dumper: yaml.Dumper, data: str) -> yaml.Node:
+        style = "|" if "\n" in data.strip("\n") else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
-
-_Dumper.add_representer(str, _represent_str)
-_Loader: Any = getattr(yaml, "CLoader", yaml.Loader)
+    Dumper.add_representer(str, represent_str)
+    return yaml, Dumper, getattr(yaml, "CLoader", yaml.Loader)
 
 
 @register_backend("yaml")
@@ -227,8 +253,10 @@ class YAMLBackend(FileBackend):
     suffix = ".yaml"
 
     def dumps(self, observation: Observation) -> bytes:
-        text = yaml.dump(observation._asdict(), Dumper=_Dumper, indent=2, sort_keys=False)
+        yaml, dumper, _ = _yaml()
+        text: str = yaml.dump(observation._asdict(), Dumper=dumper, indent=2, sort_keys=False)
         return text.encode()
 
     def loads(self, data: bytes) -> Observation:
-        return Observation(**yaml.load(data, Loader=_Loader))  # full loader on purpose: see docstring
+        yaml, _, loader = _yaml()  # the full loader on purpose: see the docstring
+        return Observation(**yaml.load(data, Loader=loader))

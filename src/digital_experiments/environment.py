@@ -13,7 +13,6 @@ import os
 import platform
 import re
 import threading
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +51,10 @@ def pip_freeze() -> str:
 
 
 def _read_packages() -> str:
+    from importlib import metadata  # imported on first use: slow to import
+
     seen: dict[str, str] = {}
-    for dist in importlib_metadata.distributions():
+    for dist in metadata.distributions():
         name = dist.metadata["Name"] if dist.metadata else None
         if not name:
             continue
@@ -108,13 +109,6 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _mtime(path: Path) -> int:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return 0
-
-
 def _resolve_ref(common: Path, ref: str) -> str | None:
     loose = _read(common / ref)
     if loose:
@@ -140,42 +134,58 @@ def _origin_url(common: Path) -> str | None:
     return None
 
 
-_GIT_CACHE: dict[tuple[Any, ...], dict[str, Any] | None] = {}
+def _signature(path: str) -> tuple[int, int, int]:
+    # git rewrites files by lock-and-rename, so a change shows in the inode too
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# git_dir -> (HEAD's ref, signatures of the files read, the answer)
+_GIT_CACHE: dict[Path, tuple[str | None, tuple[Any, ...], dict[str, Any]]] = {}
+
+
+def _git_signatures(git_dir: Path, common: Path, ref: str | None) -> tuple[Any, ...]:
+    return (
+        _signature(os.path.join(git_dir, "HEAD")),
+        _signature(os.path.join(common, ref)) if ref else None,
+        _signature(os.path.join(common, "packed-refs")),
+        _signature(os.path.join(common, "config")),
+    )
 
 
 def git_info(cwd: str | None = None) -> dict[str, Any] | None:
     """``{branch, commit, remote}`` of the repository around ``cwd``, else ``None``.
 
     Fields that do not exist yet (no commit, no ``origin`` remote) are ``None``.
-    The answer is cached and re-read when ``HEAD``, its ref or the config move.
+    The answer is cached and re-read when ``HEAD``, its ref, ``packed-refs``
+    or the config change (four ``stat`` calls per run, no reads).
     """
     found = _find_git_dir(cwd or os.getcwd())
     if found is None:
         return None
     git_dir, common = found
+    cached = _GIT_CACHE.get(git_dir)
+    if cached is not None and _git_signatures(git_dir, common, cached[0]) == cached[1]:
+        return dict(cached[2])
     head = _read(git_dir / "HEAD")
     if head is None:
         return None
     ref = head[len("ref:") :].strip() if head.startswith("ref:") else None
-    key = (
-        git_dir,
-        head,
-        _mtime(common / ref) if ref else 0,
-        _mtime(common / "packed-refs"),
-        _mtime(common / "config"),
-    )
-    cached = _GIT_CACHE.get(key)
-    if cached is None:
-        commit: str | None
-        if ref is None:  # detached HEAD holds the commit itself
-            branch, commit = "HEAD", head
-        else:
-            branch, commit = ref.removeprefix("refs/heads/"), _resolve_ref(common, ref)
-        cached = {"branch": branch, "commit": commit, "remote": _origin_url(common)}
-        if len(_GIT_CACHE) > 256:
-            _GIT_CACHE.clear()
-        _GIT_CACHE[key] = cached
-    return dict(cached)
+    # signatures before the reads: a change during them is seen on the next call
+    signatures = _git_signatures(git_dir, common, ref)
+    commit: str | None
+    if ref is None:  # detached HEAD holds the commit itself
+        branch, commit = "HEAD", head
+    else:
+        branch, commit = ref.removeprefix("refs/heads/"), _resolve_ref(common, ref)
+    info = {"branch": branch, "commit": commit, "remote": _origin_url(common)}
+    if len(_GIT_CACHE) > 64:
+        _GIT_CACHE.clear()
+    _GIT_CACHE[git_dir] = (ref, signatures, info)
+    return dict(info)
 
 
 def capture() -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
@@ -14,7 +14,9 @@ from . import storage
 from .backends import instantiate_backend
 from .callbacks import CodeVersioning, GitInfo, Logging, PipFreeze, SystemInfo, Timing
 from .core import Backend, Callback, Observation
-from .runs import ABANDONED, COMPLETED, RUNNING, STATUSES, call_async, call_sync
+from .query import ANY_CODE, Status, Where, select
+from .query import to_dataframe as _frame
+from .runs import COMPLETED, call_async, call_sync
 from .util import source_code
 
 if TYPE_CHECKING:
@@ -23,9 +25,6 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
-
-Status = str | Collection[str]
-Where = Mapping[str, Any] | Callable[[Observation], bool]
 
 
 class Experiment(Generic[P, R]):
@@ -64,12 +63,13 @@ class Experiment(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(function)
         self._skips_first = _is_method(function)
         self._recent: dict[str, str] | None = None
+        self._signature: inspect.Signature | None = None  # built on first call
 
     def __repr__(self) -> str:
         return f"Experiment({self.name})"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_recent": None}
+        return {**self.__dict__, "_recent": None, "_signature": None}
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if self.is_async:
@@ -89,7 +89,9 @@ class Experiment(Generic[P, R]):
         TypeError
             If the arguments do not fit the function's signature.
         """
-        signature = inspect.signature(self.function)
+        signature = self.__dict__.get("_signature")
+        if signature is None:
+            signature = self._signature = inspect.signature(self.function)
         try:
             bound = signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -183,30 +185,8 @@ class Experiment(Generic[P, R]):
         >>> add.observations()  # doctest: +SKIP
         [Observation(2026-11-28_12-00-00_000000, {'a': 1, 'b': 2} → 3)]
         """
-        wanted = _statuses(status)
-        ids = sorted(self.backend.all_ids())
-        if since is not None:
-            floor = since if isinstance(since, str) else storage.new_id(since)
-            ids = ids[_bisect(ids, floor) :]
-        if limit is not None:
-            if limit < 0:
-                raise ValueError(f"limit must be >= 0, not {limit!r}.")
-            ids.reverse()
-        keep = _predicate(where)
-        found: list[Observation] = []
-        for observation in self.backend.iter_observations(ids):
-            if current_code_only and observation.metadata.get("code") != self.code:
-                continue
-            if wanted is not None and _status(observation) not in wanted:
-                continue
-            if keep is not None and not keep(observation):
-                continue
-            found.append(observation)
-            if limit is not None and len(found) >= limit:
-                break
-        if limit is not None:
-            found.reverse()
-        return found
+        code = self.code if current_code_only else ANY_CODE
+        return select(self.backend, code=code, status=status, where=where, since=since, limit=limit)
 
     def to_dataframe(
         self,
@@ -237,18 +217,12 @@ class Experiment(Generic[P, R]):
                                    id  result  config.a  config.b
         0  2026-11-28_12-00-00_000000       3         1         2
         """
-        import pandas as pd  # heavy: imported only when needed
-
-        observations = self.observations(current_code_only, **filters)
-        if not observations:
-            return pd.DataFrame()
-        rows = []
-        for observation in observations:
-            row = observation._asdict()
-            if not include_metadata:
-                del row["metadata"]
-            rows.append(row)
-        return pd.json_normalize(rows, sep=normalising_sep)
+        code = self.code if current_code_only else ANY_CODE
+        # without metadata columns (or a where= that may read it) the shared
+        # environment is never looked at: do not attach it to every run
+        environment = include_metadata or callable(filters.get("where"))
+        observations = select(self.backend, code=code, environment=environment, **filters)
+        return _frame(observations, include_metadata, normalising_sep)
 
     def artefacts(self, id: str) -> list[Path]:
         """The files the run ``id`` wrote to its :func:`current_dir`.
@@ -276,53 +250,6 @@ class Experiment(Generic[P, R]):
         from .sweep import asweep
 
         return await asweep(self, grid, **options)
-
-
-def _bisect(ids: list[str], floor: str) -> int:
-    import bisect
-
-    return bisect.bisect_left(ids, floor)
-
-
-def _statuses(status: Status) -> frozenset[str] | None:
-    names = {status} if isinstance(status, str) else set(status)
-    if "all" in names:
-        return None
-    unknown = names - set(STATUSES)
-    if unknown:
-        raise ValueError(
-            f"Unknown status {sorted(unknown)[0]!r}. Use one of "
-            f"{', '.join(STATUSES)}, a collection of them, or 'all'."
-        )
-    return frozenset(names)
-
-
-def _status(observation: Observation) -> str:
-    status = observation.status
-    if status == RUNNING and storage.process_gone(observation.metadata.get("process")):
-        return ABANDONED
-    return status
-
-
-def _predicate(where: Where | None) -> Callable[[Observation], bool] | None:
-    if where is None or callable(where):
-        return where
-    if not isinstance(where, Mapping):
-        raise TypeError(
-            f"where= takes a mapping such as {{'lr': 0.1}} or a callable, not {where!r}."
-        )
-    items = list(where.items())
-
-    def keep(observation: Observation) -> bool:
-        for key, wanted in items:
-            if key not in observation.config:
-                return False
-            value = observation.config[key]
-            if not (wanted(value) if callable(wanted) else value == wanted):
-                return False
-        return True
-
-    return keep
 
 
 def _is_method(function: Callable[..., Any]) -> bool:

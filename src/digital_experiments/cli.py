@@ -1,0 +1,413 @@
+"""The command line: ``digital-experiments`` (or ``python -m digital_experiments``).
+
+Every command takes an experiment folder (``experiments/<function name>``) and
+reads it through :mod:`digital_experiments.query`, the same code path as
+:meth:`Experiment.observations <digital_experiments.Experiment.observations>`.
+
+Exit codes: 0 success, 1 failure (unknown id, export failed), 2 usage error
+(bad arguments, no such folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__, query
+from .backends import FileBackend
+from .core import Observation
+
+PROG = "digital-experiments"
+PRUNABLE = ("failed", "abandoned", "interrupted")
+EXPORT_FORMATS = ("csv", "json", "parquet")
+
+
+class CommandError(Exception):
+    """A failure to report on stderr, with the exit code to use."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with _warnings_to_stderr():
+            result: int = args.command(args)
+        return result
+    except CommandError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except BrokenPipeError:  # `digital-experiments list ... | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Look at, export and tidy the runs recorded by @experiment.",
+        epilog="ROOT is an experiment folder, such as experiments/<function name>.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def root_argument(command: argparse.ArgumentParser) -> None:
+        command.add_argument("root", metavar="ROOT", type=Path, help="the experiment folder")
+        command.add_argument(
+            "--backend",
+            help="record format (pickle, json, yaml, ...) when the folder holds several",
+        )
+
+    def status_argument(command: argparse.ArgumentParser, default: str) -> None:
+        command.add_argument(
+            "--status",
+            action="append",
+            metavar="STATUS",
+            help=f"{', '.join(query.STATUSES)} or all; repeat or separate with "
+            f"commas for several (default: {default})",
+        )
+        command.set_defaults(default_status=default)
+
+    listing = commands.add_parser(
+        "list", help="a table of the runs", description="A table of the runs, oldest first."
+    )
+    root_argument(listing)
+    status_argument(listing, "all")
+    listing.add_argument("--limit", type=_non_negative, help="only the most recent N runs")
+    listing.add_argument("--since", help="only runs started at or after this id or time prefix")
+    listing.set_defaults(command=cmd_list)
+
+    show = commands.add_parser(
+        "show",
+        help="one run in full, with its artefacts",
+        description="One run in full: config, result, metadata and artefacts.",
+    )
+    root_argument(show)
+    show.add_argument("id", metavar="ID", help="the run's id, or an unambiguous prefix of it")
+    show.add_argument("--json", action="store_true", help="print the record as JSON")
+    show.set_defaults(command=cmd_show)
+
+    export = commands.add_parser(
+        "export",
+        help="the runs as CSV, JSON or Parquet",
+        description="The runs as a table (CSV, Parquet: one flat row per run, as "
+        "to_dataframe()) or as JSON records.",
+    )
+    root_argument(export)
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="output format")
+    export.add_argument("--output", "-o", type=Path, help="write here instead of to stdout")
+    export.add_argument(
+        "--include-metadata", action="store_true", help="add the metadata (timing, environment...)"
+    )
+    status_argument(export, "completed")
+    export.add_argument("--limit", type=_non_negative, help="only the most recent N runs")
+    export.add_argument("--since", help="only runs started at or after this id or time prefix")
+    export.set_defaults(command=cmd_export)
+
+    prune = commands.add_parser(
+        "prune",
+        help="delete failed, abandoned or interrupted runs",
+        description="Delete the runs with the given status, with their artefact folders. "
+        "Lists them and asks first.",
+    )
+    root_argument(prune)
+    prune.add_argument(
+        "--status",
+        action="append",
+        required=True,
+        metavar="STATUS",
+        help=f"{', '.join(PRUNABLE)}; repeat or separate with commas for several",
+    )
+    prune.add_argument("--yes", "-y", action="store_true", help="do not ask before deleting")
+    prune.set_defaults(command=cmd_prune)
+    return parser
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    backend = _open(args)
+    runs = _select(backend, args)
+    _print_table(runs, sys.stdout)
+    counts = Counter(query.status_of(run) for run in runs)
+    summary = ", ".join(f"{n} {status}" for status, n in counts.most_common())
+    print(f"{_plural(len(runs), 'run')}" + (f" ({summary})" if summary else ""))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    backend = _open(args)
+    id = _resolve_id(backend, args.id)
+    runs = list(backend.iter_observations([id]))
+    if not runs:
+        raise CommandError(f"Could not read run {id!r} in {str(backend.root)!r} (see above).")
+    run = runs[0]
+    record = {
+        "id": run.id,
+        "status": query.status_of(run),
+        "config": run.config,
+        "result": run.result,
+        "metadata": run.metadata,
+        "artefacts": [str(path.relative_to(backend.root)) for path in backend.artefacts(id)],
+    }
+    if args.json:
+        json.dump(_plain(record), sys.stdout, indent=2, ensure_ascii=False)
+        print()
+    else:
+        sys.stdout.write(_yaml_text(_plain(record)))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "parquet":
+        if args.output is None:
+            raise CommandError("Parquet is binary: pass --output FILE.", code=2)
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise CommandError(
+                "Parquet export needs pyarrow: pip install pyarrow (or export --format csv)."
+            ) from None
+    backend = _open(args)
+    runs = _select(backend, args, environment=args.include_metadata)
+    if args.format == "json":
+        records = [_json_record(run, args.include_metadata) for run in runs]
+        text = json.dumps(_plain(records), indent=2, ensure_ascii=False) + "\n"
+        _write_text(text, args.output)
+    else:
+        frame = query.to_dataframe(runs, include_metadata=args.include_metadata)
+        if len(frame):
+            frame.insert(1, "status", [query.status_of(run) for run in runs])
+        try:
+            if args.format == "csv":
+                _write_text(frame.to_csv(index=False), args.output)
+            else:
+                frame.to_parquet(args.output, index=False)
+        except (ValueError, TypeError, ImportError) as exc:  # e.g. pyarrow cannot type a column
+            raise CommandError(f"Could not export to {args.format}: {exc}") from exc
+    if args.output is not None:
+        print(f"Wrote {_plural(len(runs), 'run')} to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    statuses = _status_names(args.status)
+    refused = sorted(set(statuses) - set(PRUNABLE))
+    if refused:
+        raise CommandError(
+            f"prune deletes only {', '.join(PRUNABLE)} runs, not {refused[0]!r}.", code=2
+        )
+    backend = _open(args)
+    runs = query.select(backend, status=statuses, environment=False)
+    if not runs:
+        print(f"Nothing to prune: no {' or '.join(statuses)} runs in {backend.root}.")
+        return 0
+    _print_table(runs, sys.stdout)
+    question = (
+        "Delete the run above and its artefacts? [y/N] "
+        if len(runs) == 1
+        else f"Delete the {len(runs):,} runs above and their artefacts? [y/N] "
+    )
+    if not args.yes and not _confirm(question):
+        print("Nothing deleted.")
+        return 0
+    for run in runs:
+        backend.delete(run.id)
+        shutil.rmtree(backend.root / "storage" / run.id, ignore_errors=True)
+    print(f"Deleted {_plural(len(runs), 'run')}.")
+    return 0
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _open(args: argparse.Namespace) -> FileBackend:
+    try:
+        return query.open_root(args.root, args.backend)
+    except (query.NoSuchRoot, ValueError) as exc:
+        raise CommandError(str(exc), code=2) from None
+
+
+def _select(
+    backend: FileBackend, args: argparse.Namespace, environment: bool = False
+) -> list[Observation]:
+    statuses = _status_names(args.status or [args.default_status])
+    try:
+        return query.select(
+            backend,
+            status=statuses,
+            since=args.since,
+            limit=args.limit,
+            environment=environment,
+        )
+    except ValueError as exc:  # an unknown status
+        raise CommandError(str(exc), code=2) from None
+
+
+def _status_names(values: list[str]) -> list[str]:
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, not {text!r}")
+    return value
+
+
+def _resolve_id(backend: FileBackend, id: str) -> str:
+    if Path(id).name != id or not id:
+        raise CommandError(f"Invalid run id {id!r}: ids are names, not paths.", code=2)
+    ids = backend.all_ids()
+    if id in ids:
+        return id
+    matches = sorted(i for i in ids if i.startswith(id))
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise CommandError(f"{id!r} matches {len(matches)} runs ({shown}): give more of the id.")
+    raise CommandError(
+        f"No run {id!r} in {str(backend.root)!r}. See the ids with: {PROG} list {backend.root}"
+    )
+
+
+def _confirm(question: str) -> bool:
+    print(question, end="", flush=True)
+    answer = sys.stdin.readline()
+    if not answer.endswith("\n"):
+        print()  # end of input: keep the terminal tidy
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+@contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Show warnings (such as an unreadable record) as one plain line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for warning in caught:
+                print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+
+
+def _write_text(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+# ---------------------------------------------------------------- formatting
+
+_COLUMNS = ("id", "status", "duration", "config", "result")
+
+
+def _print_table(runs: list[Observation], out: TextIO) -> None:
+    rows = [
+        (run.id, query.status_of(run), _duration(run), _config_text(run), _result_text(run))
+        for run in runs
+    ]
+    if not rows:
+        return
+    width = shutil.get_terminal_size((120, 24)).columns
+    fixed = [max(len(row[i]) for row in [_COLUMNS, *rows]) for i in range(3)]
+    room = max(width - sum(fixed) - 8, 30)  # what is left for config and result
+    config_width = min(max(len(row[3]) for row in [_COLUMNS, *rows]), max(room // 2, room - 40))
+    widths = [*fixed, config_width]
+    for row in [_COLUMNS, *rows]:
+        cells = [_cut(cell, w).ljust(w) for cell, w in zip(row[:4], widths, strict=True)]
+        out.write("  ".join([*cells, _cut(row[4], room - config_width)]).rstrip() + "\n")
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def _duration(run: Observation) -> str:
+    timing = run.metadata.get("timing") if isinstance(run.metadata, dict) else None
+    if isinstance(timing, dict) and isinstance(timing.get("total"), dict):
+        timing = timing["total"]
+    seconds = timing.get("duration") if isinstance(timing, dict) else None
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3g}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _config_text(run: Observation) -> str:
+    config = run.config if isinstance(run.config, dict) else {}
+    return ", ".join(f"{key}={value!r}" for key, value in config.items())
+
+
+def _result_text(run: Observation) -> str:
+    error = run.metadata.get("error") if isinstance(run.metadata, dict) else None
+    if isinstance(error, dict) and run.result is None:
+        return f"{error.get('type', 'Error')}: {error.get('message', '')}".rstrip(": ")
+    if query.status_of(run) in ("running", "abandoned"):
+        return "-"
+    return repr(run.result)
+
+
+def _json_record(run: Observation, include_metadata: bool) -> dict[str, Any]:
+    record = {
+        "id": run.id,
+        "status": query.status_of(run),
+        "config": run.config,
+        "result": run.result,
+    }
+    if include_metadata:
+        record["metadata"] = run.metadata
+    return record
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every part JSON and YAML can show; anything else as its repr."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def _yaml_text(value: Any) -> str:
+    from .backends import _yaml
+
+    yaml, dumper, _ = _yaml()
+    text: str = yaml.dump(
+        value, Dumper=dumper, sort_keys=False, allow_unicode=True, default_flow_style=False
+    )
+    return text

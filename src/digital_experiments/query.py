@@ -1,0 +1,283 @@
+"""Reading stored runs: the one code path behind :meth:`Experiment.observations
+<digital_experiments.Experiment.observations>`, :meth:`~digital_experiments.Experiment.to_dataframe`
+and the command line.
+
+:func:`load` reads an experiment folder without the function that wrote it.
+
+Examples
+--------
+>>> from digital_experiments import query
+>>> runs = query.load("experiments/train", status="failed")  # doctest: +SKIP
+>>> frame = query.to_dataframe(runs)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import storage
+from .backends import _ALL_BACKENDS, FileBackend
+from .core import Backend, Observation
+from .errors import DigitalExperimentsError
+from .runs import ABANDONED, COMPLETED, RUNNING, STATUSES
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "ANY_CODE",
+    "STATUSES",
+    "NoSuchRoot",
+    "load",
+    "open_root",
+    "select",
+    "status_of",
+    "to_dataframe",
+]
+
+Status = str | Collection[str]
+Where = Mapping[str, Any] | Callable[[Observation], bool]
+
+
+class _AnyCode:
+    def __repr__(self) -> str:
+        return "ANY_CODE"
+
+
+ANY_CODE: Any = _AnyCode()
+"""``select(code=ANY_CODE)`` keeps runs of every version of the code."""
+
+
+class NoSuchRoot(DigitalExperimentsError, FileNotFoundError):
+    """The folder given as an experiment root does not exist."""
+
+
+def select(
+    backend: Backend,
+    *,
+    code: Any = ANY_CODE,
+    status: Status = COMPLETED,
+    where: Where | None = None,
+    since: str | datetime | None = None,
+    limit: int | None = None,
+    environment: bool = True,
+) -> list[Observation]:
+    """The runs stored in ``backend`` that match every filter, oldest first.
+
+    Ids are filtered (``since``) before any record is read, and with ``limit``
+    records are read newest first until enough match.
+
+    Parameters
+    ----------
+    backend : Backend
+        Where the runs are stored.
+    code : str or None, optional
+        Keep only runs recorded with this source code (default: any code).
+    status, where, since, limit
+        As in :meth:`Experiment.observations
+        <digital_experiments.Experiment.observations>`.
+    environment : bool
+        Attach the shared environment to ``metadata["environment"]``. Leaving
+        it out makes reading many runs faster when it is not needed.
+    """
+    wanted = _statuses(status)
+    keep = _predicate(where)
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, not {limit!r}.")
+    ids = sorted(backend.all_ids())
+    if since is not None:
+        floor = since if isinstance(since, str) else storage.new_id(since)
+        ids = ids[bisect.bisect_left(ids, floor) :]
+    if limit is not None:
+        if limit == 0:
+            return []
+        ids.reverse()
+    if isinstance(backend, FileBackend):
+        records = backend.iter_observations(ids, environment=environment)
+    else:
+        records = backend.iter_observations(ids)
+    found: list[Observation] = []
+    for observation in records:
+        if code is not ANY_CODE and observation.metadata.get("code") != code:
+            continue
+        if wanted is not None and status_of(observation) not in wanted:
+            continue
+        if keep is not None and not keep(observation):
+            continue
+        found.append(observation)
+        if limit is not None and len(found) >= limit:
+            break
+    if limit is not None:
+        found.reverse()
+    return found
+
+
+def status_of(observation: Observation) -> str:
+    """The run's status, with ``running`` runs of dead processes as ``abandoned``."""
+    status = observation.status
+    if status == RUNNING and storage.process_gone(observation.metadata.get("process")):
+        return ABANDONED
+    return status
+
+
+def _statuses(status: Status) -> frozenset[str] | None:
+    names = {status} if isinstance(status, str) else set(status)
+    if "all" in names:
+        return None
+    unknown = names - set(STATUSES)
+    if unknown:
+        raise ValueError(
+            f"Unknown status {sorted(unknown)[0]!r}. Use one of "
+            f"{', '.join(STATUSES)}, a collection of them, or 'all'."
+        )
+    return frozenset(names)
+
+
+def _predicate(where: Where | None) -> Callable[[Observation], bool] | None:
+    if where is None or callable(where):
+        return where
+    if not isinstance(where, Mapping):
+        raise TypeError(
+            f"where= takes a mapping such as {{'lr': 0.1}} or a callable, not {where!r}."
+        )
+    items = list(where.items())
+
+    def keep(observation: Observation) -> bool:
+        for key, wanted in items:
+            if key not in observation.config:
+                return False
+            value = observation.config[key]
+            if not (wanted(value) if callable(wanted) else value == wanted):
+                return False
+        return True
+
+    return keep
+
+
+# ---------------------------------------------------------------- a root without its function
+
+
+def open_root(root: str | os.PathLike[str], backend: str | None = None) -> FileBackend:
+    """The file backend of the experiment folder ``root``.
+
+    The format is found from the suffix of the records (``.pkl``, ``.json``,
+    ``.yaml``, or that of any registered :class:`~digital_experiments.backends.FileBackend`);
+    pass ``backend`` to choose it when a folder holds several.
+
+    Raises
+    ------
+    NoSuchRoot
+        If ``root`` is not a folder.
+    ValueError
+        If the folder holds records of several formats and ``backend`` is not given.
+    """
+    path = Path(root).expanduser().absolute()
+    if not path.is_dir():
+        raise NoSuchRoot(
+            f"No experiment folder at {str(path)!r}. Pass the folder holding the "
+            "records, such as experiments/<function name>."
+        )
+    formats = {
+        name: cls
+        for name, cls in _ALL_BACKENDS.items()
+        if isinstance(cls, type) and issubclass(cls, FileBackend) and hasattr(cls, "suffix")
+    }
+    if backend is not None:
+        if backend not in formats:
+            raise ValueError(
+                f"Unknown file backend {backend!r}. Available: {', '.join(sorted(formats))}."
+            )
+        return formats[backend](path)
+    by_suffix = {cls.suffix: name for name, cls in formats.items()}
+    found: Counter[str] = Counter()
+    with os.scandir(path) as entries:
+        for entry in entries:
+            suffix = os.path.splitext(entry.name)[1]
+            if suffix in by_suffix and not entry.name.startswith("."):
+                found[by_suffix[suffix]] += 1
+    if len(found) > 1:
+        counts = ", ".join(f"{count} {name}" for name, count in found.most_common())
+        raise ValueError(
+            f"{str(path)!r} holds records of several formats ({counts}). Choose one with backend=."
+        )
+    name = next(iter(found), "pickle")
+    return formats[name](path)
+
+
+def load(
+    root: str | os.PathLike[str],
+    *,
+    status: Status = COMPLETED,
+    where: Where | None = None,
+    since: str | datetime | None = None,
+    limit: int | None = None,
+    backend: str | None = None,
+) -> list[Observation]:
+    """The runs stored in the experiment folder ``root``, oldest first.
+
+    Like :meth:`Experiment.observations <digital_experiments.Experiment.observations>`
+    with ``current_code_only=False``, without needing the function.
+
+    Parameters
+    ----------
+    root : str or pathlib.Path
+        An experiment folder, such as ``experiments/<function name>``.
+    status, where, since, limit
+        As in :meth:`Experiment.observations <digital_experiments.Experiment.observations>`.
+    backend : str, optional
+        The record format, when the folder holds several (see :func:`open_root`).
+
+    Examples
+    --------
+    >>> from digital_experiments import query
+    >>> failed = query.load("experiments/train", status="failed")  # doctest: +SKIP
+    """
+    return select(open_root(root, backend), status=status, where=where, since=since, limit=limit)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def to_dataframe(
+    observations: Sequence[Observation], include_metadata: bool = False, sep: str = "."
+) -> pd.DataFrame:
+    """``observations`` as a flat :class:`pandas.DataFrame`, one row per run.
+
+    The same table as ``pandas.json_normalize([o._asdict() for o in observations],
+    sep=sep)`` (2.0.4's), built faster.
+    """
+    import pandas as pd  # heavy: imported only when needed
+
+    rows = []
+    for observation in observations:
+        row = observation._asdict()
+        if not include_metadata:
+            del row["metadata"]
+        rows.append(_flatten(row, sep))
+    frame: pd.DataFrame = pd.DataFrame(rows) if rows else pd.DataFrame()
+    return frame
+
+
+def _flatten(row: dict[str, Any], sep: str) -> dict[str, Any]:
+    # pandas' json_normalize order: top-level plain values first, then nested
+    # dicts depth first; an empty dict leaves no column
+    flat = {key: value for key, value in row.items() if not isinstance(value, dict)}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            _flatten_into(flat, value, str(key), sep)
+    return flat
+
+
+def _flatten_into(flat: dict[str, Any], nested: dict[Any, Any], prefix: str, sep: str) -> None:
+    for key, value in nested.items():
+        name = f"{prefix}{sep}{key}"
+        if isinstance(value, dict):
+            _flatten_into(flat, value, name, sep)
+        else:
+            flat[name] = value

@@ -1,0 +1,402 @@
+"""The command line, run for real: ``python -m digital_experiments ...`` in a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import digital_experiments
+from digital_experiments import Observation, current_dir, experiment
+from digital_experiments.backends import instantiate_backend
+from digital_experiments.storage import HOST
+
+
+def cli(
+    *args: str | Path, input: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the command line in a fresh interpreter; never raises on a non-zero exit."""
+    env = {k: v for k, v in os.environ.items() if k != "DE_ROOT"}
+    env["COLUMNS"] = "200"  # wide tables: nothing cut
+    return subprocess.run(
+        [sys.executable, "-m", "digital_experiments", *map(str, args)],
+        input=input,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
+
+
+def train(lr: float, epochs: int = 3) -> dict[str, float]:
+    if lr > 1:
+        raise ValueError(f"lr too big: {lr}")
+    (current_dir() / "model.txt").write_text("weights")
+    return {"loss": 0.1 / lr}
+
+
+def make_runs(root: Path, backend: str = "pickle") -> dict[str, str]:
+    """Two completed runs (with artefacts), one failed; their ids by status."""
+    function = experiment(root=root, backend=backend)(train)
+    function(0.1)
+    function(0.01)
+    with pytest.raises(ValueError, match="lr too big"):
+        function(5.0)
+    runs = {o.config["lr"]: o.id for o in function.observations(status="all")}
+    return {"first": runs[0.1], "second": runs[0.01], "failed": runs[5.0]}
+
+
+def add_record(root: Path, id: str, status: str, **metadata: Any) -> None:
+    """Store a record with ``status`` as the library would, without running anything."""
+    backend = instantiate_backend("pickle", root)
+    backend.record(Observation(id, {"lr": 0.5}, None, {"status": status, **metadata}))
+    (root / "storage" / id).mkdir(parents=True)
+    (root / "storage" / id / "partial.txt").write_text("half done")
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "experiments" / "train"
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def test_version_prints_the_package_version() -> None:
+    """``--version`` prints the installed version and exits 0."""
+    done = cli("--version")
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"digital-experiments {digital_experiments.__version__}"
+
+
+def test_console_script_runs_the_same_command_line() -> None:
+    """The ``digital-experiments`` console script is the same program as ``python -m``."""
+    script = Path(sys.executable).parent / "digital-experiments"
+    if not script.exists():
+        pytest.skip("package not installed with its console script")
+    done = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert digital_experiments.__version__ in done.stdout
+
+
+def test_no_command_is_a_usage_error() -> None:
+    """Without a command the usage is printed to stderr with exit code 2."""
+    done = cli()
+    assert done.returncode == 2
+    assert "usage: digital-experiments" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["list", "show", "export", "prune"])
+def test_missing_root_is_a_usage_error(tmp_path: Path, command: str) -> None:
+    """Every command refuses a folder that does not exist, with exit code 2."""
+    extra = {"list": [], "show": ["some-id"], "export": ["--format", "csv"]}
+    args = extra.get(command, ["--status", "failed", "--yes"])
+    done = cli(command, tmp_path / "nowhere", *args)
+    assert done.returncode == 2
+    assert "No experiment folder at" in done.stderr
+    assert not (tmp_path / "nowhere").exists()  # looking must not create it
+
+
+# ---------------------------------------------------------------- list
+
+
+def test_list_shows_every_run_with_status_duration_config_and_result(root: Path) -> None:
+    """``list`` shows all runs by default: id, status, duration, config and result."""
+    ids = make_runs(root)
+    done = cli("list", root)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["id", "status", "duration", "config", "result"]
+    assert [line.split()[0] for line in lines[1:4]] == [ids["first"], ids["second"], ids["failed"]]
+    assert "completed" in lines[1]
+    assert "lr=0.1, epochs=3" in lines[1]
+    assert "{'loss': 1.0}" in lines[1]
+    assert "failed" in lines[3]
+    assert "ValueError: lr too big: 5.0" in lines[3]
+    assert lines[1].split()[2].endswith("ms")
+    assert lines[-1] == "3 runs (2 completed, 1 failed)"
+
+
+def test_list_filters_by_status_and_limit(root: Path) -> None:
+    """``--status`` keeps runs of that status; ``--limit N`` keeps the N most recent."""
+    ids = make_runs(root)
+    failed = cli("list", root, "--status", "failed")
+    assert ids["failed"] in failed.stdout
+    assert ids["first"] not in failed.stdout
+    latest = cli("list", root, "--status", "completed", "--limit", "1")
+    assert ids["second"] in latest.stdout
+    assert ids["first"] not in latest.stdout
+    both = cli("list", root, "--status", "failed,completed")
+    assert both.stdout.splitlines()[-1] == "3 runs (2 completed, 1 failed)"
+
+
+def test_list_rejects_an_unknown_status(root: Path) -> None:
+    """An unknown status is a usage error naming the valid ones."""
+    make_runs(root)
+    done = cli("list", root, "--status", "complete")
+    assert done.returncode == 2
+    assert "Unknown status 'complete'" in done.stderr
+
+
+def test_list_of_an_empty_folder(root: Path) -> None:
+    """An existing folder without runs lists nothing, successfully."""
+    root.mkdir(parents=True)
+    done = cli("list", root)
+    assert done.returncode == 0
+    assert done.stdout.strip() == "0 runs"
+
+
+def test_list_reports_abandoned_and_interrupted_runs(root: Path) -> None:
+    """A running record whose process is gone reads as abandoned."""
+    add_record(root, "2026-01-01_00-00-00_000000", "interrupted")
+    add_record(
+        root, "2026-01-01_00-00-01_000000", "running", process={"host": HOST, "pid": dead_pid()}
+    )
+    done = cli("list", root)
+    assert "interrupted" in done.stdout
+    assert "abandoned" in done.stdout
+    assert done.stdout.splitlines()[-1] == "2 runs (1 interrupted, 1 abandoned)"
+
+
+def test_list_warns_about_an_unreadable_record_and_goes_on(root: Path) -> None:
+    """A torn or foreign record is skipped with a warning on stderr."""
+    ids = make_runs(root)
+    (root / "2026-01-01_00-00-00_000000.pkl").write_bytes(b"not a pickle")
+    done = cli("list", root)
+    assert done.returncode == 0
+    assert ids["first"] in done.stdout
+    assert "warning: Skipping unreadable record '2026-01-01_00-00-00_000000'" in done.stderr
+
+
+@pytest.mark.parametrize("backend", ["json", "yaml"])
+def test_list_detects_the_record_format(root: Path, backend: str) -> None:
+    """The backend is found from the records' suffix."""
+    ids = make_runs(root, backend)
+    done = cli("list", root)
+    assert done.returncode == 0, done.stderr
+    assert ids["second"] in done.stdout
+
+
+def test_mixed_formats_need_backend(root: Path) -> None:
+    """A folder holding several formats asks for ``--backend``, which then picks one."""
+    make_runs(root, "pickle")
+    json_ids = make_runs(root, "json")
+    done = cli("list", root)
+    assert done.returncode == 2
+    assert "several formats" in done.stderr
+    assert "backend" in done.stderr
+    chosen = cli("list", root, "--backend", "json")
+    assert chosen.returncode == 0
+    assert json_ids["first"] in chosen.stdout
+    assert chosen.stdout.splitlines()[-1].startswith("3 runs")
+
+
+# ---------------------------------------------------------------- show
+
+
+def test_show_prints_the_whole_record_and_its_artefacts(root: Path) -> None:
+    """``show`` prints config, result, metadata (environment included) and artefact paths."""
+    ids = make_runs(root)
+    done = cli("show", root, ids["first"])
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert f"id: {ids['first']}" in text
+    assert "status: completed" in text
+    assert "lr: 0.1" in text
+    assert "loss: 1.0" in text
+    assert "pip_freeze:" in text
+    assert "def train(lr" in text
+    assert f"- storage/{ids['first']}/model.txt" in text
+
+
+def test_show_json_is_machine_readable(root: Path) -> None:
+    """``show --json`` prints one JSON object."""
+    ids = make_runs(root)
+    record = json.loads(cli("show", root, ids["failed"], "--json").stdout)
+    assert record["status"] == "failed"
+    assert record["config"] == {"lr": 5.0, "epochs": 3}
+    assert record["metadata"]["error"]["type"] == "ValueError"
+    assert record["artefacts"] == []
+
+
+def test_show_accepts_a_unique_prefix(root: Path) -> None:
+    """An unambiguous prefix of an id is enough; an ambiguous one is an error."""
+    ids = make_runs(root)
+    add_record(root, "2020-01-01_00-00-00_000000", "failed")
+    done = cli("show", root, "2020-01")
+    assert done.returncode == 0
+    assert "id: 2020-01-01_00-00-00_000000" in done.stdout
+    ambiguous = cli("show", root, ids["first"][:4])
+    assert ambiguous.returncode == 1
+    assert "matches 3 runs" in ambiguous.stderr
+
+
+def test_show_unknown_id_fails_with_a_hint(root: Path) -> None:
+    """An id with no record exits 1 and says how to see the ids."""
+    make_runs(root)
+    done = cli("show", root, "1999-01-01_00-00-00_000000")
+    assert done.returncode == 1
+    assert "No run '1999-01-01_00-00-00_000000'" in done.stderr
+    assert "digital-experiments list" in done.stderr
+
+
+def test_show_refuses_a_path_as_id(root: Path) -> None:
+    """An id that is a path is a usage error, never read."""
+    make_runs(root)
+    done = cli("show", root, "../../etc")
+    assert done.returncode == 2
+    assert "Invalid run id" in done.stderr
+
+
+# ---------------------------------------------------------------- export
+
+
+def test_export_csv_is_the_dataframe_with_a_status_column(root: Path) -> None:
+    """CSV export has one flat row per completed run (by default), like to_dataframe()."""
+    ids = make_runs(root)
+    done = cli("export", root, "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [row["id"] for row in rows] == [ids["first"], ids["second"]]
+    assert list(rows[0]) == ["id", "status", "config.lr", "config.epochs", "result.loss"]
+    assert rows[1]["result.loss"] == "10.0"
+
+
+def test_export_to_a_file_with_every_status(root: Path, tmp_path: Path) -> None:
+    """``--output`` writes the file; ``--status all`` includes failed runs."""
+    make_runs(root)
+    output = tmp_path / "runs.csv"
+    done = cli("export", root, "--format", "csv", "--status", "all", "--output", output)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert "Wrote 3 runs" in done.stderr
+    rows = list(csv.DictReader(io.StringIO(output.read_text())))
+    assert [row["status"] for row in rows] == ["completed", "completed", "failed"]
+
+
+def test_export_json_records(root: Path) -> None:
+    """JSON export is a list of nested records; metadata only on request."""
+    ids = make_runs(root)
+    records = json.loads(cli("export", root, "--format", "json").stdout)
+    assert records[0] == {
+        "id": ids["first"],
+        "status": "completed",
+        "config": {"lr": 0.1, "epochs": 3},
+        "result": {"loss": 1.0},
+    }
+    full = json.loads(cli("export", root, "--format", "json", "--include-metadata").stdout)
+    assert "pip_freeze" in full[0]["metadata"]["environment"]
+
+
+def test_export_parquet_needs_an_output_file(root: Path) -> None:
+    """Parquet is binary: without ``--output`` it is a usage error."""
+    make_runs(root)
+    done = cli("export", root, "--format", "parquet")
+    assert done.returncode == 2
+    assert "--output" in done.stderr
+
+
+def test_export_parquet(root: Path, tmp_path: Path) -> None:
+    """Parquet export writes a table when pyarrow is installed, else says to install it."""
+    make_runs(root)
+    output = tmp_path / "runs.parquet"
+    done = cli("export", root, "--format", "parquet", "--output", output)
+    if importlib.util.find_spec("pyarrow") is None:
+        assert done.returncode == 1
+        assert "needs pyarrow: pip install pyarrow" in done.stderr
+        assert not output.exists()
+    else:
+        import pandas as pd
+
+        assert done.returncode == 0, done.stderr
+        assert list(pd.read_parquet(output)["status"]) == ["completed", "completed"]
+
+
+# ---------------------------------------------------------------- prune
+
+
+def test_prune_asks_and_answering_no_deletes_nothing(root: Path) -> None:
+    """``prune`` lists the runs it would delete and keeps them on "n"."""
+    ids = make_runs(root)
+    add_record(root, "2026-01-01_00-00-00_000000", "failed")
+    done = cli("prune", root, "--status", "failed", input="n\n")
+    assert done.returncode == 0
+    assert ids["failed"] in done.stdout
+    assert "2026-01-01_00-00-00_000000" in done.stdout
+    assert "Delete the 2 runs above and their artefacts? [y/N]" in done.stdout
+    assert "Nothing deleted." in done.stdout
+    assert (root / f"{ids['failed']}.pkl").exists()
+    assert (root / "storage" / "2026-01-01_00-00-00_000000").exists()
+
+
+def test_prune_without_an_answer_deletes_nothing(root: Path) -> None:
+    """End of input (no terminal, no ``--yes``) counts as "no"."""
+    ids = make_runs(root)
+    done = cli("prune", root, "--status", "failed", input="")
+    assert "Nothing deleted." in done.stdout
+    assert (root / f"{ids['failed']}.pkl").exists()
+
+
+@pytest.mark.parametrize("answer", ["y\n", "yes\n"])
+def test_prune_deletes_records_and_artefacts_on_yes(root: Path, answer: str) -> None:
+    """Answering yes deletes the matching records and their artefact folders, nothing else."""
+    ids = make_runs(root)
+    add_record(root, "2026-01-01_00-00-00_000000", "failed")
+    done = cli("prune", root, "--status", "failed", input=answer)
+    assert done.returncode == 0, done.stderr
+    assert "Deleted 2 runs." in done.stdout
+    assert not (root / f"{ids['failed']}.pkl").exists()
+    assert not (root / "2026-01-01_00-00-00_000000.pkl").exists()
+    assert not (root / "storage" / "2026-01-01_00-00-00_000000").exists()
+    assert (root / f"{ids['first']}.pkl").exists()
+    assert (root / "storage" / ids["first"] / "model.txt").exists()
+
+
+def test_prune_yes_skips_the_question(root: Path) -> None:
+    """``--yes`` deletes without reading stdin; several statuses at once."""
+    add_record(root, "2026-01-01_00-00-00_000000", "interrupted")
+    add_record(
+        root, "2026-01-01_00-00-01_000000", "running", process={"host": HOST, "pid": dead_pid()}
+    )
+    add_record(
+        root, "2026-01-01_00-00-02_000000", "running", process={"host": HOST, "pid": os.getpid()}
+    )
+    done = cli("prune", root, "--status", "abandoned", "--status", "interrupted", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "[y/N]" not in done.stdout
+    assert "Deleted 2 runs." in done.stdout
+    assert sorted(p.name for p in root.glob("*.pkl")) == ["2026-01-01_00-00-02_000000.pkl"]
+
+
+def test_prune_refuses_completed_and_running_runs(root: Path) -> None:
+    """Only failed, abandoned and interrupted runs can be pruned."""
+    ids = make_runs(root)
+    for status in ("completed", "running", "all"):
+        done = cli("prune", root, "--status", status, "--yes")
+        assert done.returncode == 2
+        assert "prune deletes only failed, abandoned, interrupted runs" in done.stderr
+    assert (root / f"{ids['first']}.pkl").exists()
+
+
+def test_prune_with_nothing_to_delete(root: Path) -> None:
+    """No matching runs: says so and exits 0."""
+    make_runs(root)
+    done = cli("prune", root, "--status", "abandoned", "--yes")
+    assert done.returncode == 0
+    assert "Nothing to prune" in done.stdout

@@ -1,0 +1,123 @@
+"""The caches and shortcuts that keep calls and listings fast stay correct.
+
+Environment digests are memoised, git facts are cached on file signatures,
+temp names use a counter and records are read with raw ``os.read``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from digital_experiments import environment, storage
+
+
+def blobs(root: Path) -> list[str]:
+    return sorted(p.name for p in storage.internal_dir(root, "environments").glob("*.json"))
+
+
+def test_equal_environments_are_stored_once(tmp_path: Path) -> None:
+    """The same environment, even as a new dict, gets the same digest and one blob."""
+    env = {"system": {"pwd": "/a"}, "pip_freeze": "x==1"}
+    first = storage.put_environment(tmp_path, env)
+    second = storage.put_environment(tmp_path, {"system": {"pwd": "/a"}, "pip_freeze": "x==1"})
+    assert first == second
+    assert blobs(tmp_path) == [f"{first}.json"]
+
+
+def test_a_changed_environment_gets_a_new_blob(tmp_path: Path) -> None:
+    """Changing a value, even in place after it was stored, makes a new digest."""
+    env = {"system": {"pwd": "/a"}, "pip_freeze": "x==1"}
+    first = storage.put_environment(tmp_path, env)
+    env["system"]["pwd"] = "/b"  # the memo kept its own copy
+    second = storage.put_environment(tmp_path, env)
+    assert first != second
+    assert len(blobs(tmp_path)) == 2
+    assert storage.get_environment(tmp_path, second) == env
+
+
+def test_equal_values_of_other_types_are_not_confused(tmp_path: Path) -> None:
+    """``1`` and ``1.0`` compare equal but are stored as different environments."""
+    as_int = storage.put_environment(tmp_path, {"value": 1})
+    as_float = storage.put_environment(tmp_path, {"value": 1.0})
+    assert as_int != as_float
+    assert storage.get_environment(tmp_path, as_float) == {"value": 1.0}
+    assert type(storage.get_environment(tmp_path, as_float)["value"]) is float
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(
+    subprocess.run(["git", "--version"], capture_output=True).returncode != 0,
+    reason="git not installed",
+)
+def test_git_info_follows_commits_branches_and_remotes(tmp_path: Path) -> None:
+    """The cached git facts change as soon as HEAD, its branch or the config do."""
+    git(tmp_path, "init", "-q", "-b", "main")
+    assert environment.git_info(str(tmp_path)) == {"branch": "main", "commit": None, "remote": None}
+    git(tmp_path, "commit", "-q", "--allow-empty", "-m", "one")
+    one = git(tmp_path, "rev-parse", "HEAD")
+    assert environment.git_info(str(tmp_path))["commit"] == one  # type: ignore[index]
+    git(tmp_path, "commit", "-q", "--allow-empty", "-m", "two")
+    two = git(tmp_path, "rev-parse", "HEAD")
+    assert environment.git_info(str(tmp_path))["commit"] == two  # type: ignore[index]
+    git(tmp_path, "checkout", "-q", "-b", "other", one)
+    assert environment.git_info(str(tmp_path)) == {"branch": "other", "commit": one, "remote": None}
+    git(tmp_path, "remote", "add", "origin", "https://example.com/r.git")
+    info = environment.git_info(str(tmp_path))
+    assert info is not None
+    assert info["remote"] == "https://example.com/r.git"
+    git(tmp_path, "checkout", "-q", "--detach", two)
+    assert environment.git_info(str(tmp_path)) == {
+        "branch": "HEAD",
+        "commit": two,
+        "remote": "https://example.com/r.git",
+    }
+
+
+def test_temp_names_are_unique_and_cleaned_up_after_their_writer_dies(tmp_path: Path) -> None:
+    """Temp names differ per write, and a dead writer's leftovers are removable."""
+    target = str(tmp_path / "record.pkl")
+    names = {os.path.basename(storage._temp_path(target)) for _ in range(1000)}
+    assert len(names) == 1000
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    leftover = next(iter(names)).replace(f"-{os.getpid()}-", f"-{child.pid}-", 1)
+    (tmp_path / leftover).write_bytes(b"partial")
+    storage.remove_stale_temp(tmp_path, leftover)
+    assert not (tmp_path / leftover).exists()
+    mine = next(iter(names))
+    (tmp_path / mine).write_bytes(b"in progress")
+    storage.remove_stale_temp(tmp_path, mine)  # this process is alive: kept
+    assert (tmp_path / mine).exists()
+
+
+def test_writes_create_missing_folders(tmp_path: Path) -> None:
+    """The first write to a folder creates it (no mkdir on every write)."""
+    target = tmp_path / "a" / "b" / "record.pkl"
+    storage.atomic_write(target, b"data")
+    assert target.read_bytes() == b"data"
+    assert storage.exclusive_write(tmp_path / "c" / "x", b"one")
+
+
+@pytest.mark.parametrize("size", [0, 10, 65536, 200_000])
+def test_read_bytes_reads_whole_files(tmp_path: Path, size: int) -> None:
+    """Records of any size are read whole."""
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    assert storage.read_bytes(str(tmp_path / "f")) == data
