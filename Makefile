@@ -35,8 +35,8 @@ demo: $(VENV)/.installed
 	done
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples benchmarks docs
-	$(BIN)/ruff format --check src tests examples benchmarks docs
+	$(BIN)/ruff check src tests examples benchmarks docs/conf.py
+	$(BIN)/ruff format --check src tests examples benchmarks docs/conf.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

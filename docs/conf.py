@@ -7,11 +7,11 @@ import sys
 
 sys.path.insert(0, os.path.abspath("../src"))
 
-from digital_experiments import __version__  # noqa: E402
+from digital_experiments import __version__
 
 project = "digital-experiments"
 author = "digital-experiments developers"
-copyright = "2026, digital-experiments developers"  # noqa: A001
+copyright = "2026, digital-experiments developers"
 release = version = __version__
 
 extensions = [

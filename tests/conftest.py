@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run each test in a fresh working directory, so ./experiments is private."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DE_ROOT", raising=False)
-    yield
 
 
 @pytest.fixture(params=["asyncio", "trio"])

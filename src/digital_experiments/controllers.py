@@ -134,5 +134,3 @@ class GridSearch(Controller):
     def suggest_many(self, experiment: Experiment[Any, Any], n: int) -> list[dict[str, Any]]:
         untried = self._untried(experiment)
         return list(itertools.islice(untried, n))
-
-

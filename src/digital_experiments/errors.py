@@ -14,7 +14,7 @@ class DigitalExperimentsError(Exception):
 
 
 class NoExperimentRunning(DigitalExperimentsError, RuntimeError):
-    """Raised by :func:`~digital_experiments.current_id` and friends outside of an experiment run."""
+    """Raised by :func:`~digital_experiments.current_id` and friends outside of a run."""
 
     def __init__(self, what: str = "this function") -> None:
         super().__init__(

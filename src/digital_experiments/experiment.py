@@ -443,7 +443,11 @@ def _build(
                 f"callbacks= takes Callback instances, not {callback!r}. "
                 "Subclass digital_experiments.Callback."
             )
-    store = backend if isinstance(backend, Backend) else instantiate_backend(backend, resolve_root(root, name))
+    store = (
+        backend
+        if isinstance(backend, Backend)
+        else instantiate_backend(backend, resolve_root(root, name))
+    )
     # start in this order, end in reverse: Timing wraps the call most tightly
     all_callbacks: list[Callback] = [
         Logging(verbose),

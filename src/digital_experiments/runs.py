@@ -182,8 +182,7 @@ class Call:
                 callback.end(observation)
             except Exception as cb_exc:  # must not hide the run's own exception
                 warnings.warn(
-                    f"Callback {callback!r} failed while recording run "
-                    f"{self.run.id!r}: {cb_exc!r}",
+                    f"Callback {callback!r} failed while recording run {self.run.id!r}: {cb_exc!r}",
                     stacklevel=2,
                 )
         try:
@@ -234,7 +233,9 @@ class Call:
 
     def _storable(self, observation: Observation) -> Observation:
         """``observation`` with every value the backend rejects replaced by its repr."""
-        config = {k: v if self._storable_value(v) else repr(v) for k, v in observation.config.items()}
+        config = {
+            k: v if self._storable_value(v) else repr(v) for k, v in observation.config.items()
+        }
         result = observation.result if self._storable_value(observation.result) else None
         metadata = {
             k: v if self._storable_value(v) else repr(v) for k, v in observation.metadata.items()
@@ -263,7 +264,9 @@ class Call:
         return "the record"
 
 
-def call_sync(experiment: Experiment[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def call_sync(
+    experiment: Experiment[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """Run and record one synchronous call."""
     config = experiment.bind(args, kwargs)
     if not experiment.cache:
@@ -279,7 +282,10 @@ def call_sync(experiment: Experiment[Any, Any], args: tuple[Any, ...], kwargs: d
 
 
 def _execute(
-    experiment: Experiment[Any, Any], config: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    experiment: Experiment[Any, Any],
+    config: dict[str, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
     call = Call(experiment, config)
     token = enter(call.claim())
@@ -367,7 +373,10 @@ class _Attempt:
 
 
 async def _execute_async(
-    experiment: Experiment[Any, Any], config: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    experiment: Experiment[Any, Any],
+    config: dict[str, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
     call = Call(experiment, config)
     try:
