@@ -212,7 +212,9 @@ def test_pip_freeze_matches_pip() -> None:
     extra = {line.split("==")[0].lower() for line in ours - theirs}
     assert extra <= {
         re.sub(r"[-_.]+", "-", name).lower() for name in re.findall(r"\((\S+?)==", proc.stdout)
-    } | {line.split(" @ ")[0].lower() for line in proc.stdout.splitlines() if " @ " in line}
+    } | {line.split(" @ ")[0].lower() for line in proc.stdout.splitlines() if " @ " in line} | {
+        re.sub(r"[-_.]+", "-", name).lower() for name in re.findall(r"#egg=([\w.-]+)", proc.stdout)
+    }
 
 
 def test_pip_freeze_is_cached_until_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
