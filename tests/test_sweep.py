@@ -22,8 +22,9 @@ import pytest
 
 from digital_experiments import current_dir, experiment, storage
 from digital_experiments.backends import PickleBackend
+from digital_experiments.claims import CLAIMS
 from digital_experiments.controllers import GridSearch, RandomSearch
-from digital_experiments.sweep import CLAIMS, _Job, _run_one, asweep, sweep
+from digital_experiments.sweep import _Job, _run_one, asweep, sweep
 
 
 def claims_dir(function: Any) -> Path:

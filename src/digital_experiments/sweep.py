@@ -1,6 +1,10 @@
 """Sweeps: run every config of a grid, serially, on any executor, or as async tasks.
 
-How a sweep works (``docs/sweeps.md`` has the user's version):
+This module holds the two sides of a sweep and its entry points,
+:func:`sweep` and :func:`asweep`; what a sweep runs is planned in
+:mod:`digital_experiments.plan`, and :mod:`digital_experiments.claims` keeps two
+sweeps from running one config at the same time. How a sweep works
+(``docs/sweeps.md`` has the user's version):
 
 * **What is submitted.** One module-level function, :func:`_run_one`, with one
   small picklable :class:`_Job`: the decorated function (which pickles by
@@ -12,19 +16,11 @@ How a sweep works (``docs/sweeps.md`` has the user's version):
   if it failed) instead of raising; the driver then loads the record by id, so a
   sweep returns exactly what ``observations()`` will, and finds out at once if
   the workers write where it cannot read.
-* **Claims.** With ``skip="completed"`` each distinct config is claimed by the
-  driver, just before it is submitted, with an exclusive file
-  ``<root>/.de/sweep-claims/<config_key>`` holding the holder's host, pid and a
-  token. The worker *adopts* the claim when it starts (rewrites the holder, same
-  token; a job that finds another token was superseded and does not run) and
-  removes it when the run ends, after indexing a completed run under
-  ``<root>/.de/cache/<config_key>``. A claim whose holder is known dead (same
-  host, pid gone) is taken over; one held by a live process or another host is
-  waited for, and its run's record returned; ``stale_after`` lets claims that
-  have not been touched for that long be taken over too (holders touch theirs).
-  Creating a claim is lock-free (exclusive create); the rare transitions that
-  could race (a takeover, adopting a claim whose holder is not known alive) also
-  hold a file lock on the config.
+* **Claims.** With ``skip="completed"`` the driver claims each distinct config
+  just before submitting it; the worker adopts the claim when it starts and
+  removes it when the run ends, after indexing a completed run. A config held
+  by another live process is waited for, and its run's record returned (see
+  :mod:`digital_experiments.claims`).
 * **Resume.** A sweep first lists the completed runs of the current code: those
   configs are not run again, so calling the same sweep after a crash or Ctrl-C
   runs only what is missing (failed and interrupted configs run again).
@@ -34,19 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import contextlib
 import copy
-import inspect
-import itertools
-import json
-import os
 import pickle
 import sys
-import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,9 +43,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from . import storage
+from .claims import Ticket, adopt, heartbeat, indexed, new_ticket, release, touch, try_claim
 from .core import Backend, Observation
 from .errors import StorageError
+from .plan import Entry, Plan, Progress
 from .runs import COMPLETED, FAILED, RECORDS, call_async, call_sync, error_info
 
 if TYPE_CHECKING:
@@ -66,331 +56,11 @@ __all__ = ["asweep", "sweep"]
 
 SKIPS = ("completed", None)
 ON_ERRORS = ("record", "raise")
-CLAIMS = "sweep-claims"
 # how often a sweep looks again at configs that another process holds: from
 # POLL_INTERVAL, slower and slower up to MAX_POLL_INTERVAL (a long SLURM run
 # must not cost a shared filesystem several requests a second)
 POLL_INTERVAL = 0.2
 MAX_POLL_INTERVAL = 5.0
-# an unreadable claim may be one being written (no hard links): wait this long
-_UNREADABLE_GRACE = 60.0
-
-
-# ---------------------------------------------------------------- the grid
-
-
-def _grid_configs(exp: Experiment[Any, Any], grid: Any) -> list[dict[str, Any]]:
-    """The call keyword arguments of every point of ``grid``, in grid order."""
-    if isinstance(grid, Mapping):
-        names, values = [], []
-        for name, dimension in grid.items():
-            if isinstance(dimension, (str, bytes)) or not isinstance(dimension, Iterable):
-                raise TypeError(
-                    f"grid[{name!r}] is {dimension!r}: a dict grid maps each parameter "
-                    f"to a list of values, such as {{{name!r}: [{dimension!r}]}}."
-                )
-            names.append(name)
-            values.append(list(dimension))
-        return [dict(zip(names, point, strict=True)) for point in itertools.product(*values)]
-    if isinstance(grid, (str, bytes)) or not isinstance(grid, Iterable):
-        raise TypeError(
-            "grid= takes a dict of lists (every combination is run) or an iterable "
-            f"of config dicts, not {grid!r}."
-        )
-    configs = []
-    for index, config in enumerate(grid):
-        if not isinstance(config, Mapping):
-            raise TypeError(
-                f"Config {index} of the grid is {config!r}: an iterable grid holds "
-                "dicts such as {'lr': 0.1}."
-            )
-        configs.append(dict(config))
-    return configs
-
-
-def _check_names(exp: Experiment[Any, Any], configs: list[dict[str, Any]]) -> None:
-    parameters = inspect.signature(exp.function).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    names = [n for n, p in parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-    known = set(names)
-    for index, config in enumerate(configs):
-        for key in config:
-            if key not in known:
-                raise TypeError(
-                    f"Unknown parameter {key!r} in config {index} of the grid: "
-                    f"{exp.name} takes {', '.join(names) or 'no parameters'}."
-                )
-
-
-@dataclass(eq=False)
-class _Entry:
-    """One distinct config of a sweep and where it sits in the grid."""
-
-    kwargs: dict[str, Any]  # as given: what the call receives
-    config: dict[str, Any]  # bound, defaults applied: what is recorded
-    key: str | None  # config_key (only when configs are skipped or claimed)
-    positions: list[int] = field(default_factory=list)
-
-
-class _Plan:
-    """The configs of one sweep: validated, deduplicated, and their outcomes."""
-
-    def __init__(self, exp: Experiment[Any, Any], grid: Any, skip: str | None) -> None:
-        self.exp = exp
-        configs = _grid_configs(exp, grid)
-        _check_names(exp, configs)
-        self.results: list[Observation | None] = [None] * len(configs)
-        self.todo: list[_Entry] = []
-        by_key: dict[str, _Entry] = {}
-        for position, kwargs in enumerate(configs):
-            try:
-                config = exp.bind((), kwargs)
-            except TypeError as exc:
-                raise TypeError(f"Config {position} of the grid, {kwargs!r}: {exc}") from None
-            if skip is None:  # every listed config runs, repeats included
-                self.todo.append(_Entry(kwargs, config, None, [position]))
-                continue
-            key = exp.config_key(config)
-            if key not in by_key:
-                by_key[key] = _Entry(kwargs, config, key)
-                self.todo.append(by_key[key])
-            by_key[key].positions.append(position)
-        self.total = len(self.todo)
-        self.done = self.failed = self.skipped = 0
-        self.progress: _Progress | None = None
-        if skip is not None and self.todo:
-            # the latest completed run of each config with the current code
-            completed = {exp.config_key(o.config): o for o in exp.observations()}
-            todo = []
-            for entry in self.todo:
-                found = completed.get(entry.key)  # type: ignore[arg-type]
-                if found is None:
-                    todo.append(entry)
-                else:
-                    self._fill(entry, found)
-                    self.skipped += 1
-            self.todo = todo
-
-    def _fill(self, entry: _Entry, observation: Observation) -> None:
-        for position in entry.positions:
-            self.results[position] = observation
-
-    def finish(self, entry: _Entry, observation: Observation, skipped: bool = False) -> None:
-        self._fill(entry, observation)
-        if skipped:
-            self.skipped += 1
-        elif observation.metadata.get("status", COMPLETED) == COMPLETED:
-            self.done += 1
-        else:
-            self.failed += 1
-        if self.progress is not None:
-            self.progress.update(self)
-
-    def observations(self) -> list[Observation]:
-        missing = [i for i, o in enumerate(self.results) if o is None]
-        assert not missing, f"sweep finished without an observation for configs {missing}"
-        return self.results  # type: ignore[return-value]
-
-
-class _Progress:
-    """A tqdm bar on stderr: done / failed / skipped and an ETA; only on a terminal."""
-
-    def __init__(self, plan: _Plan, enabled: bool) -> None:
-        self.bar: Any = None
-        stream = sys.stderr
-        if not (enabled and stream is not None and _isatty(stream)):
-            return
-        from tqdm import tqdm  # imported only when a bar is shown
-
-        self.bar = tqdm(
-            total=plan.total,
-            initial=plan.skipped,
-            desc=plan.exp.name,
-            unit="run",
-            file=stream,
-            dynamic_ncols=True,
-        )
-        self._postfix(plan)
-
-    def _postfix(self, plan: _Plan) -> None:
-        self.bar.set_postfix(
-            done=plan.done, failed=plan.failed, skipped=plan.skipped, refresh=False
-        )
-
-    def update(self, plan: _Plan) -> None:
-        if self.bar is not None:
-            self._postfix(plan)
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
-        return False
-
-
-# ---------------------------------------------------------------- claims
-
-
-@dataclass(frozen=True)
-class _Ticket:
-    """A config's claim, as handed to the process that runs it."""
-
-    path: str
-    token: str
-    stale_after: float | None = None
-
-
-def _ticket(exp: Experiment[Any, Any], entry: _Entry, stale_after: float | None) -> _Ticket:
-    path = storage.internal_dir(exp.root, CLAIMS, entry.key or "")
-    return _Ticket(str(path), uuid.uuid4().hex, stale_after)
-
-
-def _claim_bytes(token: str) -> bytes:
-    holder = {**storage.process_info(), "token": token, "since": time.time()}
-    return json.dumps(holder).encode()
-
-
-def _read_claim(path: str) -> tuple[dict[str, Any] | None, float]:
-    """``(holder, mtime)``; ``holder`` is ``None`` if there is no claim, ``{}`` if unreadable."""
-    try:
-        mtime = os.stat(path).st_mtime
-        holder = json.loads(storage.read_bytes(path))
-    except FileNotFoundError:
-        return None, 0.0
-    except ValueError:
-        return {}, mtime
-    return (holder if isinstance(holder, dict) else {}), mtime
-
-
-def _is_mine(holder: dict[str, Any]) -> bool:
-    return holder.get("host") == storage.HOST and holder.get("pid") == os.getpid()
-
-
-def _stale(holder: dict[str, Any], mtime: float, stale_after: float | None) -> bool:
-    """Whether a claim may be taken over: its holder is dead, or it was left too long."""
-    age = time.time() - mtime
-    if stale_after is not None and age > stale_after:
-        return True
-    if not holder:
-        return age > _UNREADABLE_GRACE
-    return storage.process_gone(holder)
-
-
-def _lock_path(ticket: _Ticket) -> Path:
-    path = Path(ticket.path)
-    return path.parent.parent / "locks" / f"sweep-{path.name}.lock"
-
-
-def _try_claim(ticket: _Ticket) -> bool:
-    """Claim the config of ``ticket``, taking over a stale claim; ``False`` if held."""
-    data = _claim_bytes(ticket.token)
-    holder, mtime = _read_claim(ticket.path)  # waiting on a held claim writes nothing
-    if holder is None:
-        if storage.exclusive_write(ticket.path, data):
-            return True
-        holder, mtime = _read_claim(ticket.path)
-    if holder is not None and not _stale(holder, mtime, ticket.stale_after):
-        return False
-    # Taking over is rare: a lock keeps two takers (and a job adopting a claim
-    # from another host) from interleaving; exclusive create still decides.
-    with storage.file_lock(_lock_path(ticket)):
-        holder, mtime = _read_claim(ticket.path)
-        if holder is not None:
-            if not _stale(holder, mtime, ticket.stale_after):
-                return False
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(ticket.path)
-        return storage.exclusive_write(ticket.path, data)
-
-
-def _adopt(ticket: _Ticket) -> bool:
-    """Make the running process the holder of ``ticket``'s claim; ``False`` if it was lost."""
-    holder, _ = _read_claim(ticket.path)
-    if not holder or holder.get("token") != ticket.token:
-        return False  # taken over meanwhile: someone else runs this config
-    if _is_mine(holder):
-        return True
-    if holder.get("host") == storage.HOST and not storage.process_gone(holder):
-        # a live holder's claim is never taken over (stale_after aside: the driver
-        # touches it), so nobody else writes it now: no lock needed
-        storage.atomic_write(ticket.path, _claim_bytes(ticket.token), fsync=False)
-        return True
-    # a dead holder, or another host's: a takeover may be racing us (it holds the lock)
-    with storage.file_lock(_lock_path(ticket)):
-        holder, _ = _read_claim(ticket.path)
-        if not holder or holder.get("token") != ticket.token:
-            return False
-        storage.atomic_write(ticket.path, _claim_bytes(ticket.token), fsync=False)
-    return True
-
-
-def _release(ticket: _Ticket, only_unadopted: bool = False) -> None:
-    """Remove ``ticket``'s claim if it is still this ticket's.
-
-    With ``only_unadopted`` the claim stays if a worker adopted it: that worker
-    removes it when its run ends.
-    """
-    holder, _ = _read_claim(ticket.path)
-    if not holder or holder.get("token") != ticket.token:
-        return
-    if only_unadopted and not _is_mine(holder):
-        return
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(ticket.path)
-
-
-def _touch(ticket: _Ticket) -> None:
-    holder, _ = _read_claim(ticket.path)
-    if holder and holder.get("token") == ticket.token:
-        with contextlib.suppress(OSError):
-            os.utime(ticket.path)
-
-
-@contextlib.contextmanager
-def _heartbeat(ticket: _Ticket | None) -> Iterator[None]:
-    """Keep touching the claim while the run lasts, so ``stale_after`` never expires it."""
-    if ticket is None or ticket.stale_after is None:
-        yield
-        return
-    stop = threading.Event()
-    interval = ticket.stale_after / 4
-
-    def beat() -> None:
-        while not stop.wait(interval):
-            _touch(ticket)
-
-    thread = threading.Thread(target=beat, name="digital-experiments-claim", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _indexed(exp: Experiment[Any, Any], entry: _Entry) -> Observation | None:
-    """The completed run of ``entry`` that another sweep indexed, if any."""
-    try:
-        id = storage.internal_dir(exp.root, "cache", entry.key or "").read_text()
-    except OSError:
-        return None
-    try:
-        observation = exp.backend.load(id)
-    except Exception:
-        return None
-    if (
-        observation.metadata.get("status", COMPLETED) == COMPLETED
-        and observation.metadata.get("code") == exp.code
-    ):
-        return observation
-    return None
 
 
 # ---------------------------------------------------------------- the worker side
@@ -403,7 +73,7 @@ class _Job:
     target: Any  # the decorated function, or the Experiment itself
     backend: Backend  # the driver's: where the record goes, whatever the worker's env
     kwargs: dict[str, Any]
-    ticket: _Ticket | None
+    ticket: Ticket | None
     # unique per submission: an executor that deduplicates equal calls
     # (Dask's pure=True) still runs each one
     nonce: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -488,17 +158,17 @@ def _run_one(job: _Job) -> _Outcome:
     """
     exp = _worker_experiment(job.target, job.backend)
     ticket = job.ticket
-    if ticket is not None and not _adopt(ticket):
+    if ticket is not None and not adopt(ticket):
         return _Outcome(None, FAILED, lost=True)
     try:
-        with _heartbeat(ticket):
+        with heartbeat(ticket):
             observation, error = _call_recorded(exp, job.kwargs)
         status = FAILED if observation is None else observation.status
         if ticket is not None and observation is not None and status == COMPLETED:
             exp._remember(observation)  # before the claim goes: others look here
     finally:
         if ticket is not None:
-            _release(ticket)
+            release(ticket)
     return _Outcome(observation.id if observation else None, status, _portable(error))
 
 
@@ -570,7 +240,7 @@ def _load(exp: Experiment[Any, Any], id: str) -> Observation:
     raise AssertionError("unreachable")
 
 
-def _unrecorded(entry: _Entry, error: BaseException) -> Observation:
+def _unrecorded(entry: Entry, error: BaseException) -> Observation:
     """A stand-in for a config whose run left no record (its worker was lost)."""
     metadata = {"status": FAILED, "error": error_info(error), "recorded": False}
     return Observation("", entry.config, None, metadata)
@@ -623,7 +293,7 @@ class _Driver:
 
     def __init__(
         self,
-        plan: _Plan,
+        plan: Plan,
         executor: Any,
         on_error: str,
         claims: bool,
@@ -639,9 +309,9 @@ class _Driver:
         self.stale_after = stale_after
         inline = isinstance(executor, _Inline)
         self.target = self.exp if inline else _shippable(self.exp)
-        self.queue: deque[_Entry] = deque(plan.todo)
-        self.in_flight: dict[Any, tuple[_Entry, _Ticket | None]] = {}
-        self.deferred: list[_Entry] = []
+        self.queue: deque[Entry] = deque(plan.todo)
+        self.in_flight: dict[Any, tuple[Entry, Ticket | None]] = {}
+        self.deferred: list[Entry] = []
         self.next_poll = self.next_beat = 0.0
         self.poll_delay = POLL_INTERVAL
 
@@ -668,16 +338,16 @@ class _Driver:
             wakes.append(self.next_beat)
         return max(0.0, min(wakes) - time.monotonic()) if wakes else None
 
-    def _start(self, entry: _Entry) -> None:
+    def _start(self, entry: Entry) -> None:
         ticket = None
         if self.claims:
-            ticket = _ticket(self.exp, entry, self.stale_after)
-            claimed = _try_claim(ticket)
+            ticket = new_ticket(self.exp, entry, self.stale_after)
+            claimed = try_claim(ticket)
             # completed by another sweep since we listed the runs?
-            found = _indexed(self.exp, entry)
+            found = indexed(self.exp, entry)
             if found is not None:
                 if claimed:
-                    _release(ticket)
+                    release(ticket)
                 self.plan.finish(entry, found, skipped=True)
                 return
             if not claimed:
@@ -688,11 +358,11 @@ class _Driver:
             future = self.executor.submit(_run_one, job)
         except BaseException:
             if ticket is not None:
-                _release(ticket)
+                release(ticket)
             raise
         self.in_flight[future] = (entry, ticket)
 
-    def _defer(self, entry: _Entry) -> None:
+    def _defer(self, entry: Entry) -> None:
         if not self.deferred:
             self.next_poll = time.monotonic() + self.poll_delay
             self.poll_delay = min(self.poll_delay * 1.5, MAX_POLL_INTERVAL)
@@ -711,7 +381,7 @@ class _Driver:
         self.next_beat = time.monotonic() + self.stale_after / 4
         for _, ticket in self.in_flight.values():
             if ticket is not None:
-                _touch(ticket)
+                touch(ticket)
 
     def _wait(self, timeout: float | None) -> list[Any]:
         futures = list(self.in_flight)
@@ -737,7 +407,7 @@ class _Driver:
             outcome: _Outcome = future.result()
         except Exception as exc:  # the executor lost the call (worker died, job cancelled)
             if ticket is not None:
-                _release(ticket)
+                release(ticket)
             if self.on_error == "raise":
                 raise
             self.plan.finish(entry, _unrecorded(entry, exc))
@@ -768,7 +438,7 @@ class _Driver:
             is_cf = isinstance(future, cf.Future)
             cancelled = is_cf and future.cancel()
             if ticket is not None and (cancelled or not is_cf):
-                _release(ticket, only_unadopted=True)
+                release(ticket, only_unadopted=True)
         self.in_flight.clear()
 
 
@@ -874,14 +544,14 @@ def sweep(
             f"{exp.name} is async and this thread runs an event loop: use "
             f"`await {exp.name}.asweep(...)` here, or pass an executor=."
         )
-    plan = _Plan(exp, grid, skip)
+    plan = Plan(exp, grid, skip)
     window: int | None = 1
     if executor is None:
         executor = _Inline()
     else:
         capacity = _capacity(executor)
         window = max_pending or (2 * capacity if capacity else None)
-    plan.progress = _Progress(plan, progress)
+    plan.progress = Progress(plan, progress)
     try:
         _Driver(plan, executor, on_error, skip is not None, window, stale_after).run()
     finally:
@@ -967,13 +637,13 @@ async def asweep(
     _check_options(skip, on_error, stale_after)
     if not (isinstance(max_concurrency, int) and max_concurrency >= 1):
         raise ValueError(f"max_concurrency= takes an int >= 1, not {max_concurrency!r}.")
-    plan = await anyio.to_thread.run_sync(_Plan, exp, grid, skip)
-    plan.progress = _Progress(plan, progress)
+    plan = await anyio.to_thread.run_sync(Plan, exp, grid, skip)
+    plan.progress = Progress(plan, progress)
     limiter = anyio.CapacityLimiter(max_concurrency)
     failures: list[BaseException] = []
     claims = skip is not None
 
-    async def run(entry: _Entry) -> None:
+    async def run(entry: Entry) -> None:
         delay = POLL_INTERVAL
         while True:
             async with limiter:
@@ -982,27 +652,27 @@ async def asweep(
             await anyio.sleep(delay)  # held by another process: look again
             delay = min(delay * 1.5, MAX_POLL_INTERVAL)
 
-    async def _arun(entry: _Entry) -> bool:
-        ticket = _ticket(exp, entry, stale_after) if claims else None
+    async def _arun(entry: Entry) -> bool:
+        ticket = new_ticket(exp, entry, stale_after) if claims else None
         if ticket is not None:
-            claimed = await anyio.to_thread.run_sync(_try_claim, ticket)
-            found = await anyio.to_thread.run_sync(_indexed, exp, entry)
+            claimed = await anyio.to_thread.run_sync(try_claim, ticket)
+            found = await anyio.to_thread.run_sync(indexed, exp, entry)
             if found is not None:
                 if claimed:
-                    await anyio.to_thread.run_sync(_release, ticket)
+                    await anyio.to_thread.run_sync(release, ticket)
                 plan.finish(entry, found, skipped=True)
                 return True
             if not claimed:
                 return False
         try:
-            with _heartbeat(ticket):
+            with heartbeat(ticket):
                 observation, error = await _acall_recorded(exp, entry.kwargs)
             if ticket is not None and observation is not None and observation.status == COMPLETED:
                 await anyio.to_thread.run_sync(exp._remember, observation)
         finally:
             if ticket is not None:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_release, ticket)
+                    await anyio.to_thread.run_sync(release, ticket)
         if observation is None:
             observation = _unrecorded(entry, error or RuntimeError("the run left no record"))
         else:

@@ -24,7 +24,7 @@ import pytest
 
 from digital_experiments import storage
 from digital_experiments.backends import PickleBackend
-from digital_experiments.sweep import CLAIMS
+from digital_experiments.claims import CLAIMS
 
 from . import sweep_workers
 from .conftest import REPO, driver_env, last_json
