@@ -85,13 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.set_defaults(default_status=default)
 
+    def filter_arguments(command: argparse.ArgumentParser, default: str) -> None:
+        status_argument(command, default)
+        command.add_argument("--limit", type=_non_negative, help="only the most recent N runs")
+        command.add_argument("--since", help="only runs started at or after this id or time prefix")
+
     listing = commands.add_parser(
         "list", help="a table of the runs", description="A table of the runs, oldest first."
     )
     root_argument(listing)
-    status_argument(listing, "all")
-    listing.add_argument("--limit", type=_non_negative, help="only the most recent N runs")
-    listing.add_argument("--since", help="only runs started at or after this id or time prefix")
+    filter_arguments(listing, "all")
     listing.set_defaults(command=cmd_list)
 
     show = commands.add_parser(
@@ -116,9 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--include-metadata", action="store_true", help="add the metadata (timing, environment...)"
     )
-    status_argument(export, "completed")
-    export.add_argument("--limit", type=_non_negative, help="only the most recent N runs")
-    export.add_argument("--since", help="only runs started at or after this id or time prefix")
+    filter_arguments(export, "completed")
     export.set_defaults(command=cmd_export)
 
     prune = commands.add_parser(
