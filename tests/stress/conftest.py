@@ -26,6 +26,21 @@ def driver_env(root: Path) -> dict[str, str]:
     return env
 
 
+def run_example(folder: Path, name: str, timeout: float = 120) -> str:
+    """Run ``examples/<name>`` from ``folder`` (where it was copied) and return its stdout."""
+    done = subprocess.run(
+        [sys.executable, name],
+        cwd=folder,
+        env=driver_env(folder / "unused"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def last_json(stdout: str) -> Any:
     """The JSON line a driver prints last (runs may print before it)."""
     return json.loads(stdout.strip().splitlines()[-1])

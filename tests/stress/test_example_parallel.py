@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from .conftest import REPO, driver_env, reader
+from .conftest import REPO, reader, run_example
 
 EXAMPLE = REPO / "examples" / "parallel_sweep.py"
-
-
-def _run(folder: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "parallel_sweep.py"],
-        cwd=folder,
-        env=driver_env(folder / "unused"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def test_parallel_sweep_example(tmp_path: Path) -> None:
@@ -34,7 +18,7 @@ def test_parallel_sweep_example(tmp_path: Path) -> None:
     shutil.copy(EXAMPLE, folder)
 
     for session in (1, 2):
-        out = _run(folder)
+        out = run_example(folder, "parallel_sweep.py", timeout=60)
         assert re.search(r"^process pool: 9 runs recorded by [12] worker processes$", out, re.M)
         assert re.search(r"^  best: lr=0\.3 starts=\d ", out, re.M)
         assert re.search(r"^asyncio: 12 runs recorded in \d+\.\d\d s", out, re.M)

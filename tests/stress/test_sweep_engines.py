@@ -27,7 +27,7 @@ from digital_experiments.backends import PickleBackend
 from digital_experiments.claims import CLAIMS
 
 from . import sweep_workers
-from .conftest import REPO, driver_env, last_json
+from .conftest import REPO, driver_env, last_json, run_example
 
 GRID = {"x": list(range(8))}
 
@@ -227,18 +227,9 @@ def test_sweep_dask_example(tmp_path: Path) -> None:
         r"8 configs: 8 run now by [12] Dask workers, 0 already done",
         r"8 configs: 0 run now by 0 Dask workers, 8 already done",
     ):
-        done = subprocess.run(
-            [sys.executable, "sweep_dask.py"],
-            cwd=folder,
-            env=driver_env(folder / "unused"),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        assert re.search(f"^{expected}$", done.stdout, re.M), done.stdout
-        assert re.search(r"^best: lr=0\.3 steps=20 ", done.stdout, re.M)
+        out = run_example(folder, "sweep_dask.py")
+        assert re.search(f"^{expected}$", out, re.M), out
+        assert re.search(r"^best: lr=0\.3 steps=20 ", out, re.M)
     records = PickleBackend(folder / "experiments" / "fit").load_all()
     assert len(records) == 8
     for record in records:
