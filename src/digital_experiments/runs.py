@@ -232,6 +232,7 @@ class Call:
         failed = observation._replace(result=None)
         failed.metadata.update(status=FAILED, error=error_info(error))
         self._write_final(failed)
+        report(failed)
         raise error
 
     def _record_failure(self, observation: Observation, error: BaseException) -> None:
