@@ -282,8 +282,8 @@ def test_unstorable_result_raises_and_records_a_failure() -> None:
     assert failed.metadata["error"]["type"] == "UnstorableValueError"
 
 
-def test_unstorable_config_is_recorded_as_repr() -> None:
-    """A config value the backend cannot store is kept as its repr, and the call still works."""
+def test_unstorable_config_is_refused_with_its_repr() -> None:
+    """A config value the backend cannot store is refused, naming it by its repr; nothing runs."""
 
     class Opaque:
         def __repr__(self) -> str:
@@ -293,10 +293,9 @@ def test_unstorable_config_is_recorded_as_repr() -> None:
     def f(thing: Any) -> int:
         return 1
 
-    with pytest.raises(TypeError, match=r"cannot store config\.thing"):
+    with pytest.raises(TypeError, match=r"cannot store config\.thing = Opaque\(\)"):
         f(Opaque())
-    (failed,) = f.observations(status="all")
-    assert failed.config == {"thing": "Opaque()"}
+    assert f.observations(status="all") == []
 
 
 def test_custom_file_backend_gets_storage_rules_for_free(

@@ -624,3 +624,107 @@ def test_python_c_function_records_without_code(tmp_path: Path) -> None:
         "print(o.result, o.metadata['code'], o.metadata['status'])\n"
     )
     assert run_python(code, tmp_path).stdout.split() == ["2", "None", "completed"]
+
+
+# ---------------------------------------------------------------- configs as passed, roots refused
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_config_is_recorded_as_passed_even_if_the_function_mutates_it(backend: str) -> None:
+    """A function that mutates its argument does not change the recorded config."""
+
+    @experiment(backend=backend)
+    def mut(cfg: dict[str, Any]) -> float:
+        cfg["lr"] *= 10
+        return float(cfg["lr"])
+
+    assert mut({"lr": 0.1}) == 1.0
+    (run,) = mut.observations()
+    assert run.config == {"cfg": {"lr": 0.1}}
+
+
+def test_mutable_default_is_recorded_as_it_was_at_the_call() -> None:
+    """A mutable default mutated by the body is recorded as it was when the call started."""
+
+    @experiment
+    def grow(items: list[int] = []) -> int:  # noqa: B006 - the mutable default is the point
+        items.append(1)
+        return len(items)
+
+    assert [grow(), grow()] == [1, 2]
+    assert [run.config for run in grow.observations()] == [{"items": []}, {"items": [1]}]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_async_config_is_recorded_as_passed(backend: str) -> None:
+    """An async function that mutates its argument does not change the recorded config."""
+
+    @experiment(backend=backend)
+    async def amut(cfg: dict[str, Any]) -> None:
+        cfg["lr"] = 1.0
+
+    await amut({"lr": 0.1})
+    (run,) = amut.observations()
+    assert run.config == {"cfg": {"lr": 0.1}}
+
+
+def test_partial_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    """Decorating a functools.partial raises a TypeError saying what to do; no folder appears."""
+    import functools
+
+    def train(lr: float, epochs: int) -> float:
+        return lr * epochs
+
+    with pytest.raises(TypeError, match=r"no usable __name__.*Define a function"):
+        experiment(functools.partial(train, epochs=3))
+    with pytest.raises(TypeError, match=r"no usable __name__"):
+        experiment(root=tmp_path / "r")(functools.partial(train, epochs=3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_name_with_a_path_is_refused(tmp_path: Path) -> None:
+    """A function whose __name__ holds `../` never writes outside ./experiments."""
+
+    def f() -> None: ...
+
+    f.__name__ = "../escape"
+    with pytest.raises(TypeError, match=r"no usable __name__"):
+        experiment(f)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/runs", "gs://b/r", "file:///tmp/x"])
+def test_url_root_is_refused(url: str, tmp_path: Path) -> None:
+    """root="s3://..." is a ValueError naming it, not a folder called ./s3:."""
+    from digital_experiments.errors import InvalidRootError
+
+    with pytest.raises(InvalidRootError, match=r"is a URL.*local"):
+
+        @experiment(root=url)
+        def f() -> None: ...
+
+    assert isinstance(InvalidRootError("x"), ValueError)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_de_root_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$DE_ROOT set to a URL is refused the same way."""
+    from digital_experiments.errors import InvalidRootError
+
+    monkeypatch.setenv("DE_ROOT", "s3://bucket/runs")
+    with pytest.raises(InvalidRootError, match=r"\$DE_ROOT 's3://bucket/runs' is a URL"):
+
+        @experiment
+        def f() -> None: ...
+
+
+def test_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    """root= naming an existing file raises a clear error, not a raw FileExistsError."""
+    from digital_experiments.errors import InvalidRootError
+
+    (tmp_path / "runs").write_text("not a folder")
+    with pytest.raises(InvalidRootError, match=r"is a file, not a folder"):
+
+        @experiment(root=tmp_path / "runs")
+        def f() -> None: ...

@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import errno
 import inspect
 import multiprocessing
 import os
 import pickle
 import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from digital_experiments import UnstorableValueError, current_id, experiment, storage
-from digital_experiments.errors import DigitalExperimentsError
+from digital_experiments import (
+    Callback,
+    StorageError,
+    UnstorableValueError,
+    current_id,
+    experiment,
+    query,
+    storage,
+)
+from digital_experiments.errors import CallbackError, DigitalExperimentsError
 
 # ---------------------------------------------------------------- statuses
 
@@ -255,21 +268,51 @@ def test_unstorable_result_loses_nothing() -> None:
     assert _files(f.backend.root) == [".de", f"{failed.id}.json"]  # no partial file
 
 
-def test_unstorable_config_names_the_argument() -> None:
-    """A config value json cannot store is named as `config.x`; the result is still carried."""
+def test_unstorable_config_is_refused_before_the_body_runs() -> None:
+    """A config value json cannot store is named (`config.x`) before the body runs; no record."""
+    ran = []
 
     @experiment(backend="json")
     def f(x: object, y: int = 2) -> int:
+        ran.append(x)
         return y * 3
 
-    with pytest.raises(UnstorableValueError, match=r"config\.x") as info:
+    with pytest.raises(UnstorableValueError, match=r"config\.x = <object object.*not started"):
         f(object())
-    assert info.value.field == "config.x"
-    assert info.value.result == 6
-    (failed,) = f.observations(status="failed")
-    assert failed.config["y"] == 2
-    assert failed.config["x"].startswith("<object object")  # a readable stand-in
-    assert failed.metadata["error"]["type"] == "UnstorableValueError"
+    assert ran == []
+    assert f.observations(status="all") == []
+    assert [p.name for p in f.backend.root.glob("*.json")] == []
+
+
+@pytest.mark.parametrize("when", ["date", "set"])
+def test_unstorable_json_config_leaves_no_running_record(when: str) -> None:
+    """A date or a set as a json config raises UnstorableValueError naming it; nothing runs."""
+    value: object = datetime.date(2024, 1, 1) if when == "date" else {1, 2}
+    ran = []
+
+    @experiment(backend="json")
+    def jc(day: object) -> int:
+        ran.append(day)
+        return 1
+
+    with pytest.raises(UnstorableValueError, match=r"config\.day") as info:
+        jc(value)
+    assert (info.value.field, info.value.result, ran) == ("config.day", None, [])
+    assert jc.observations(status="all") == []
+
+
+def test_pickle_unstorable_config_does_not_advise_pickle() -> None:
+    """Pickle's own error advises picklable values, not backend='pickle'."""
+    lock = threading.Lock()
+
+    @experiment
+    def f(guard: object) -> int:
+        return 1
+
+    with pytest.raises(UnstorableValueError, match=r"config\.guard") as info:
+        f(lock)
+    assert "backend='pickle'" not in str(info.value)
+    assert "lambdas" in str(info.value)
 
 
 @pytest.mark.anyio
@@ -342,3 +385,229 @@ def test_temp_files_are_never_listed_and_dead_writers_leftovers_are_removed() ->
     assert live.exists()  # its writer may still finish
     assert other.exists()  # another host's writer cannot be probed
     assert [o.id for o in f.observations(status="all")] == [done.id]
+
+
+# ---------------------------------------------------------------- every run ends in a final state
+
+
+class _Raises(Callback):
+    """A callback whose ``start`` or ``end`` raises."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def start(self, id: str, config: dict[str, Any]) -> None:
+        if self.where == "start":
+            raise ValueError("start broke")
+
+    def end(self, observation: Any) -> None:
+        if self.where == "end":
+            raise ValueError("end broke")
+
+
+def test_end_callback_raising_records_failed_and_keeps_the_result() -> None:
+    """An `end` callback that raises on a successful run: recorded failed, result carried."""
+
+    @experiment(callbacks=[_Raises("end")])
+    def f(x: int) -> int:
+        return x * 2
+
+    with pytest.raises(CallbackError, match=r"end broke.*\.result") as info:
+        f(21)
+    assert info.value.result == 42
+    assert isinstance(info.value.__cause__, ValueError)
+    (run,) = f.observations(status="all")
+    assert (run.status, run.result) == ("failed", 42)
+    assert run.metadata["error"]["type"] == "CallbackError"
+    assert "timing" in run.metadata  # the other callbacks still ran
+    assert pickle.loads(pickle.dumps(info.value)).result == 42
+
+
+def test_start_callback_raising_records_failed_and_skips_the_body() -> None:
+    """A `start` callback that raises: the body never runs, the run is failed, the error raised."""
+    ran = []
+
+    @experiment(callbacks=[_Raises("start")])
+    def f() -> None:
+        ran.append(1)
+
+    with pytest.raises(ValueError, match="start broke"):
+        f()
+    assert ran == []
+    (run,) = f.observations(status="all")
+    assert run.status == "failed"
+    assert run.metadata["error"]["message"] == "start broke"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["start", "end"])
+async def test_async_callback_raising_ends_in_a_final_state(where: str) -> None:
+    """Async runs end failed too when a callback raises, and an end failure carries the result."""
+
+    @experiment(callbacks=[_Raises(where)])
+    async def f() -> int:
+        return 7
+
+    with pytest.raises((CallbackError, ValueError)) as info:
+        await f()
+    if where == "end":
+        assert isinstance(info.value, CallbackError)
+        assert info.value.result == 7
+    (run,) = f.observations(status="all")
+    assert run.status == "failed"
+
+
+def _fail_large_writes(monkeypatch: pytest.MonkeyPatch, limit: int) -> list[int]:
+    """Make record writes larger than ``limit`` bytes fail with ENOSPC, as a full disk does."""
+    real = storage._write_temp
+    refused: list[int] = []
+
+    def write_temp(target: str, data: bytes, *args: Any, **kwargs: Any) -> str:
+        if len(data) > limit:
+            refused.append(len(data))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(target, data, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "_write_temp", write_temp)
+    return refused
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_full_disk_records_failed_and_carries_the_result(
+    monkeypatch: pytest.MonkeyPatch, is_async: bool
+) -> None:
+    """A result too big for the disk: StorageError carries it, and the run ends failed."""
+    big = "x" * 100_000
+
+    @experiment
+    def f() -> str:
+        return big
+
+    @experiment
+    async def af() -> str:
+        return big
+
+    refused = _fail_large_writes(monkeypatch, 50_000)
+    with pytest.raises(StorageError, match="No space left") as info:
+        anyio.run(af) if is_async else f()
+    assert info.value.result is big
+    assert refused  # the write really failed
+    (run,) = (af if is_async else f).observations(status="all")
+    assert (run.status, run.result) == ("failed", None)
+    assert run.metadata["error"]["type"] == "StorageError"
+
+
+def test_cache_index_failure_keeps_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the cache index cannot be written, the call still returns its result (with a warning)."""
+
+    @experiment(cache=True)
+    def f(x: int) -> int:
+        return x + 1
+
+    def broken(observation: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", ".de/cache")
+
+    monkeypatch.setattr(f.experiment, "_remember", broken)
+    with pytest.warns(RuntimeWarning, match=r"Could not index run .*Permission denied"):
+        assert f(1) == 2
+    (run,) = f.observations()
+    assert run.result == 2
+
+
+def test_every_write_failing_warns_and_keeps_the_exception(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When not even a failed record can be written, the run's own exception still propagates."""
+
+    @experiment
+    def f() -> None:
+        raise LookupError("the run's own error")
+
+    _fail_large_writes(monkeypatch, 0)  # claims aside, every record write fails
+    monkeypatch.setattr(f.backend, "claim", lambda observation: observation)
+    with (
+        pytest.warns(RuntimeWarning, match=r"stays 'running' until this process exits"),
+        pytest.raises(LookupError, match="the run's own error"),
+    ):
+        f()
+
+
+FORK_CHILD_EXITS = """
+import os, sys
+from digital_experiments import experiment
+
+go_read, go_write = os.pipe()
+
+@experiment(root=sys.argv[1])
+def parent():
+    pid = os.fork()
+    if pid == 0:
+        os.read(go_read, 1)  # wait until the parent's run is recorded
+        sys.exit(0)  # the child leaves through the run's wrapper
+    return "parent"
+
+print(parent(), flush=True)
+os.write(go_write, b"x")
+_, status = os.wait()
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_forked_child_that_exits_never_rewrites_the_parent_record(tmp_path: Path) -> None:
+    """os.fork() inside a run, the child calls sys.exit(0): the parent's record stays completed."""
+    root = tmp_path / "runs"
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_CHILD_EXITS, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["parent", "0"]  # the child exited cleanly, after the parent
+    (run,) = query.load(root, status="all")
+    assert (run.status, run.result) == ("completed", "parent")
+
+
+class _BlocksInEnd(Callback):
+    """An `end` callback that waits in its worker thread until released."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def end(self, observation: Any) -> None:
+        self.entered.set()
+        assert self.release.wait(timeout=60)
+
+
+@pytest.mark.asyncio
+async def test_native_cancel_while_publishing_still_ends_completed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """asyncio's task.cancel() while the record is being finished: the record still ends final."""
+    blocker = _BlocksInEnd()
+
+    @experiment(callbacks=[blocker])
+    async def f() -> int:
+        return 3
+
+    finished = threading.Event()
+    record = f.backend.record
+
+    def record_then_tell(observation: Any) -> None:
+        record(observation)
+        if observation.metadata["status"] != "running":
+            finished.set()
+
+    monkeypatch.setattr(f.backend, "record", record_then_tell)
+    task = asyncio.ensure_future(f())
+    assert await asyncio.to_thread(blocker.entered.wait, 60)
+    task.cancel()
+    blocker.release.set()
+    try:
+        result = await task
+    except asyncio.CancelledError:
+        result = None
+    assert result in (None, 3)
+    assert await asyncio.to_thread(finished.wait, 60)  # the finishing thread went on
+    (run,) = f.observations(status="all")
+    assert (run.status, run.result) == ("completed", 3)

@@ -807,3 +807,16 @@ def test_random_search_control_with_an_executor(add: Any) -> None:
     assert len(runs) == 4
     assert all(o.config["b"] == 1 and o.status == "completed" for o in runs)
     assert len(add.observations()) == len({o.config["a"] for o in runs})
+
+
+def test_sweep_returns_the_recorded_failure_of_an_unstorable_result() -> None:
+    """A run whose result cannot be stored comes back as its failed record, not a stand-in."""
+
+    @experiment(backend="json")
+    def opaque(x: int) -> object:
+        return object() if x else x
+
+    runs = opaque.sweep({"x": [0, 1]})
+    assert [run.status for run in runs] == ["completed", "failed"]
+    assert runs[1].id  # the record on disk, not an unrecorded stand-in
+    assert runs[1].metadata["error"]["type"] == "UnstorableValueError"

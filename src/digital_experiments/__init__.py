@@ -22,7 +22,9 @@ from .callbacks import (
 from .context import current_dir, current_id, propagate, time_block
 from .core import Observation
 from .errors import (
+    CallbackError,
     DigitalExperimentsError,
+    InvalidRootError,
     LockTimeoutError,
     NoExperimentRunning,
     StorageError,
@@ -36,10 +38,12 @@ __version__ = "3.0.0"
 __all__ = [
     "Backend",
     "Callback",
+    "CallbackError",
     "CodeVersioning",
     "DigitalExperimentsError",
     "Experiment",
     "GitInfo",
+    "InvalidRootError",
     "LockTimeoutError",
     "Logging",
     "NoExperimentRunning",

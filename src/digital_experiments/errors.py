@@ -71,3 +71,22 @@ class StorageError(DigitalExperimentsError, OSError):
 
 class LockTimeoutError(DigitalExperimentsError, TimeoutError):
     """A file lock could not be acquired in time."""
+
+
+class CallbackError(DigitalExperimentsError, RuntimeError):
+    """A callback's ``end`` raised after the run itself completed.
+
+    The run is recorded ``failed`` (with the callback's error) and its return
+    value is kept on ``result``; the callback's exception is ``__cause__``.
+    """
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0], self.result))
+
+
+class InvalidRootError(DigitalExperimentsError, ValueError):
+    """``root=`` is not a folder this library can store runs in."""

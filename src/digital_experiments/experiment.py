@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from . import storage
 from .backends import instantiate_backend
 from .callbacks import CodeVersioning, GitInfo, Logging, PipFreeze, SystemInfo, Timing
 from .core import Backend, Callback, Observation
+from .errors import InvalidRootError
 from .query import ANY_CODE, Status, Where, select
 from .query import to_dataframe as _frame
 from .runs import COMPLETED, call_async, call_sync
@@ -262,13 +264,38 @@ def _is_method(function: Callable[..., Any]) -> bool:
 
 
 def resolve_root(root: str | os.PathLike[str] | None, name: str) -> Path:
-    """``root`` if given, else ``$DE_ROOT/<name>``, else ``./experiments/<name>``."""
+    """``root`` if given, else ``$DE_ROOT/<name>``, else ``./experiments/<name>``.
+
+    Raises
+    ------
+    InvalidRootError
+        If the root is a URL (no remote store exists yet) or an existing file.
+    """
     if root is not None:
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"root= takes a str or pathlib.Path, not {root!r}.")
-        return Path(root).expanduser().absolute()
-    base = os.environ.get("DE_ROOT")
-    return (Path(base).expanduser() if base else Path("experiments")).absolute() / name
+        path = _local_folder(os.fspath(root), "root=")
+    else:
+        base = os.environ.get("DE_ROOT")
+        path = (_local_folder(base, "$DE_ROOT") if base else Path("experiments")) / name
+    path = path.expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise InvalidRootError(
+            f"The experiment root {str(path)!r} is a file, not a folder. Pass root= a "
+            "folder (it is created if missing)."
+        )
+    return path
+
+
+def _local_folder(text: str | bytes, where: str) -> Path:
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise InvalidRootError(
+            f"{where} {text!r} is a URL, but runs are stored in a local (or mounted) "
+            "folder. Mount the bucket or share and pass its local path."
+        )
+    return Path(text)
 
 
 # ---------------------------------------------------------------- the decorator
@@ -430,7 +457,13 @@ def _build(
 ) -> Experiment[P, R]:
     if not callable(function):
         raise TypeError(f"@experiment decorates functions, not {function!r}.")
-    name = getattr(function, "__name__", None) or type(function).__name__
+    name = getattr(function, "__name__", None)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise TypeError(
+            f"@experiment records named functions, and {function!r} has no usable "
+            "__name__ (a functools.partial, a lambda or a callable object). Define a "
+            "function with def that calls it, and decorate that."
+        )
     if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
         raise TypeError(
             f"@experiment cannot record generator function {name!r}: its body "

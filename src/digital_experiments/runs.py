@@ -8,7 +8,8 @@ colours share one implementation and the event loop never blocks on disk.
 from __future__ import annotations
 
 import contextlib
-import signal
+import copy
+import os
 import threading
 import traceback
 import warnings
@@ -18,13 +19,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
-from . import storage
-from .backends import FileBackend
+from . import signals, storage
+from .backends import FileBackend, PickleBackend
 from .context import TIME_FORMAT, Run, activate, enter, leave
-from .core import Observation
-from .errors import StorageError, UnstorableValueError
+from .core import Backend, Callback, Observation
+from .errors import CallbackError, StorageError, UnstorableValueError
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -56,36 +58,6 @@ def report(observation: Observation) -> Observation:
     return observation
 
 
-class Terminated(SystemExit):
-    """SIGTERM arrived during a run in the main thread; exits with code 143."""
-
-    def __init__(self) -> None:
-        super().__init__(128 + signal.SIGTERM)
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
-@contextlib.contextmanager
-def sigterm_as_exit() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` so the run is recorded as interrupted.
-
-    Only in the main thread, and only where nobody else handles SIGTERM.
-    """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
-        yield
-        return
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def status_of(exc: BaseException, cancelled: type[BaseException] | None = None) -> str:
     """``interrupted`` for Ctrl-C, exits and cancellation; ``failed`` otherwise."""
     interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit)
@@ -103,12 +75,18 @@ def error_info(exc: BaseException) -> dict[str, str]:
 
 
 class Call:
-    """One call of an experiment, from claim to published record."""
+    """One call of an experiment, from claim to published record.
+
+    Only the process that claimed the run publishes it: a child forked inside
+    the run that exits never rewrites its parent's record.
+    """
 
     def __init__(self, experiment: Experiment[Any, Any], config: dict[str, Any]) -> None:
         self.experiment = experiment
-        self.config = config
+        self.config = config  # as passed: the function receives these very objects
+        self.snapshot: dict[str, Any] = config  # as recorded: taken before the function runs
         self.run: Run
+        self.owner = 0  # the pid that claimed the run
         self._lock = threading.Lock()
         self._claimed = False
         self._orphaned: BaseException | None = None
@@ -116,8 +94,17 @@ class Call:
     # -- the blocking steps
 
     def claim(self) -> Run:
-        """Claim a unique id and publish the ``running`` record."""
+        """Snapshot the config, claim a unique id and publish the ``running`` record.
+
+        Raises
+        ------
+        UnstorableValueError
+            If the backend cannot store the config (nothing is written).
+        StorageError
+            If the record cannot be written.
+        """
         exp = self.experiment
+        self.snapshot = snapshot(exp.backend, self.config)
         started = datetime.now()
         metadata = {
             "status": RUNNING,
@@ -125,7 +112,7 @@ class Call:
             "process": storage.process_info(),
             "timing": {"start": started.strftime(TIME_FORMAT)},
         }
-        observation = Observation(storage.new_id(started), self.config, None, metadata)
+        observation = Observation(storage.new_id(started), self.snapshot, None, metadata)
         try:
             observation = exp.backend.claim(observation)
         except OSError as exc:
@@ -133,9 +120,8 @@ class Call:
                 f"Could not create a record in {str(exp.backend.root)!r}: {exc}. "
                 "Check that the folder is writable, or pass another root=."
             ) from exc
-        except Exception:  # the config cannot be stored: keep a readable stand-in
-            observation = exp.backend.claim(self._storable(observation))
         self.run = Run(observation.id, exp.backend.root, exp.name)
+        self.owner = os.getpid()
         with self._lock:
             self._claimed, orphaned = True, self._orphaned
         if orphaned is not None:
@@ -162,74 +148,131 @@ class Call:
             callback.start(self.run.id, self.config)
 
     def complete(self, result: Any) -> Any:
-        """Run the ``end`` callbacks and publish the ``completed`` record."""
-        observation = Observation(self.run.id, self.config, result, {"status": COMPLETED})
-        for callback in reversed(self.experiment.callbacks):
-            callback.end(observation)
+        """Run the ``end`` callbacks and publish the ``completed`` record.
+
+        Whatever goes wrong here, the record ends ``completed`` or ``failed`` and
+        the exception raised carries ``result``.
+        """
+        if os.getpid() != self.owner:
+            return result  # a forked child: its parent publishes the run
+        observation = Observation(self.run.id, self.snapshot, result, {"status": COMPLETED})
+        failure = self._end_callbacks(observation)
+        if failure is not None:
+            callback, exc = failure
+            error = CallbackError(
+                f"Callback {callback!r} raised {exc!r} after run {self.run.id!r} of "
+                f"{self.experiment.name} completed. The run is recorded as failed; its "
+                "result is kept on this error's .result. Fix the callback, or remove it.",
+                result,
+            )
+            error.__cause__ = exc
+            self._record_failure(observation, error)
+            raise error
         self._publish(observation, result)
         report(observation)
         if self.experiment.cache:
-            self.experiment._remember(observation)
+            self._index(observation)
         return result
 
     def fail(self, exc: BaseException, status: str) -> None:
         """Record the run as ``failed`` or ``interrupted``; never raises."""
+        if os.getpid() != self.owner:
+            return  # a forked child: its parent publishes the run
         observation = Observation(
-            self.run.id, self.config, None, {"status": status, "error": error_info(exc)}
+            self.run.id, self.snapshot, None, {"status": status, "error": error_info(exc)}
         )
-        for callback in reversed(self.experiment.callbacks):
-            try:
-                callback.end(observation)
-            except Exception as cb_exc:  # must not hide the run's own exception
-                warnings.warn(
-                    f"Callback {callback!r} failed while recording run {self.run.id!r}: {cb_exc!r}",
-                    stacklevel=2,
-                )
-        try:
-            self._write(observation)
-        except Exception as write_exc:
+        failure = self._end_callbacks(observation)
+        if failure is not None:  # must not hide the run's own exception
+            callback, cb_exc = failure
             warnings.warn(
-                f"Could not record failed run {self.run.id!r}: {write_exc!r}",
+                f"Callback {callback!r} failed while recording run {self.run.id!r}: {cb_exc!r}",
+                RuntimeWarning,
                 stacklevel=2,
             )
+        self._write_final(observation)
         report(observation)
 
     # -- helpers
 
+    def _end_callbacks(self, observation: Observation) -> tuple[Callback, Exception] | None:
+        """Call every ``end`` callback (in reverse); the first that raised, and how."""
+        failure = None
+        for callback in reversed(self.experiment.callbacks):
+            try:
+                callback.end(observation)
+            except Exception as exc:
+                failure = failure or (callback, exc)
+        return failure
+
     def _publish(self, observation: Observation, result: Any) -> None:
         exp = self.experiment
+        error: StorageError | UnstorableValueError
         try:
             exp.backend.record(observation)
+            return
         except OSError as exc:
-            raise StorageError(
+            error = StorageError(
                 f"Could not write the record of run {observation.id!r} to "
                 f"{str(exp.backend.root)!r}: {exc}. The result is kept on this "
                 "error's .result.",
                 result,
-            ) from exc
+            )
+            cause: Exception = exc
         except Exception as exc:
             field = self._unstorable_field(observation)
             error = UnstorableValueError(
                 f"The {type(exp.backend).__name__} cannot store {field} of run "
-                f"{observation.id!r} ({exc}). Return storable values, or use "
-                "@experiment(backend='pickle'); the result is kept on this "
-                "error's .result.",
+                f"{observation.id!r} ({exc}). {_storable_hint(exp.backend)} The result "
+                "is kept on this error's .result.",
                 field,
                 result,
             )
-            error.__cause__ = exc
-            failed = observation._replace(result=None)
-            failed.metadata.update(status=FAILED, error=error_info(error))
-            self._write(failed)
-            raise error from exc
+            cause = exc
+        error.__cause__ = cause
+        failed = observation._replace(result=None)
+        failed.metadata.update(status=FAILED, error=error_info(error))
+        self._write_final(failed)
+        report(failed)
+        raise error
 
-    def _write(self, observation: Observation) -> None:
+    def _record_failure(self, observation: Observation, error: BaseException) -> None:
+        failed = observation._replace(metadata={**observation.metadata})
+        failed.metadata.update(status=FAILED, error=error_info(error))
+        self._write_final(failed)
+        report(failed)
+
+    def _write_final(self, observation: Observation) -> None:
+        """Publish a final record, however much of it can be stored; never raises.
+
+        Values the backend rejects become their repr; where even that cannot be
+        written (a full disk) the result is left out, as the smallest record.
+        """
+        backend = self.experiment.backend
+        problem: Exception | None = None
+        for make in (_as_is, self._storable, self._storable_without_result):
+            try:
+                backend.record(make(observation))
+                return
+            except Exception as exc:
+                problem = problem or exc
+        warnings.warn(
+            f"Could not record the end of run {observation.id!r} in "
+            f"{str(backend.root)!r} ({problem!r}); it stays 'running' until this "
+            "process exits, then reads as 'abandoned'.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def _index(self, observation: Observation) -> None:
         try:
-            self.experiment.backend.record(observation)
-        except OSError:
-            raise
-        except Exception:
-            self.experiment.backend.record(self._storable(observation))
+            self.experiment._remember(observation)
+        except OSError as exc:  # the index only saves a scan: never lose the result over it
+            warnings.warn(
+                f"Could not index run {observation.id!r} for cache=True ({exc}). The run "
+                "is recorded; later calls find it by reading the runs instead.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _storable(self, observation: Observation) -> Observation:
         """``observation`` with every value the backend rejects replaced by its repr."""
@@ -242,15 +285,11 @@ class Call:
         }
         return Observation(observation.id, config, result, metadata)
 
+    def _storable_without_result(self, observation: Observation) -> Observation:
+        return self._storable(observation._replace(result=None))
+
     def _storable_value(self, value: Any) -> bool:
-        backend = self.experiment.backend
-        if not isinstance(backend, FileBackend):
-            return True  # nothing to probe with: assume the best
-        try:
-            backend.dumps(Observation("probe", {"value": value}, None, {}))
-        except Exception:
-            return False
-        return True
+        return storable(self.experiment.backend, value)
 
     def _unstorable_field(self, observation: Observation) -> str:
         for key, value in observation.config.items():
@@ -262,6 +301,66 @@ class Call:
             if not self._storable_value(value):
                 return f"metadata.{key}"
         return "the record"
+
+
+def _as_is(observation: Observation) -> Observation:
+    return observation
+
+
+def storable(backend: Backend, value: Any) -> bool:
+    """Whether ``backend`` can store ``value`` (always ``True`` for non-file backends)."""
+    if not isinstance(backend, FileBackend):
+        return True  # nothing to probe with: assume the best
+    try:
+        backend.dumps(Observation("probe", {"value": value}, None, {}))
+    except Exception:
+        return False
+    return True
+
+
+def _storable_hint(backend: Backend) -> str:
+    if isinstance(backend, PickleBackend):
+        return (
+            "Use values pickle can store: module-level functions and classes, not "
+            "lambdas, local classes, open files, locks or generators."
+        )
+    return "Use values this format can store, or use @experiment(backend='pickle')."
+
+
+def snapshot(backend: Backend, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as it will be recorded, copied now so the function cannot change it.
+
+    A file backend round-trips it through its own format (so the record holds
+    exactly what was passed, and an unstorable value is refused before the
+    function runs); other backends get a deep copy.
+
+    Raises
+    ------
+    UnstorableValueError
+        If ``backend`` cannot store a value of ``config``.
+    """
+    if not isinstance(backend, FileBackend):
+        try:
+            return copy.deepcopy(config)
+        except Exception:  # an uncopyable value: record it as it is at the end
+            return config
+    try:
+        return backend.loads(backend.dumps(Observation("", config, None, {}))).config
+    except Exception as exc:
+        field = next(
+            (f"config.{k}" for k, v in config.items() if not storable(backend, v)), "config"
+        )
+        value = config.get(field.removeprefix("config."), config)
+        raise UnstorableValueError(
+            f"The {type(backend).__name__} cannot store {field} = {_short(value)} ({exc}), "
+            f"so the run was not started. {_storable_hint(backend)}",
+            field,
+        ) from exc
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}...{text[-15:]}"
 
 
 def call_sync(
@@ -288,18 +387,24 @@ def _execute(
     kwargs: dict[str, Any],
 ) -> Any:
     call = Call(experiment, config)
-    token = enter(call.claim())
-    try:
-        with sigterm_as_exit():
+    token = None
+    with signals.sigterm_interrupts():
+        try:
+            with signals.held():  # a signal now must not leave the claim unrecorded
+                token = enter(call.claim())
             call.start()
             result = experiment.function(*args, **kwargs)
-    except BaseException as exc:
-        call.fail(exc, status_of(exc))
-        raise
-    else:
-        return call.complete(result)
-    finally:
-        leave(token)
+        except BaseException as exc:
+            if token is not None:
+                with signals.held():
+                    call.fail(exc, status_of(exc))
+            raise
+        else:
+            with signals.held():
+                return call.complete(result)
+        finally:
+            if token is not None:
+                leave(token)
 
 
 async def call_async(
@@ -379,22 +484,43 @@ async def _execute_async(
     kwargs: dict[str, Any],
 ) -> Any:
     call = Call(experiment, config)
-    try:
-        run = await anyio.to_thread.run_sync(call.claim)
-    except BaseException as exc:  # a native asyncio cancel is not shielded
-        call.orphan(exc)
-        raise
-    cancelled = anyio.get_cancelled_exc_class()
-    token = enter(run)
-    try:
-        await anyio.to_thread.run_sync(call.start)
-        result = await experiment.function(*args, **kwargs)
-    except BaseException as exc:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(call.fail, exc, status_of(exc, cancelled))
-        raise
-    else:
-        with anyio.CancelScope(shield=True):
-            return await anyio.to_thread.run_sync(call.complete, result)
-    finally:
-        leave(token)
+    scope = anyio.CancelScope()  # SIGTERM cancels it: the run is then recorded interrupted
+    with _sigterm_cancels(scope):
+        try:
+            run = await anyio.to_thread.run_sync(call.claim)
+        except BaseException as exc:  # a native asyncio cancel is not shielded
+            call.orphan(exc)
+            raise
+        cancelled = anyio.get_cancelled_exc_class()
+        token = enter(run)
+        try:
+            try:
+                await anyio.to_thread.run_sync(call.start)
+                with scope:
+                    result = await experiment.function(*args, **kwargs)
+                if scope.cancelled_caught:
+                    raise signals.Terminated()
+            except BaseException as exc:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(call.fail, exc, status_of(exc, cancelled))
+                raise
+            with anyio.CancelScope(shield=True):
+                result = await anyio.to_thread.run_sync(call.complete, result)
+        finally:
+            leave(token)
+    if signals.terminating():  # SIGTERM came while the record was being finished
+        raise signals.Terminated()
+    return result
+
+
+@contextlib.contextmanager
+def _sigterm_cancels(scope: anyio.CancelScope) -> Iterator[None]:
+    """While the body runs, SIGTERM cancels ``scope`` (runs on the main thread's loop only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    native: Any = anyio.lowlevel.current_token().native_token
+    # asyncio's loop and trio's token each offer one call that is safe from a signal handler
+    schedule = getattr(native, "call_soon_threadsafe", None) or native.run_sync_soon
+    with signals.cancel_on_sigterm(lambda: schedule(scope.cancel)):
+        yield
