@@ -59,6 +59,7 @@ def add_record(root: Path, id: str, status: str, **metadata: Any) -> None:
     """Store a record with ``status`` as the library would, without running anything."""
     backend = instantiate_backend("pickle", root)
     backend.record(Observation(id, {"lr": 0.5}, None, {"status": status, **metadata}))
+    (root / ".de").mkdir(exist_ok=True)  # every root the library writes has one
     (root / "storage" / id).mkdir(parents=True)
     (root / "storage" / id / "partial.txt").write_text("half done")
 
