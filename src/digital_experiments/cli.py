@@ -300,10 +300,19 @@ def _root(args: argparse.Namespace) -> Path:
 
 
 def _open(args: argparse.Namespace, root: Path | None = None, check: bool = True) -> FileBackend:
+    path = root or _root(args)
     try:
-        backend = query.open_root(root or _root(args), args.backend)
+        backend = query.open_root(path, args.backend)
+        inside = [] if query.is_experiment_folder(path) else query.experiment_folders(path)
     except (query.NoSuchRoot, ValueError) as exc:
         raise CommandError(str(exc), code=2) from None
+    if inside:
+        names = ", ".join(folder.name for folder in inside[:5]) + (", ..." * (len(inside) > 5))
+        raise CommandError(
+            f"{str(path)!r} is a folder of experiments ({names}): pass one of them, "
+            f"such as {str(inside[0])!r}.",
+            code=2,
+        )
     refusal = _untrusted(backend, args) if check else None
     if refusal:
         raise CommandError(refusal, code=2)
