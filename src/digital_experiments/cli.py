@@ -261,7 +261,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             f"prune deletes only {', '.join(PRUNABLE)} runs, not {refused[0]!r}.", code=2
         )
     backend = _open(args)
-    runs = query.select(backend, status=statuses, environment=False)
+    runs = _prunable(backend, frozenset(statuses))
     if not runs:
         print(f"Nothing to prune: no {' or '.join(statuses)} runs in {backend.root}.")
         return 0
@@ -274,18 +274,25 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if not args.yes and not _confirm(question):
         print("Nothing deleted.")
         return 0
-    # delete by the file names listed here, never by what a record says inside
-    listed = set(backend.all_ids())
-    deleted = 0
     for run in runs:
-        if run.id not in listed:
-            warnings.warn(f"Kept {run.id!r}: not a record this listing found.", stacklevel=1)
-            continue
         backend.delete(run.id)
         _remove_artefacts(backend.root, run.id)
-        deleted += 1
-    print(f"Deleted {_plural(deleted, 'run')}.")
+    print(f"Deleted {_plural(len(runs), 'run')}.")
     return 0
+
+
+def _prunable(backend: FileBackend, statuses: frozenset[str]) -> list[Observation]:
+    """The runs with one of ``statuses``, each under the id of the file it was read from.
+
+    Deleting works from these file names, never from the id written inside a
+    record (which a downloaded or edited record may set to another run's id or a path).
+    """
+    runs = []
+    for id in sorted(backend.all_ids()):
+        for run in backend.iter_observations([id], environment=False):
+            if query.status_of(run) in statuses:
+                runs.append(run._replace(id=id))
+    return runs
 
 
 # ---------------------------------------------------------------- helpers
