@@ -330,14 +330,14 @@ def test_custom_file_backend_gets_storage_rules_for_free(
 
 
 @pytest.mark.parametrize("name", FORMATS)
-def test_listing_lists_only_files_named_by_an_id(tmp_path: Path, name: str) -> None:
-    """A record file is ``<id><suffix>``; other names with the suffix are not runs."""
+def test_a_file_not_named_by_an_id_is_never_a_run(tmp_path: Path, name: str) -> None:
+    """A record copied to ``notes<suffix>`` is skipped with a warning naming the file."""
     backend = instantiate_backend(name, tmp_path)
     backend.record(sample())
     suffix = FORMATS[name].suffix
     (tmp_path / f"notes{suffix}").write_bytes(backend.path(sample().id).read_bytes())
-    (tmp_path / f"{sample().id}-copy{suffix}").write_bytes(b"")
-    assert backend.all_ids() == [sample().id]
+    with pytest.warns(UserWarning, match=rf"'notes{suffix}' is not named by a run id"):
+        assert [o.id for o in backend.load_all()] == [sample().id]
 
 
 @pytest.mark.parametrize("id", ["../victim", "/tmp/victim", "..", "", "2026-01-01", "a/b"])

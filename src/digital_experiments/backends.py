@@ -139,10 +139,11 @@ class FileBackend(Backend):
         return self._unpack(self.loads(data), id=id)
 
     def all_ids(self) -> list[str]:
-        """The ids of the records in ``root``: file names ``<id><suffix>``.
+        """The names (without suffix) of the record files in ``root``.
 
-        Only names that are ids are listed (the file name is the id, never what
-        a record says inside), so a stray ``notes.pkl`` is not a run.
+        The file name is the run's id, never what a record says inside. A
+        foreign file such as ``notes.pkl`` is listed too, so that reading it
+        warns (it is never returned as a run, and never deleted).
         """
         ids = []
         try:
@@ -157,7 +158,7 @@ class FileBackend(Backend):
                     if storage.is_temp(name):
                         storage.remove_stale_temp(self.root, name)
                     continue
-                if name.endswith(suffix) and is_id(name[: -len(suffix)]):
+                if name.endswith(suffix):
                     ids.append(name[: -len(suffix)])
         return ids
 
@@ -235,10 +236,16 @@ class FileBackend(Backend):
         ------
         TypeError
             If the record is not an :class:`Observation` with a ``str`` id and
-            ``dict`` config and metadata: listings skip it with a warning.
+            ``dict`` config and metadata, or its file is not named by an id:
+            listings skip it with a warning.
         """
         if not isinstance(loaded, Observation):
             raise TypeError(f"not an Observation record: {type(loaded).__name__}")
+        if id is not None and not is_id(id):
+            raise TypeError(
+                f"{id + self.suffix!r} is not named by a run id such as "
+                "'2026-01-01_12-00-00_000000'; rename it to list it as a run"
+            )
         observation: Observation = loaded
         for field, kind in (("id", str), ("config", dict), ("metadata", dict)):
             value = getattr(observation, field)
