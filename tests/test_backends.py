@@ -323,3 +323,78 @@ def test_custom_file_backend_gets_storage_rules_for_free(
     assert f.observations()[0].metadata["environment"]["pip_freeze"]
     names = sorted(p.name for p in (tmp_path / "compact").iterdir())
     assert names == sorted([f"{o.id}.cjson" for o in f.observations()] + [".de"])
+
+
+# ---------------------------------------------------------------- ids and paths
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_a_file_not_named_by_an_id_is_never_a_run(tmp_path: Path, name: str) -> None:
+    """A record copied to ``notes<suffix>`` is skipped with a warning naming the file."""
+    backend = instantiate_backend(name, tmp_path)
+    backend.record(sample())
+    suffix = FORMATS[name].suffix
+    (tmp_path / f"notes{suffix}").write_bytes(backend.path(sample().id).read_bytes())
+    with pytest.warns(UserWarning, match=rf"'notes{suffix}' is not named by a run id"):
+        assert [o.id for o in backend.load_all()] == [sample().id]
+
+
+@pytest.mark.parametrize("id", ["../victim", "/tmp/victim", "..", "", "2026-01-01", "a/b"])
+def test_delete_refuses_what_is_not_an_id(tmp_path: Path, id: str) -> None:
+    """``delete`` takes ids only, so it can never remove a file outside the root."""
+    root = tmp_path / "root"
+    backend = instantiate_backend("pickle", root)
+    victim = tmp_path / "victim.pkl"
+    victim.write_text("keep me")
+    with pytest.raises(ValueError, match="Invalid run id"):
+        backend.delete(id)
+    assert victim.exists()
+
+
+def test_a_symlinked_record_is_deleted_as_a_link(tmp_path: Path) -> None:
+    """Deleting a record that is a symbolic link removes the link, not its target."""
+    backend = instantiate_backend("pickle", tmp_path / "root")
+    elsewhere = tmp_path / "elsewhere.pkl"
+    elsewhere.write_bytes(pickle.dumps(sample()))
+    backend.path(sample().id).symlink_to(elsewhere)
+    assert backend.all_ids() == [sample().id]
+    backend.delete(sample().id)
+    assert backend.all_ids() == []
+    assert elsewhere.exists()
+
+
+# ---------------------------------------------------------------- artefacts
+
+
+def test_artefacts_of_a_run_folder_moved_and_linked_back(tmp_path: Path) -> None:
+    """A storage folder that is a symbolic link lists its files under the link's path."""
+    backend = instantiate_backend("pickle", tmp_path / "root")
+    id = sample().id
+    moved = tmp_path / "big-disk" / id
+    (moved / "sub").mkdir(parents=True)
+    (moved / "model.txt").write_text("weights")
+    (moved / "sub" / "log.txt").write_text("log")
+    (backend.root / "storage").mkdir()
+    (backend.root / "storage" / id).symlink_to(moved, target_is_directory=True)
+    assert backend.artefacts(id) == [
+        backend.root / "storage" / id / "model.txt",
+        backend.root / "storage" / id / "sub" / "log.txt",
+    ]
+
+
+def test_artefacts_never_raise_on_odd_links(tmp_path: Path) -> None:
+    """A dangling link, a link loop or a linked folder inside never make artefacts() raise."""
+    backend = instantiate_backend("pickle", tmp_path / "root")
+    storage_dir = backend.root / "storage"
+    storage_dir.mkdir()
+    dangling = "2026-01-01_00-00-00_000000"
+    (storage_dir / dangling).symlink_to(tmp_path / "gone", target_is_directory=True)
+    assert backend.artefacts(dangling) == []
+    looped = "2026-01-01_00-00-01_000000"
+    (storage_dir / looped).mkdir()
+    (storage_dir / looped / "self").symlink_to(storage_dir / looped, target_is_directory=True)
+    (storage_dir / looped / "broken").symlink_to(tmp_path / "missing-file")
+    (storage_dir / looped / "data.txt").write_text("x")
+    assert backend.artefacts(looped) == [storage_dir / looped / "data.txt"]
+    with pytest.raises(ValueError, match="Invalid run id"):
+        backend.artefacts("..")

@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +22,15 @@ from digital_experiments.storage import HOST
 
 
 def cli(
-    *args: str | Path, input: str | None = None, cwd: Path | None = None
+    *args: str | Path,
+    input: str | None = None,
+    cwd: Path | None = None,
+    de_root: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the command line in a fresh interpreter; never raises on a non-zero exit."""
     env = {k: v for k, v in os.environ.items() if k != "DE_ROOT"}
+    if de_root is not None:
+        env["DE_ROOT"] = str(de_root)
     env["COLUMNS"] = "200"  # wide tables: nothing cut
     return subprocess.run(
         [sys.executable, "-m", "digital_experiments", *map(str, args)],
@@ -55,10 +61,13 @@ def make_runs(root: Path, backend: str = "pickle") -> dict[str, str]:
     return {"first": runs[0.1], "second": runs[0.01], "failed": runs[5.0]}
 
 
-def add_record(root: Path, id: str, status: str, **metadata: Any) -> None:
+def add_record(root: Path, id: str, status: str, storage: bool = True, **metadata: Any) -> None:
     """Store a record with ``status`` as the library would, without running anything."""
     backend = instantiate_backend("pickle", root)
     backend.record(Observation(id, {"lr": 0.5}, None, {"status": status, **metadata}))
+    (root / ".de").mkdir(exist_ok=True)  # every root the library writes has one
+    if not storage:
+        return
     (root / "storage" / id).mkdir(parents=True)
     (root / "storage" / id / "partial.txt").write_text("half done")
 
@@ -400,3 +409,238 @@ def test_prune_with_nothing_to_delete(root: Path) -> None:
     done = cli("prune", root, "--status", "abandoned", "--yes")
     assert done.returncode == 0
     assert "Nothing to prune" in done.stdout
+
+
+# ---------------------------------------------------------------- --since
+
+
+def test_since_takes_iso_times_and_refuses_garbage(root: Path) -> None:
+    """``--since`` takes the ISO form of ``timing.start``; garbage is a usage error."""
+    ids = make_runs(root)
+    later = cli("list", root, "--since", "2999-01-01 00:00")
+    assert later.returncode == 0, later.stderr
+    assert later.stdout.strip() == "0 runs"
+    earlier = cli("list", root, "--since", "2000-01-01T00:00:00")
+    assert ids["first"] in earlier.stdout
+    for bad in ("garbage", "yesterday"):
+        done = cli("list", root, "--since", bad)
+        assert done.returncode == 2
+        assert f"since={bad!r} is not a time" in done.stderr
+        assert "2026-11-28_12" in done.stderr
+    assert cli("export", root, "--format", "csv", "--since", "garbage").returncode == 2
+
+
+# ---------------------------------------------------------------- the file name is the id
+
+
+def test_a_copied_record_lists_once_and_shows_by_its_file_name(root: Path) -> None:
+    """A record copied under another id lists under that id, and ``show`` finds it."""
+    ids = make_runs(root)
+    copy = "2020-01-01_00-00-00_000000"
+    shutil.copy(root / f"{ids['first']}.pkl", root / f"{copy}.pkl")
+    done = cli("list", root)
+    assert done.returncode == 0, done.stderr
+    listed = [line.split()[0] for line in done.stdout.splitlines()[1:-1]]
+    assert listed == [copy, ids["first"], ids["second"], ids["failed"]]
+    assert f"holds the id {ids['first']!r}" in done.stderr
+    shown = cli("show", root, copy, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["id"] == copy
+
+
+# ---------------------------------------------------------------- malformed records
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"metadata": None}, {"metadata": [1]}, {"id": 5}, {"config": [1]}, {"config": "lr=1"}],
+)
+def test_list_skips_a_malformed_record_with_a_warning(root: Path, change: dict[str, Any]) -> None:
+    """A record with a null or list metadata, a numeric id or a non-dict config is skipped."""
+    ids = make_runs(root, "json")
+    bad = "2020-01-01_00-00-00_000000"
+    record = {"id": bad, "config": {"lr": 1.0}, "result": 1, "metadata": {}, **change}
+    (root / f"{bad}.json").write_text(json.dumps(record))
+    done = cli("list", root)
+    assert done.returncode == 0, done.stderr
+    assert ids["first"] in done.stdout
+    assert f"warning: Skipping unreadable record {bad!r}" in done.stderr
+    assert done.stdout.splitlines()[-1] == "3 runs (2 completed, 1 failed)"
+
+
+# ---------------------------------------------------------------- prune stays in its root
+
+
+def test_prune_deletes_by_file_name_never_by_the_id_inside(root: Path, tmp_path: Path) -> None:
+    """Bogus records naming another run or an outside folder are deleted themselves, alone."""
+    ids = make_runs(root, "json")
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "thesis.tex").write_text("years of work")
+    bogus = {
+        "2020-01-01_00-00-00_000000": ids["first"],  # a completed run's id
+        "2020-01-01_00-00-01_000000": str(outside),  # an absolute path
+        "2020-01-01_00-00-02_000000": "../../precious",
+    }
+    for name, inner in bogus.items():
+        record = {"id": inner, "config": {}, "result": None, "metadata": {"status": "failed"}}
+        (root / f"{name}.json").write_text(json.dumps(record))
+    done = cli("prune", root, "--status", "failed", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "Deleted 4 runs." in done.stdout
+    assert (outside / "thesis.tex").read_text() == "years of work"
+    assert (root / f"{ids['first']}.json").exists()
+    assert (root / "storage" / ids["first"] / "model.txt").exists()
+    assert not (root / f"{ids['failed']}.json").exists()
+    assert sorted(path.stem for path in root.glob("*.json")) == sorted(
+        [ids["first"], ids["second"]]
+    )
+
+
+def test_prune_removes_a_storage_link_but_not_what_it_points_to(root: Path, tmp_path: Path) -> None:
+    """A failed run's storage folder linked outside the root: the link goes, the files stay."""
+    add_record(root, "2026-01-01_00-00-00_000000", "failed")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    link = root / "storage" / "2026-01-01_00-00-01_000000"
+    link.symlink_to(outside, target_is_directory=True)
+    add_record(root, "2026-01-01_00-00-01_000000", "failed", storage=False)
+    done = cli("prune", root, "--status", "failed", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "Deleted 2 runs." in done.stdout
+    assert not link.is_symlink()
+    assert not (root / "storage" / "2026-01-01_00-00-00_000000").exists()
+    assert (outside / "keep.txt").read_text() == "keep"
+
+
+# ---------------------------------------------------------------- a storage folder moved away
+
+
+def test_show_lists_the_files_of_a_storage_folder_moved_and_linked_back(
+    root: Path, tmp_path: Path
+) -> None:
+    """A run folder moved elsewhere and symlinked back still shows its artefacts."""
+    ids = make_runs(root)
+    moved = tmp_path / "big-disk" / ids["first"]
+    moved.parent.mkdir()
+    shutil.move(root / "storage" / ids["first"], moved)
+    (root / "storage" / ids["first"]).symlink_to(moved, target_is_directory=True)
+    done = cli("show", root, ids["first"])
+    assert done.returncode == 0, done.stderr
+    assert f"- storage/{ids['first']}/model.txt" in done.stdout
+
+
+# ---------------------------------------------------------------- folders of experiments
+
+
+def make_experiments(folder: Path) -> dict[str, str]:
+    ids = make_runs(folder / "train")
+    other = experiment(root=folder / "other", backend="json")(train)
+    other(0.5)
+    return {**ids, "other": other.observations()[0].id}
+
+
+def test_list_of_a_folder_of_experiments(tmp_path: Path) -> None:
+    """Given a folder of experiments, ``list`` shows each with its run counts and latest run."""
+    ids = make_experiments(tmp_path / "experiments")
+    done = cli("list", tmp_path / "experiments")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["experiment", "runs", "statuses", "latest"]
+    assert lines[1].split() == ["other", "1", "1", "completed", ids["other"]]
+    assert lines[2].split() == ["train", "3", "2", "completed,", "1", "failed", ids["failed"]]
+    assert lines[-1] == "2 experiments, 4 runs"
+
+
+def test_list_without_root_uses_de_root_then_experiments(tmp_path: Path) -> None:
+    """With no ROOT, ``list`` reads ``$DE_ROOT``, else ``./experiments``."""
+    make_experiments(tmp_path / "experiments")
+    here = cli("list", cwd=tmp_path)
+    assert here.returncode == 0, here.stderr
+    assert here.stdout.splitlines()[-1] == "2 experiments, 4 runs"
+    make_runs(tmp_path / "elsewhere" / "train")
+    there = cli("list", cwd=tmp_path, de_root=tmp_path / "elsewhere")
+    assert there.stdout.splitlines()[-1] == "1 experiment, 3 runs"
+    nothing = cli("list", cwd=tmp_path / "elsewhere")
+    assert nothing.returncode == 2
+    assert "No experiment folder at" in nothing.stderr
+    assert "$DE_ROOT" in nothing.stderr
+
+
+def test_show_without_root_finds_the_run_among_the_experiments(tmp_path: Path) -> None:
+    """``show ID`` looks for the run in every experiment of ``$DE_ROOT`` or ``./experiments``."""
+    ids = make_experiments(tmp_path / "experiments")
+    done = cli("show", ids["other"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"id: {ids['other']}" in done.stdout
+    missing = cli("show", "1999-01-01", cwd=tmp_path)
+    assert missing.returncode == 1
+    assert "No run '1999-01-01'" in missing.stderr
+
+
+def test_commands_for_one_experiment_refuse_a_folder_of_experiments(tmp_path: Path) -> None:
+    """``prune`` and ``export`` of a folder of experiments ask for one of them."""
+    ids = make_experiments(tmp_path / "experiments")
+    for command in (["prune", "--status", "failed", "--yes"], ["export", "--format", "csv"]):
+        done = cli(command[0], tmp_path / "experiments", *command[1:])
+        assert done.returncode == 2
+        assert "is a folder of experiments (other, train): pass one of them" in done.stderr
+    assert (tmp_path / "experiments" / "train" / f"{ids['failed']}.pkl").exists()
+
+
+# ---------------------------------------------------------------- pickle needs trust
+
+EVIL = """
+import os, pickle, sys
+class Evil:
+    def __reduce__(self):
+        return (os.mkdir, (sys.argv[2],))
+open(sys.argv[1], "wb").write(pickle.dumps(Evil()))
+"""
+
+
+def test_pickle_records_of_a_foreign_folder_need_trust(tmp_path: Path) -> None:
+    """A pickle folder without ``.de/`` is not unpickled (no code runs) unless ``--trust``."""
+    root = tmp_path / "downloaded"
+    root.mkdir()
+    ran = tmp_path / "code-ran"
+    record = root / "2026-01-01_00-00-00_000000.pkl"
+    subprocess.run([sys.executable, "-c", EVIL, record, ran], check=True, timeout=60)
+    for command in (["list"], ["show", "2026"], ["export", "--format", "json"]):
+        done = cli(command[0], root, *command[1:])
+        assert done.returncode == 2, command
+        assert "loading a pickle runs any code" in done.stderr
+        assert "--trust" in done.stderr
+    prune = cli("prune", root, "--status", "failed", "--yes")
+    assert prune.returncode == 2
+    assert not ran.exists()
+    assert record.exists()
+    trusted = cli("list", root, "--trust")
+    assert ran.exists()  # what --trust means: the pickle ran
+    assert "Skipping unreadable record" in trusted.stderr
+
+
+def test_folders_written_by_the_library_and_json_need_no_trust(root: Path, tmp_path: Path) -> None:
+    """Roots holding ``.de/`` (written by 3.x) and JSON or YAML roots open without a flag."""
+    make_runs(root)
+    assert (root / ".de").is_dir()
+    assert cli("list", root).returncode == 0
+    foreign = tmp_path / "foreign"
+    instantiate_backend("json", foreign).record(
+        Observation("2026-01-01_00-00-00_000000", {}, 1, {})
+    )
+    assert not (foreign / ".de").exists()
+    done = cli("list", foreign)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "1 run (1 completed)"
+
+
+def test_help_says_pickle_runs_code() -> None:
+    """``--help`` explains the risk and ``--trust``."""
+    done = cli("--help")
+    assert "pickle" in done.stdout
+    assert "runs any code" in " ".join(done.stdout.split())
+    listing = " ".join(cli("list", "--help").stdout.split())
+    assert "--trust" in listing
+    assert "$DE_ROOT" in listing

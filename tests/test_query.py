@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from digital_experiments import Observation, experiment, query
+from digital_experiments import Observation, experiment, query, storage
 from digital_experiments.backends import FileBackend, instantiate_backend
+from digital_experiments.errors import DigitalExperimentsError
 
 
 def double(x: int) -> int:
@@ -140,3 +148,183 @@ def test_to_dataframe_where_callable_sees_the_environment(tmp_path: Path) -> Non
     assert len(function.to_dataframe(where=keep)) == 3
     assert seen
     assert all(seen)
+
+
+# ---------------------------------------------------------------- since=
+
+TIMES = [
+    datetime(2026, 11, 28, 23, 58, 0),
+    datetime(2026, 11, 28, 23, 59, 30),
+    datetime(2026, 11, 29, 0, 1, 0),
+]
+
+
+def runs_at(root: Path, times: list[datetime]) -> list[str]:
+    """One stored run started at each (local) time; their ids, as the library makes them."""
+    backend = instantiate_backend("json", root)
+    ids = [storage.new_id(when) for when in times]
+    for id in ids:
+        backend.record(Observation(id, {}, 1, {"status": "completed"}))
+    return ids
+
+
+@pytest.mark.parametrize(
+    ("since", "first"),
+    [
+        ("2026-11-28 23:59", 1),  # the form of metadata["timing"]["start"]
+        ("2026-11-28T23:59", 1),
+        ("2026-11-28T23:59:30", 1),
+        ("2026-11-28 23:59:30.000001", 2),
+        ("  2026-11-28 23:59  ", 1),
+        (datetime(2026, 11, 28, 23, 59), 1),
+        (date(2026, 11, 29), 2),
+        ("2026-11-29", 2),
+        ("2026-11-28", 0),
+        ("2026-11-30", 3),
+    ],
+)
+def test_since_accepts_times_and_dates_in_local_time(
+    tmp_path: Path, since: str | date, first: int
+) -> None:
+    """ISO strings (space or T), datetimes and dates are local times, compared as times."""
+    ids = runs_at(tmp_path, TIMES)
+    assert [run.id for run in query.load(tmp_path, since=since)] == ids[first:]
+
+
+def test_since_accepts_id_prefixes(tmp_path: Path) -> None:
+    """An id or a prefix of one (``2026-11-28_12``) is compared with the ids as it is."""
+    ids = runs_at(tmp_path, TIMES)
+    assert [run.id for run in query.load(tmp_path, since=ids[1])] == ids[1:]
+    hour = ids[2][: len("2026-11-28_12")]
+    assert [run.id for run in query.load(tmp_path, since=hour)] == [
+        id for id in ids if id[: len(hour)] >= hour
+    ]
+    assert query.load(tmp_path, since=ids[0][:4]) == query.load(tmp_path)
+
+
+def test_since_with_a_utc_offset_is_that_absolute_time(tmp_path: Path) -> None:
+    """``2026-11-28T23:59:30+01:00`` and an aware datetime mean that instant."""
+    ids = runs_at(tmp_path, TIMES)
+    aware = datetime(2026, 11, 28, 23, 59, 30, tzinfo=timezone(timedelta(hours=1)))
+    expected = [id for id in ids if id >= storage.new_id(aware)]
+    assert [run.id for run in query.load(tmp_path, since=aware)] == expected
+    text = "2026-11-28T23:59:30+01:00"
+    assert [run.id for run in query.load(tmp_path, since=text)] == expected
+
+
+@pytest.mark.parametrize(
+    "since", ["yesterday", "garbage", "", "2026-13-01", "2026-11-28_25", "28/11/2026", 20261128]
+)
+def test_since_rejects_anything_else(tmp_path: Path, since: Any) -> None:
+    """Anything else is a ValueError naming the value and the accepted forms."""
+    runs_at(tmp_path, TIMES)
+    with pytest.raises(ValueError, match=rf"since={since!r} is not a time.*2026-11-28_12"):
+        query.load(tmp_path, since=since)
+    assert issubclass(query.InvalidSince, DigitalExperimentsError)
+
+
+def test_since_in_a_time_zone_far_from_utc(tmp_path: Path) -> None:
+    """A naive time is local wherever the process runs (here UTC+9 and UTC-10)."""
+    script = (
+        "import sys, datetime as d\n"
+        "from digital_experiments import Observation, query, storage\n"
+        "from digital_experiments.backends import instantiate_backend\n"
+        "b = instantiate_backend('json', __import__('pathlib').Path(sys.argv[1]))\n"
+        "id = storage.new_id(d.datetime(2026, 11, 28, 23, 59, 30))\n"
+        "b.record(Observation(id, {}, 1, {}))\n"
+        "assert [o.id for o in query.load(sys.argv[1], since='2026-11-28 23:59')] == [id]\n"
+        "assert query.load(sys.argv[1], since='2026-11-29T00:00') == []\n"
+        "assert [o.id for o in query.load(sys.argv[1], since=d.date(2026, 11, 28))] == [id]\n"
+    )
+    for zone in ("Asia/Tokyo", "Pacific/Honolulu"):
+        env = {**os.environ, "TZ": zone}
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / zone.replace("/", "-"))],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+
+
+# ---------------------------------------------------------------- the file name is the id
+
+
+def test_a_copied_record_lists_under_its_file_name_with_one_warning(tmp_path: Path) -> None:
+    """A record copied to another name is its own run: one id each, a warning naming both."""
+    function = make_runs(tmp_path / "double", "json")
+    first = function.observations()[0]
+    copy_id = "2020-01-01_00-00-00_000000"
+    shutil.copy(tmp_path / "double" / f"{first.id}.json", tmp_path / "double" / f"{copy_id}.json")
+    with pytest.warns(UserWarning, match=rf"'{copy_id}.json'.*holds the id '{first.id}'"):
+        runs = function.observations()
+    ids = [run.id for run in runs]
+    assert ids == sorted(set(ids))
+    assert ids[0] == copy_id
+    assert first.id in ids
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per file, not on every listing
+        assert [run.id for run in query.load(tmp_path / "double")] == ids
+    backend = query.open_root(tmp_path / "double")
+    assert backend.load(copy_id).id == copy_id
+
+
+# ---------------------------------------------------------------- malformed records
+
+MALFORMED = {
+    "metadata null": {"metadata": None},
+    "metadata list": {"metadata": ["status", "completed"]},
+    "numeric id": {"id": 20260101},
+    "config list": {"config": [1, 2]},
+    "config null": {"config": None},
+}
+
+
+@pytest.mark.parametrize("change", MALFORMED.values(), ids=list(MALFORMED))
+def test_malformed_records_are_skipped_with_a_warning_everywhere(
+    tmp_path: Path, change: dict[str, Any]
+) -> None:
+    """observations(), to_dataframe(), cached calls and sweeps skip a malformed record."""
+    root = tmp_path / "double"
+    root.mkdir()
+    bad = "2020-01-01_00-00-00_000000"
+    record = {"id": bad, "config": {"x": 5}, "result": 999, "metadata": {}, **change}
+    (root / f"{bad}.json").write_text(json.dumps(record))
+    function = experiment(root=root, backend="json", cache=True)(double)
+    unreadable = rf"Skipping unreadable record '{bad}'.*malformed"
+    with pytest.warns(UserWarning, match=unreadable):
+        assert function(5) == 10  # a cached call scans the records once per process
+    with pytest.warns(UserWarning, match=unreadable):
+        assert [run.result for run in function.observations(status="all")] == [10]
+    with pytest.warns(UserWarning, match=unreadable):
+        assert list(function.to_dataframe()["result"]) == [10]
+    with pytest.warns(UserWarning, match=unreadable):
+        assert [run.result for run in function.sweep({"x": [5, 3]})] == [10, 6]
+
+
+def test_a_record_deleted_after_listing_is_skipped_silently(tmp_path: Path) -> None:
+    """A record that vanished between listing and reading (a prune) is gone, not unreadable."""
+    make_runs(tmp_path / "double")
+    backend = query.open_root(tmp_path / "double")
+    ids = sorted(backend.all_ids())
+    backend.delete(ids[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [run.id for run in backend.iter_observations(ids)] == ids[1:]
+
+
+# ---------------------------------------------------------------- folders of experiments
+
+
+def test_experiment_folders_finds_the_experiments_of_a_folder(tmp_path: Path) -> None:
+    """A folder of experiments is not itself one; its experiments are listed by name."""
+    make_runs(tmp_path / "experiments" / "double")
+    make_runs(tmp_path / "experiments" / "again", "json")
+    (tmp_path / "experiments" / "not-an-experiment").mkdir()
+    assert query.is_experiment_folder(tmp_path / "experiments" / "double")
+    assert not query.is_experiment_folder(tmp_path / "experiments")
+    assert query.experiment_folders(tmp_path / "experiments") == [
+        tmp_path / "experiments" / "again",
+        tmp_path / "experiments" / "double",
+    ]

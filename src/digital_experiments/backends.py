@@ -7,6 +7,7 @@ format can get it wrong.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from . import storage
+from ._ids import is_id
 from .core import Backend, Observation
 from .errors import UnknownBackendError
 
@@ -134,14 +136,21 @@ class FileBackend(Backend):
 
     def load(self, id: str) -> Observation:
         data = storage.read_bytes(os.path.join(self.root, f"{id}{self.suffix}"))
-        return self._unpack(self.loads(data))
+        return self._unpack(self.loads(data), id=id)
 
     def all_ids(self) -> list[str]:
+        """The names (without suffix) of the record files in ``root``.
+
+        The file name is the run's id, never what a record says inside. A
+        foreign file such as ``notes.pkl`` is listed too, so that reading it
+        warns (it is never returned as a run, and never deleted).
+        """
         ids = []
         try:
             entries = os.scandir(self.root)
         except FileNotFoundError:
             return []
+        suffix = self.suffix
         with entries:
             for entry in entries:
                 name = entry.name
@@ -149,20 +158,37 @@ class FileBackend(Backend):
                     if storage.is_temp(name):
                         storage.remove_stale_temp(self.root, name)
                     continue
-                if name.endswith(self.suffix):
-                    ids.append(name[: -len(self.suffix)])
+                if name.endswith(suffix):
+                    ids.append(name[: -len(suffix)])
         return ids
 
     def delete(self, id: str) -> None:
-        self.path(id).unlink(missing_ok=True)
+        """Remove the record ``id`` (not its artefacts).
+
+        Raises
+        ------
+        ValueError
+            If ``id`` is not an id such as ``'2026-01-01_12-00-00_000000'``
+            (a path, or anything else that could name a file outside ``root``).
+        """
+        if not is_id(id):
+            raise ValueError(
+                f"Invalid run id {id!r}: ids look like '2026-01-01_12-00-00_000000'. "
+                "Delete records by the ids all_ids() lists."
+            )
+        # unlinks a symlinked record itself, never what it points to
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.root, f"{id}{self.suffix}"))
 
     def iter_observations(
         self, ids: Iterable[str], *, environment: bool = True
     ) -> Iterator[Observation]:
         """Load ``ids`` in order, skipping (with a warning) any unreadable record.
 
-        With ``environment=False`` records keep no ``metadata["environment"]``:
-        faster when many runs are read and their environment is not needed.
+        A record that vanished since it was listed (deleted by a prune) is
+        skipped silently. With ``environment=False`` records keep no
+        ``metadata["environment"]``: faster when many runs are read and their
+        environment is not needed.
         """
         if type(self).load is not FileBackend.load:  # a subclass reads its own way
             yield from super().iter_observations(ids)
@@ -171,14 +197,23 @@ class FileBackend(Backend):
         for id in ids:
             try:
                 data = storage.read_bytes(f"{prefix}{id}{suffix}")
-                observation = self._unpack(self.loads(data), environment)
+            except FileNotFoundError:
+                continue  # deleted after it was listed: gone, not unreadable
             except Exception as exc:  # a foreign or torn file must not stop a listing
-                warnings.warn(
-                    f"Skipping unreadable record {id!r} in {str(self.root)!r}: {exc!r}",
-                    stacklevel=3,
-                )
+                self._warn_unreadable(id, exc)
+                continue
+            try:
+                observation = self._unpack(self.loads(data), environment, id=id)
+            except Exception as exc:
+                self._warn_unreadable(id, exc)
                 continue
             yield observation
+
+    def _warn_unreadable(self, id: str, exc: Exception) -> None:
+        warnings.warn(
+            f"Skipping unreadable record {id!r} in {str(self.root)!r}: {exc!r}",
+            stacklevel=4,
+        )
 
     def _pack(self, observation: Observation) -> Observation:
         environment = observation.metadata.get("environment")
@@ -189,15 +224,62 @@ class FileBackend(Backend):
         metadata["environment_ref"] = storage.put_environment(self.root, environment)
         return observation._replace(metadata=metadata)
 
-    def _unpack(self, observation: Any, environment: bool = True) -> Observation:
-        if not isinstance(observation, Observation):
-            raise TypeError(f"not an Observation record: {type(observation).__name__}")
+    def _unpack(
+        self, loaded: Any, environment: bool = True, *, id: str | None = None
+    ) -> Observation:
+        """Check a loaded record and attach its environment.
+
+        ``id`` is the file name's id: it wins over the id written inside (with a
+        warning, once per file), so a copied record never lists twice.
+
+        Raises
+        ------
+        TypeError
+            If the record is not an :class:`Observation` with a ``str`` id and
+            ``dict`` config and metadata, or its file is not named by an id:
+            listings skip it with a warning.
+        """
+        if not isinstance(loaded, Observation):
+            raise TypeError(f"not an Observation record: {type(loaded).__name__}")
+        if id is not None and not is_id(id):
+            raise TypeError(
+                f"{id + self.suffix!r} is not named by a run id such as "
+                "'2026-01-01_12-00-00_000000'; rename it to list it as a run"
+            )
+        observation: Observation = loaded
+        for field, kind in (("id", str), ("config", dict), ("metadata", dict)):
+            value = getattr(observation, field)
+            if not isinstance(value, kind):
+                raise TypeError(
+                    f"malformed record: {field} is {type(value).__name__} {value!r:.60}, "
+                    f"not a {kind.__name__}"
+                )
+        if id is not None and observation.id != id:
+            _warn_renamed(self.root, id, observation.id, self.suffix)
+            observation = observation._replace(id=id)
         metadata = observation.metadata
-        if isinstance(metadata, dict) and "environment_ref" in metadata:
+        if "environment_ref" in metadata:
             ref = metadata.pop("environment_ref")
             if environment:
-                metadata["environment"] = storage.get_environment(self.root, ref)
+                valid = isinstance(ref, str) and ref.isalnum()
+                metadata["environment"] = storage.get_environment(self.root, ref) if valid else None
         return observation
+
+
+_RENAMED_WARNED: set[tuple[str, str, str]] = set()
+
+
+def _warn_renamed(root: Path, id: str, written: str, suffix: str) -> None:
+    """Say once per file that a record's name and the id inside it disagree."""
+    key = (os.fspath(root), id, written)
+    if key in _RENAMED_WARNED:
+        return
+    _RENAMED_WARNED.add(key)
+    warnings.warn(
+        f"Record {id + suffix!r} in {str(root)!r} holds the id {written!r}: "
+        f"using its file name's id {id!r}. Rename the file to change a run's id.",
+        stacklevel=5,
+    )
 
 
 @register_backend("pickle")

@@ -3,6 +3,12 @@
 Every command takes an experiment folder (``experiments/<function name>``) and
 reads it through :mod:`digital_experiments.query`, the same code path as
 :meth:`Experiment.observations <digital_experiments.Experiment.observations>`.
+``list`` and ``show`` also take a folder of experiments (default: ``$DE_ROOT``,
+else ``./experiments``).
+
+Pickle records run code when they are loaded: the command line opens them only
+in folders written by digital-experiments 3.x (they hold ``.de/``) or with
+``--trust``.
 
 Exit codes: 0 success, 1 failure (unknown id, export failed), 2 usage error
 (bad arguments, no such folder).
@@ -28,6 +34,8 @@ from .core import Observation
 
 PROG = "digital-experiments"
 PRUNABLE = ("failed", "abandoned", "interrupted")
+# formats whose loading constructs no objects; anything else needs trust
+SAFE_SUFFIXES = (".json", ".yaml")
 EXPORT_FORMATS = ("csv", "json", "parquet")
 
 
@@ -63,16 +71,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Look at, export and tidy the runs recorded by @experiment.",
-        epilog="ROOT is an experiment folder, such as experiments/<function name>.",
+        epilog="ROOT is an experiment folder, such as experiments/<function name>; list "
+        "and show also take a folder of experiments (default: $DE_ROOT, else ./experiments). "
+        "Safety: loading a pickle (.pkl) record runs any code it contains, so pickle "
+        "records are opened only in folders written by digital-experiments 3.x (they hold "
+        ".de/) or with --trust. JSON and YAML records are safe to open.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
-    def root_argument(command: argparse.ArgumentParser) -> None:
-        command.add_argument("root", metavar="ROOT", type=Path, help="the experiment folder")
+    def root_argument(command: argparse.ArgumentParser, optional: bool = False) -> None:
+        if optional:
+            command.add_argument(
+                "root",
+                metavar="ROOT",
+                type=Path,
+                nargs="?",
+                help="an experiment folder, or a folder of them "
+                "(default: $DE_ROOT, else ./experiments)",
+            )
+        else:
+            command.add_argument("root", metavar="ROOT", type=Path, help="the experiment folder")
         command.add_argument(
             "--backend",
             help="record format (pickle, json, yaml, ...) when the folder holds several",
+        )
+        command.add_argument(
+            "--trust",
+            action="store_true",
+            help="open pickle records of a folder not written by digital-experiments 3.x "
+            "(loading a pickle runs any code in it: only for folders you trust)",
         )
 
     def status_argument(command: argparse.ArgumentParser, default: str) -> None:
@@ -88,12 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
     def filter_arguments(command: argparse.ArgumentParser, default: str) -> None:
         status_argument(command, default)
         command.add_argument("--limit", type=_non_negative, help="only the most recent N runs")
-        command.add_argument("--since", help="only runs started at or after this id or time prefix")
+        command.add_argument(
+            "--since",
+            help="only runs started at or after this time: an ISO time such as "
+            "'2026-11-28 23:59' or '2026-11-28T23:59+01:00' (local time unless it has an "
+            "offset) or a prefix of a run id (UTC) such as 2026-11-28_12",
+        )
 
     listing = commands.add_parser(
-        "list", help="a table of the runs", description="A table of the runs, oldest first."
+        "list",
+        help="a table of the runs (or of the experiments)",
+        description="A table of the runs, oldest first. Given a folder of experiments "
+        "(such as $DE_ROOT), a table of the experiments: run counts by status and the "
+        "latest run.",
     )
-    root_argument(listing)
+    root_argument(listing, optional=True)
     filter_arguments(listing, "all")
     listing.set_defaults(command=cmd_list)
 
@@ -102,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one run in full, with its artefacts",
         description="One run in full: config, result, metadata and artefacts.",
     )
-    root_argument(show)
+    root_argument(show, optional=True)
     show.add_argument("id", metavar="ID", help="the run's id, or an unambiguous prefix of it")
     show.add_argument("--json", action="store_true", help="print the record as JSON")
     show.set_defaults(command=cmd_show)
@@ -145,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    folders = _experiments_in(args)
+    if folders is not None:
+        return _list_experiments(folders, args)
     backend = _open(args)
     runs = _select(backend, args)
     _print_table(runs, sys.stdout)
@@ -155,8 +195,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    backend = _open(args)
-    id = _resolve_id(backend, args.id)
+    folders = _experiments_in(args)
+    if folders is None:
+        backend = _open(args)
+        id = _resolve_id(backend, args.id)
+    else:
+        backend, id = _find_run(folders, args)
     runs = list(backend.iter_observations([id]))
     if not runs:
         raise CommandError(f"Could not read run {id!r} in {str(backend.root)!r} (see above).")
@@ -217,7 +261,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             f"prune deletes only {', '.join(PRUNABLE)} runs, not {refused[0]!r}.", code=2
         )
     backend = _open(args)
-    runs = query.select(backend, status=statuses, environment=False)
+    runs = _prunable(backend, frozenset(statuses))
     if not runs:
         print(f"Nothing to prune: no {' or '.join(statuses)} runs in {backend.root}.")
         return 0
@@ -232,19 +276,161 @@ def cmd_prune(args: argparse.Namespace) -> int:
         return 0
     for run in runs:
         backend.delete(run.id)
-        shutil.rmtree(backend.root / "storage" / run.id, ignore_errors=True)
+        _remove_artefacts(backend.root, run.id)
     print(f"Deleted {_plural(len(runs), 'run')}.")
     return 0
+
+
+def _prunable(backend: FileBackend, statuses: frozenset[str]) -> list[Observation]:
+    """The runs with one of ``statuses``, each under the id of the file it was read from.
+
+    Deleting works from these file names, never from the id written inside a
+    record (which a downloaded or edited record may set to another run's id or a path).
+    """
+    runs = []
+    for id in sorted(backend.all_ids()):
+        for run in backend.iter_observations([id], environment=False):
+            if query.status_of(run) in statuses:
+                runs.append(run._replace(id=id))
+    return runs
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def _open(args: argparse.Namespace) -> FileBackend:
+def _root(args: argparse.Namespace) -> Path:
+    """ROOT as given, else ``$DE_ROOT``, else ``./experiments``."""
+    if args.root is not None:
+        root: Path = args.root
+        return root
+    return Path(os.environ.get("DE_ROOT") or "experiments")
+
+
+def _open(args: argparse.Namespace, root: Path | None = None, check: bool = True) -> FileBackend:
+    path = root or _root(args)
     try:
-        return query.open_root(args.root, args.backend)
+        backend = query.open_root(path, args.backend)
+        inside = [] if query.is_experiment_folder(path) else query.experiment_folders(path)
     except (query.NoSuchRoot, ValueError) as exc:
         raise CommandError(str(exc), code=2) from None
+    if inside:
+        names = ", ".join(folder.name for folder in inside[:5]) + (", ..." * (len(inside) > 5))
+        raise CommandError(
+            f"{str(path)!r} is a folder of experiments ({names}): pass one of them, "
+            f"such as {str(inside[0])!r}.",
+            code=2,
+        )
+    refusal = _untrusted(backend, args) if check else None
+    if refusal:
+        raise CommandError(refusal, code=2)
+    return backend
+
+
+def _untrusted(backend: FileBackend, args: argparse.Namespace) -> str | None:
+    """Why the records of ``backend`` must not be loaded, or ``None``."""
+    if backend.suffix in SAFE_SUFFIXES or args.trust:
+        return None
+    if (backend.root / ".de").is_dir() or not backend.all_ids():
+        return None  # written by digital-experiments 3.x, or nothing to load
+    return (
+        f"{str(backend.root)!r} holds {backend.suffix} records but was not written by "
+        "digital-experiments 3.x (it has no .de folder), and loading a pickle runs any "
+        "code it contains. If you trust where this folder came from, pass --trust."
+    )
+
+
+def _experiments_in(args: argparse.Namespace) -> list[Path] | None:
+    """The experiment folders inside ROOT when ROOT is a folder of experiments."""
+    root = _root(args)
+    if not root.is_dir():
+        if args.root is None:
+            raise CommandError(
+                f"No experiment folder at {str(root.absolute())!r} (the default: $DE_ROOT, "
+                "else ./experiments). Pass ROOT, such as experiments/<function name>.",
+                code=2,
+            )
+        return None  # _open says it does not exist
+    if query.is_experiment_folder(root):
+        return None
+    try:
+        folders = query.experiment_folders(root)
+    except OSError as exc:
+        raise CommandError(f"Could not list {str(root)!r}: {exc}", code=2) from None
+    return folders or None
+
+
+def _list_experiments(folders: list[Path], args: argparse.Namespace) -> int:
+    statuses = _status_names(args.status or [args.default_status])
+    rows = []
+    total = 0
+    for folder in folders:
+        runs: list[Observation] = []
+        notes = []
+        for name in query.record_formats(folder) or {"pickle": 0}:
+            backend = query.open_root(folder, name)
+            if _untrusted(backend, args):
+                notes.append(f"{backend.suffix} records not opened (pass --trust)")
+                continue
+            try:
+                runs += query.select(backend, status=statuses, since=args.since, environment=False)
+            except ValueError as exc:  # an unknown status or a bad --since
+                raise CommandError(str(exc), code=2) from None
+        counts = Counter(query.status_of(run) for run in runs)
+        summary = ", ".join(f"{n} {status}" for status, n in counts.most_common())
+        latest = max((run.id for run in runs), default="-")
+        rows.append((folder.name, f"{len(runs):,}", "; ".join([summary, *notes]) or "-", latest))
+        total += len(runs)
+    header = ("experiment", "runs", "statuses", "latest")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        print("  ".join(cells).rstrip())
+    print(f"{_plural(len(folders), 'experiment')}, {_plural(total, 'run')}")
+    return 0
+
+
+def _find_run(folders: list[Path], args: argparse.Namespace) -> tuple[FileBackend, str]:
+    """The experiment holding run ``args.id`` (or a unique prefix) among ``folders``."""
+    found: list[tuple[FileBackend, str]] = []
+    for folder in folders:
+        backend = _open(args, folder, check=False)  # ids are file names: nothing is loaded
+        try:
+            found.append((backend, _resolve_id(backend, args.id)))
+        except CommandError as exc:
+            if exc.code == 2:
+                raise
+    if len(found) == 1:
+        refusal = _untrusted(found[0][0], args)
+        if refusal:
+            raise CommandError(refusal, code=2)
+        return found[0]
+    if found:
+        names = ", ".join(backend.root.name for backend, _ in found)
+        raise CommandError(f"{args.id!r} matches runs of several experiments ({names}).")
+    raise CommandError(
+        f"No run {args.id!r} in the experiments of {str(_root(args))!r}. "
+        f"See the ids with: {PROG} list {folders[0]}"
+    )
+
+
+def _remove_artefacts(root: Path, id: str) -> None:
+    """Delete ``root/storage/<id>`` without ever leaving ``root``."""
+    folder = root / "storage" / id
+    if folder.is_symlink():
+        # a run folder moved and linked back: remove the link, never what it
+        # points to (outside the root, or another run's folder)
+        folder.unlink(missing_ok=True)
+        return
+    if not folder.is_dir():
+        return
+    real = folder.resolve()
+    if real != root.resolve() / "storage" / id:  # storage itself links elsewhere
+        warnings.warn(
+            f"Kept the artefacts of {id!r} at {str(real)!r}: outside {str(root)!r}.",
+            stacklevel=2,
+        )
+        return
+    shutil.rmtree(real, ignore_errors=True)
 
 
 def _select(

@@ -3,6 +3,7 @@ and :class:`Controller` (import paths as in digital-experiments 2.0.4)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -124,21 +125,30 @@ class Backend(ABC):
     def artefacts(self, id: str) -> list[Path]:
         """The files stored for run ``id`` (``[]`` if there are none).
 
+        ``<root>/storage/<id>`` may be a symbolic link (a run folder moved
+        elsewhere and linked back): its files are listed under the link's path.
+        Links to folders further down are not followed.
+
         Raises
         ------
         ValueError
             If ``id`` would point outside the experiment's storage folder.
         """
-        storage_dir = (self.root / "storage").resolve()
-        directory = artefact_location(self.root, id)
-        if not id or directory.resolve().parent != storage_dir or Path(id).name != id:
+        if not id or id in (".", "..") or Path(id).name != id or "\0" in id or "\\" in id:
             raise ValueError(
                 f"Invalid run id {id!r}: ids are plain names such as "
                 "'2026-01-01_12-00-00_000000', not paths."
             )
-        if not directory.is_dir():
-            return []
-        return sorted(path for path in directory.rglob("*") if path.is_file())
+        directory = artefact_location(self.root, id)
+        found: list[Path] = []
+        # os.walk ignores unreadable folders (onerror) and never follows links
+        # below the top, so a dangling or looping link cannot make this raise
+        for folder, _, files in os.walk(directory, onerror=lambda _: None):
+            for name in files:
+                path = Path(folder, name)
+                if path.is_file():
+                    found.append(path)
+        return sorted(found)
 
 
 class Callback:

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import bisect
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import storage
+from ._ids import is_id
 from .backends import _ALL_BACKENDS, FileBackend
 from .core import Backend, Observation
 from .errors import DigitalExperimentsError
@@ -33,15 +35,21 @@ if TYPE_CHECKING:
 __all__ = [
     "ANY_CODE",
     "STATUSES",
+    "InvalidSince",
     "NoSuchRoot",
+    "experiment_folders",
+    "is_experiment_folder",
     "load",
     "open_root",
+    "record_formats",
     "select",
+    "since_floor",
     "status_of",
     "to_dataframe",
 ]
 
 Status = str | Collection[str]
+Since = str | datetime | date
 Where = Mapping[str, Any] | Callable[[Observation], bool]
 
 
@@ -58,13 +66,74 @@ class NoSuchRoot(DigitalExperimentsError, FileNotFoundError):
     """The folder given as an experiment root does not exist."""
 
 
+class InvalidSince(DigitalExperimentsError, ValueError):
+    """A ``since=`` value that is not a time."""
+
+
+_ID_PREFIX = re.compile(r"\d{4}(-\d{2}(-\d{2}_\d{2}(-\d{2}(-\d{2}(_\d{1,6})?)?)?)?)?")
+_ISO_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?"
+)
+_SMALLEST_ID = "2000-01-01_00-00-00_000000"
+
+
+def since_floor(since: Since) -> str:
+    """The smallest id a run started at or after ``since`` can have.
+
+    Ids are UTC. ``since`` is one of:
+
+    * a :class:`~datetime.datetime` (naive means local time) or a
+      :class:`~datetime.date` (local midnight);
+    * an ISO time with a space or ``T``: ``"2026-11-28"``, ``"2026-11-28 23:59"``
+      (the form of ``metadata["timing"]["start"]``), ``"2026-11-28T23:59:30+01:00"``;
+      local time unless it carries a UTC offset (or ``Z``);
+    * an id or a prefix of one, compared as it is (so in UTC):
+      ``"2026-11-28_12"``, ``"2026-11-28_12-30-00_000000"``.
+
+    Raises
+    ------
+    InvalidSince
+        For anything else, such as ``"yesterday"`` (a :class:`ValueError`).
+
+    Examples
+    --------
+    >>> since_floor("2026-11-28_12")
+    '2026-11-28_12'
+    """
+    if isinstance(since, datetime):
+        return storage.new_id(since)
+    if isinstance(since, date):
+        return storage.new_id(datetime.combine(since, time()))
+    if isinstance(since, str):
+        text = since.strip()
+        if _ISO_TIME.fullmatch(text):
+            try:
+                when = datetime.fromisoformat(text)
+            except ValueError:
+                pass
+            else:
+                return storage.new_id(when)
+        elif _ID_PREFIX.fullmatch(text):
+            try:  # the smallest id with this prefix must be a real time
+                datetime.strptime(text + _SMALLEST_ID[len(text) :], storage.ID_FORMAT)
+            except ValueError:
+                pass
+            else:
+                return text
+    raise InvalidSince(
+        f"since={since!r} is not a time. Pass a datetime or date, an ISO time such as "
+        "'2026-11-28 23:59' or '2026-11-28T23:59:30+01:00' (local time unless it has "
+        "an offset), or a prefix of a run id (UTC) such as '2026-11-28_12'."
+    )
+
+
 def select(
     backend: Backend,
     *,
     code: Any = ANY_CODE,
     status: Status = COMPLETED,
     where: Where | None = None,
-    since: str | datetime | None = None,
+    since: Since | None = None,
     limit: int | None = None,
     environment: bool = True,
 ) -> list[Observation]:
@@ -90,9 +159,9 @@ def select(
     keep = _predicate(where)
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, not {limit!r}.")
+    floor = None if since is None else since_floor(since)
     ids = sorted(backend.all_ids())
-    if since is not None:
-        floor = since if isinstance(since, str) else storage.new_id(since)
+    if floor is not None:
         ids = ids[bisect.bisect_left(ids, floor) :]
     if limit is not None:
         if limit == 0:
@@ -183,24 +252,14 @@ def open_root(root: str | os.PathLike[str], backend: str | None = None) -> FileB
             f"No experiment folder at {str(path)!r}. Pass the folder holding the "
             "records, such as experiments/<function name>."
         )
-    formats = {
-        name: cls
-        for name, cls in _ALL_BACKENDS.items()
-        if isinstance(cls, type) and issubclass(cls, FileBackend) and hasattr(cls, "suffix")
-    }
+    formats = _file_formats()
     if backend is not None:
         if backend not in formats:
             raise ValueError(
                 f"Unknown file backend {backend!r}. Available: {', '.join(sorted(formats))}."
             )
         return formats[backend](path)
-    by_suffix = {cls.suffix: name for name, cls in formats.items()}
-    found: Counter[str] = Counter()
-    with os.scandir(path) as entries:
-        for entry in entries:
-            suffix = os.path.splitext(entry.name)[1]
-            if suffix in by_suffix and not entry.name.startswith("."):
-                found[by_suffix[suffix]] += 1
+    found = record_formats(path)
     if len(found) > 1:
         counts = ", ".join(f"{count} {name}" for name, count in found.most_common())
         raise ValueError(
@@ -210,12 +269,59 @@ def open_root(root: str | os.PathLike[str], backend: str | None = None) -> FileB
     return formats[name](path)
 
 
+def _file_formats() -> dict[str, type[FileBackend]]:
+    return {
+        name: cls
+        for name, cls in _ALL_BACKENDS.items()
+        if isinstance(cls, type) and issubclass(cls, FileBackend) and hasattr(cls, "suffix")
+    }
+
+
+def record_formats(folder: str | os.PathLike[str]) -> Counter[str]:
+    """How many records of each format (``pickle``, ``json``...) ``folder`` holds.
+
+    Only files named ``<id><suffix>`` count, as in :meth:`FileBackend.all_ids
+    <digital_experiments.backends.FileBackend.all_ids>`.
+    """
+    by_suffix = {cls.suffix: name for name, cls in _file_formats().items()}
+    found: Counter[str] = Counter()
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            stem, suffix = os.path.splitext(entry.name)
+            if suffix in by_suffix and is_id(stem):
+                found[by_suffix[suffix]] += 1
+    return found
+
+
+def is_experiment_folder(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` is an experiment's folder: it holds records or ``.de/``."""
+    path = Path(folder)
+    try:
+        return (path / storage.INTERNAL).is_dir() or bool(record_formats(path))
+    except OSError:
+        return False
+
+
+def experiment_folders(folder: str | os.PathLike[str]) -> list[Path]:
+    """The experiment folders directly inside ``folder``, by name.
+
+    ``folder`` is a folder of experiments, such as ``$DE_ROOT`` or
+    ``./experiments`` (each experiment writes to ``<folder>/<function name>``).
+    """
+    path = Path(folder)
+    with os.scandir(path) as entries:
+        names = sorted(
+            entry.name for entry in entries if not entry.name.startswith(".") and entry.is_dir()
+        )
+    return [path / name for name in names if is_experiment_folder(path / name)]
+
+
 def load(
     root: str | os.PathLike[str],
     *,
     status: Status = COMPLETED,
     where: Where | None = None,
-    since: str | datetime | None = None,
+    since: Since | None = None,
     limit: int | None = None,
     backend: str | None = None,
 ) -> list[Observation]:
