@@ -161,3 +161,17 @@ def test_core_experiment_is_the_experiment_class() -> None:
     assert core.Experiment is Experiment
     with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
         _ = core.Nope  # type: ignore[attr-defined]
+
+
+def test_custom_backend_skips_a_record_deleted_since_listing_silently(tmp_path: Path) -> None:
+    """A record that vanished between listing and reading is skipped without a warning."""
+
+    class Vanishing(ListBackend):
+        def load(self, id: str) -> Observation:
+            if id == "gone":
+                raise FileNotFoundError(id)
+            return super().load(id)
+
+    backend = Vanishing(tmp_path)
+    backend.record(Observation("kept", {}, 1, {}))
+    assert [o.id for o in backend.iter_observations(["gone", "kept"])] == ["kept"]

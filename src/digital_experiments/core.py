@@ -112,6 +112,8 @@ class Backend(ABC):
         for id in ids:
             try:
                 yield self.load(id)
+            except FileNotFoundError:  # deleted since it was listed: not unreadable
+                continue
             except Exception as exc:  # a foreign or torn file must not stop a listing
                 warnings.warn(
                     f"Skipping unreadable record {id!r} in {str(self.root)!r}: {exc!r}",

@@ -7,7 +7,6 @@ import inspect
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
@@ -16,7 +15,7 @@ from .backends import instantiate_backend
 from .callbacks import CodeVersioning, GitInfo, Logging, PipFreeze, SystemInfo, Timing
 from .core import Backend, Callback, Observation
 from .errors import InvalidRootError
-from .query import ANY_CODE, Status, Where, select
+from .query import ANY_CODE, Since, Status, Where, select
 from .query import to_dataframe as _frame
 from .runs import COMPLETED, call_async, call_sync
 from .util import source_code
@@ -150,7 +149,7 @@ class Experiment(Generic[P, R]):
         *,
         status: Status = COMPLETED,
         where: Where | None = None,
-        since: str | datetime | None = None,
+        since: Since | None = None,
         limit: int | None = None,
     ) -> list[Observation]:
         """The recorded runs of this experiment, oldest first.
@@ -167,9 +166,13 @@ class Experiment(Generic[P, R]):
             ``{"lr": 0.1}`` keeps runs whose config has those values (a
             callable value is used as a predicate on the config value); a
             callable receives each :class:`Observation` and returns a bool.
-        since : str or datetime, optional
-            Only runs started at or after this time (or id); filtered on the
-            id, before any record is loaded.
+        since : datetime, date or str, optional
+            Only runs started at or after this time: a ``datetime`` or ``date``
+            (naive ones are local time), an ISO string such as
+            ``"2026-11-28 23:59"`` or ``"2026-11-28T23:59+01:00"``, or an id prefix
+            such as ``"2026-11-28_12"`` (ids are in UTC); see
+            :func:`digital_experiments.query.since_floor`. Filtered on the id,
+            before any record is loaded.
         limit : int, optional
             Only the most recent ``limit`` matching runs (still oldest first).
 
@@ -316,7 +319,7 @@ class ExperimentFunction(Protocol[P, R_co]):
         *,
         status: Status = ...,
         where: Where | None = ...,
-        since: str | datetime | None = ...,
+        since: Since | None = ...,
         limit: int | None = ...,
     ) -> list[Observation]: ...
     def to_dataframe(
