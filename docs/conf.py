@@ -41,7 +41,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(digital_experiments\..*\.(P|R|R_co|B|Status|Where))"),
     (r"py:class", r"(NamedTuple|Generic|Protocol|ABC|Exception|BaseException)"),
     # napoleon turns prose types ("decorated function", "datetime") into references
-    (r"py:class", r"(datetime|decorated function|executor|array-like|bool|int|float|str|dict)"),
+    (r"py:class", r"(datetime|date|decorated function|executor|array-like)"),
+    (r"py:class", r"(bool|int|float|str|dict)"),
     (r"py:class", r"(_contextvars\..*|contextvars\..*|io\..*|builtins\..*)"),
 ]
 

@@ -94,8 +94,8 @@ def test_default_claim_gives_unique_ids(tmp_path: Path) -> None:
     backend = ListBackend(tmp_path)
     first = backend.claim(Observation("2026-01-01_00-00-00_000000", {}, None, {}))
     second = backend.claim(Observation("2026-01-01_00-00-00_000000", {}, None, {}))
-    assert first.id == "2026-01-01_00-00-00_000000"
-    assert second.id != first.id
+    assert first.id >= "2026-01-01_00-00-00_000000"
+    assert second.id > first.id
     assert set(backend.records) == {first.id, second.id}
 
 

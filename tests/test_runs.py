@@ -374,9 +374,10 @@ def test_temp_files_are_never_listed_and_dead_writers_leftovers_are_removed() ->
     process.start()
     process.join()
     record = f"{done.id}.pkl"  # real temp names embed the record's name, dashes and all
-    dead = root / f"{storage.TEMP_PREFIX}{storage.HOST}-{process.pid}-0123456789ab-{record}"
-    live = root / f"{storage.TEMP_PREFIX}{storage.HOST}-{os.getpid()}-0123456789ab-{record}"
-    other = root / f"{storage.TEMP_PREFIX}other-host-{process.pid}-0123456789ab-{record}"
+    me = storage.process_info()
+    dead = root / storage.temp_name(record, process.pid, None, "0123456789ab")
+    live = root / storage.temp_name(record, me["pid"], me["start"], "0123456789ab")
+    other = root / f"{storage.TEMP_PREFIX}{'0' * 16}-{process.pid}-0-0123456789ab-{record}"
     for path in (dead, live, other):
         path.write_bytes((root / record).read_bytes()[:10])
 

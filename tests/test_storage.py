@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from digital_experiments import current_dir, experiment, storage
+from digital_experiments import current_dir, experiment, runs, storage
 from digital_experiments.environment import pip_freeze
 
 SUFFIXES = {"pickle": ".pkl", "json": ".json", "yaml": ".yaml"}
@@ -174,22 +176,40 @@ def test_ids_have_the_2_0_4_shape_and_are_unique() -> None:
     assert [o.result for o in f.observations()] == list(range(50))
 
 
-def test_claim_takes_the_next_free_id(tmp_path: Path) -> None:
-    """A claimed id is never reused: a clash moves on to the next microsecond."""
-    first = storage.claim(tmp_path, ".rec", "2020-01-01_00-00-00_000000", lambda i: i.encode())
-    second = storage.claim(tmp_path, ".rec", "2020-01-01_00-00-00_000000", lambda i: i.encode())
-    assert first == "2020-01-01_00-00-00_000000"
-    assert second > first
+def test_claim_takes_a_free_id_at_or_after_the_one_asked(tmp_path: Path) -> None:
+    """A claimed id is never reused: a clash moves on to a later id of the same shape."""
+    first = storage.claim_id(tmp_path, "2020-01-01_00-00-00_000000")
+    second = storage.claim_id(tmp_path, "2020-01-01_00-00-00_000000")
+    assert "2020-01-01_00-00-00_000000" <= first < second
     assert ID_PATTERN.match(second)
-    assert (tmp_path / f"{second}.rec").read_text() == second
+    assert sorted(os.listdir(tmp_path / ".de" / "ids")) == [first, second]
 
 
-def test_claim_marker_is_exclusive(tmp_path: Path) -> None:
-    """Two marker claims of the same id get different ids."""
-    a = storage.claim_marker(tmp_path / "ids", "2020-01-01_00-00-00_000000")
-    b = storage.claim_marker(tmp_path / "ids", "2020-01-01_00-00-00_000000")
-    assert a != b
-    assert sorted(os.listdir(tmp_path / "ids")) == sorted([a, b])
+def test_ids_are_one_namespace_per_root_whatever_the_format(tmp_path: Path) -> None:
+    """A pickle and a json experiment on one root never share an id, even under a frozen clock."""
+
+    @experiment(root=tmp_path, backend="pickle")
+    def p(i: int) -> int:
+        return i
+
+    @experiment(root=tmp_path, backend="json")
+    def j(i: int) -> int:
+        return i
+
+    frozen = datetime.datetime(2026, 1, 1, 12, 0, 0)
+
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz: datetime.tzinfo | None = None) -> Frozen:  # type: ignore[override]
+            return cls.fromtimestamp(frozen.timestamp(), tz)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runs, "datetime", Frozen)
+        for i in range(20):
+            p(i)
+            j(i)
+    ids = [path.stem for path in tmp_path.iterdir() if path.suffix in (".pkl", ".json")]
+    assert len(ids) == len(set(ids)) == 40
 
 
 def test_exclusive_write_never_overwrites(tmp_path: Path) -> None:
@@ -211,15 +231,16 @@ def test_atomic_write_replaces(tmp_path: Path) -> None:
 
 
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
-    """Listing removes temp files left by a dead process on this host, and keeps live ones."""
+    """Listing removes temp files left by a dead process of this machine, and keeps live ones."""
 
     @experiment(root="runs")
     def f() -> None:
         pass
 
     root = tmp_path / "runs"
-    dead = root / f"{storage.TEMP_PREFIX}{storage.HOST}-999999999-abcdefabcdef-x.pkl"
-    alive = root / f"{storage.TEMP_PREFIX}{storage.HOST}-{os.getpid()}-abcdefabcdef-y.pkl"
+    me = storage.process_info()
+    dead = root / storage.temp_name("x.pkl", 999_999_999, None, "abcdefabcdef")
+    alive = root / storage.temp_name("y.pkl", me["pid"], me["start"], "abcdefabcdef")
     dead.write_bytes(b"partial")
     alive.write_bytes(b"partial")
     assert f.observations() == []
@@ -316,3 +337,28 @@ def test_missing_environment_blob_loads_as_none(tmp_path: Path) -> None:
     (observation,) = f.observations()
     assert observation.result == 1
     assert observation.metadata["environment"] is None
+
+
+def test_a_frozen_clock_costs_no_retries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a frozen clock a process never retries its own ids: 600 claims, 600 creates."""
+    frozen = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
+
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz: datetime.tzinfo | None = None) -> Frozen:  # type: ignore[override]
+            return cls.fromtimestamp(frozen.timestamp(), tz)
+
+    monkeypatch.setattr(storage, "datetime", Frozen)
+    creates = []
+    real_open = os.open
+
+    def counting_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        if f"{os.sep}ids{os.sep}" in os.fspath(path):
+            creates.append(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    ids = [storage.claim_id(tmp_path, storage.new_id()) for _ in range(600)]
+    assert len(set(ids)) == 600
+    assert len(creates) == 600 + 1  # one retry at most: the very first create makes the folder
+    assert ids == sorted(ids)

@@ -126,13 +126,15 @@ class FileBackend(Backend):
         storage.atomic_write(target, data, fsync=True)
 
     def claim(self, observation: Observation) -> Observation:
-        packed = self._pack(observation)
-
-        def encode(id: str) -> bytes:
-            return self.dumps(packed._replace(id=id))
-
-        id = storage.claim(self.root, self.suffix, observation.id, encode)
-        return observation._replace(id=id)
+        """Claim an id for ``observation`` in the root's one id namespace and
+        publish its record (temp file + rename, like every record)."""
+        id = storage.claim_id(self.root, observation.id)
+        while os.path.lexists(self.path(id)):  # a record of an older version, made without a claim
+            id = storage.claim_id(self.root, id)
+        claimed = observation._replace(id=id)
+        data = self.dumps(self._pack(claimed))
+        storage.atomic_write(os.path.join(self.root, f"{id}{self.suffix}"), data, fsync=False)
+        return claimed
 
     def load(self, id: str) -> Observation:
         data = storage.read_bytes(os.path.join(self.root, f"{id}{self.suffix}"))

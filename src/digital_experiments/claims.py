@@ -80,7 +80,7 @@ def _read_claim(path: str) -> tuple[dict[str, Any] | None, float]:
 
 
 def _is_mine(holder: dict[str, Any]) -> bool:
-    return holder.get("host") == storage.HOST and holder.get("pid") == os.getpid()
+    return storage.is_current_process(holder)
 
 
 def _stale(holder: dict[str, Any], mtime: float, stale_after: float | None) -> bool:
@@ -127,7 +127,7 @@ def adopt(ticket: Ticket) -> bool:
         return False  # taken over meanwhile: someone else runs this config
     if _is_mine(holder):
         return True
-    if holder.get("host") == storage.HOST and not storage.process_gone(holder):
+    if storage.same_namespace(holder) and not storage.process_gone(holder):
         # a live holder's claim is never taken over (stale_after aside: the driver
         # touches it), so nobody else writes it now: no lock needed
         storage.atomic_write(ticket.path, _claim_bytes(ticket.token), fsync=False)

@@ -98,8 +98,7 @@ class Backend(ABC):
         ``<root>/.de/ids/`` and then calls :meth:`record`. Returns the
         observation with the id it got (which may differ on a clash).
         """
-        id = storage.claim_marker(storage.internal_dir(self.root, "ids"), observation.id)
-        claimed = observation._replace(id=id)
+        claimed = observation._replace(id=storage.claim_id(self.root, observation.id))
         self.record(claimed)
         return claimed
 

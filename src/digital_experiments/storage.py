@@ -1,7 +1,8 @@
 """The one place that knows the rules of the disk.
 
-* ids are *claimed* (``os.link`` of a finished temp file, which fails if the
-  target exists), never assumed unique because clocks differ;
+* ids are *claimed* by an exclusive create of ``<root>/.de/ids/<id>``, one
+  namespace per root whatever the record formats, never assumed unique because
+  clocks differ; ids are UTC times;
 * every file is written to a hidden temp file in the same folder, then renamed
   (or linked) into place, so a reader never sees half a file;
 * internal files live under ``<root>/.de/`` so ``ls <root>`` shows records only.
@@ -16,10 +17,13 @@ import hashlib
 import itertools
 import json
 import os
+import random
 import socket
+import threading
 import uuid
-from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,35 +39,84 @@ HOST = socket.gethostname()
 
 
 def new_id(now: datetime | None = None) -> str:
-    """A fresh, sortable id ``YYYY-MM-DD_HH-MM-SS_ffffff`` (not yet claimed)."""
-    return (now or datetime.now()).strftime(ID_FORMAT)
+    """The id ``YYYY-MM-DD_HH-MM-SS_ffffff`` of the time ``now`` (default: now), in UTC.
+
+    A naive ``now`` is local time. Ids in UTC sort by absolute time, whatever
+    the time zones of the processes sharing a root.
+    """
+    when = datetime.now(timezone.utc) if now is None else now.astimezone(timezone.utc)
+    return when.strftime(ID_FORMAT)
 
 
-def next_id(id: str) -> str:
-    """The id one microsecond after ``id``: the retry after a lost claim."""
+def next_id(id: str, attempt: int = 1) -> str:
+    """An id after ``id``, for the ``attempt``-th retry after a lost claim.
+
+    It jumps a random number of microseconds that grows with the attempts, so
+    processes racing under a frozen or coarse clock spread out at once instead
+    of colliding one microsecond at a time.
+    """
     try:
-        when = datetime.strptime(id, ID_FORMAT)
+        when = datetime.strptime(id, ID_FORMAT).replace(tzinfo=timezone.utc)
     except ValueError:
         return new_id()
-    return new_id(max(when + timedelta(microseconds=1), datetime.now()))
+    step = random.randint(1, 1 << min(attempt, 20))
+    return new_id(max(when + timedelta(microseconds=step), datetime.now(timezone.utc)))
+
+
+_ID_LOCK = threading.Lock()
+_LAST_ID = ""  # the latest id this process claimed: it never tries one twice
+
+
+def claim_id(root: Path, first_id: str) -> str:
+    """Claim the first free id at or after ``first_id`` in ``root`` (any backend, any format).
+
+    The claim is an exclusive create of ``<root>/.de/ids/<id>``: atomic on local
+    filesystems, NFS and FAT alike, and no hard link is needed.
+    """
+    global _LAST_ID
+    directory = os.path.join(root, INTERNAL, "ids")
+    with _ID_LOCK:
+        id = first_id if first_id > _LAST_ID else next_id(_LAST_ID)
+    attempt = 0
+    while True:
+        try:
+            os.close(os.open(os.path.join(directory, id), _CREATE, 0o644))
+            break
+        except FileNotFoundError:  # the first claim in this root
+            os.makedirs(directory, exist_ok=True)
+        except FileExistsError:
+            attempt += 1
+            id = next_id(id, attempt)
+    with _ID_LOCK:
+        _LAST_ID = max(_LAST_ID, id)
+    return id
 
 
 def internal_dir(root: Path, *parts: str) -> Path:
     return root.joinpath(INTERNAL, *parts)
 
 
-# Temp names need only be unique per process: a random token (in case a pid
-# is reused) and a counter are much cheaper than a uuid per write.
+# A temp name says exactly which process writes it, so a listing can remove
+# the leftovers of dead writers and never a live one's:
+# ".tmp-<machine>-<pid>-<start>-<unique>-<target>", where <machine> is a digest
+# of host, boot and PID namespace (fixed length, no dashes) and <start> the
+# process's start time: no field can contain the separator before <target>.
 _TEMP_TOKEN = uuid.uuid4().hex[:8]
 _TEMP_COUNTER = itertools.count()
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 
 
+def temp_name(target: str, pid: int, start: int | None, unique: str) -> str:
+    """The name of a temp file for ``target`` written by process ``pid`` of this machine."""
+    return f"{TEMP_PREFIX}{_identity().machine}-{pid}-{start or 0}-{unique}-{target}"
+
+
 def _temp_path(target: str) -> str:
-    # host and pid in the name let a later listing remove leftovers of dead writers
     directory, name = os.path.split(target)
-    unique = f"{os.getpid()}-{_TEMP_TOKEN}{next(_TEMP_COUNTER)}"
-    return os.path.join(directory, f"{TEMP_PREFIX}{HOST}-{unique}-{name}")
+    me = _identity()
+    return os.path.join(
+        directory, temp_name(name, me.pid, me.start, f"{_TEMP_TOKEN}{next(_TEMP_COUNTER)}")
+    )
 
 
 def _write_temp(target: str, data: bytes, fsync: bool) -> str:
@@ -125,9 +178,11 @@ def atomic_write(target: str | os.PathLike[str], data: bytes, *, fsync: bool = T
 def exclusive_write(target: str | os.PathLike[str], data: bytes, *, fsync: bool = False) -> bool:
     """Publish ``data`` at ``target`` only if nothing is there yet.
 
-    Returns ``False`` (writing nothing) when ``target`` exists. ``os.link`` is
-    atomic and exclusive on local filesystems and NFS alike; where hard links
-    are not supported we fall back to an exclusive create of the file itself.
+    Returns ``False`` (writing nothing) when ``target`` exists. ``os.link`` of a
+    finished temp file is atomic and exclusive on local filesystems and NFS.
+    Where hard links are not supported (FAT, some network mounts) the file is
+    created exclusively and written in place: only small files (sweep claims)
+    are published this way, and a reader treats an unreadable one as garbage.
     """
     target = os.fspath(target)
     temp = _write_temp(target, data, fsync)
@@ -145,9 +200,8 @@ def exclusive_write(target: str | os.PathLike[str], data: bytes, *, fsync: bool 
 
 
 def _exclusive_create(target: str, data: bytes) -> bool:
-    # fallback only: the file exists (empty) for a moment before it is written
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(target, _CREATE, 0o644)
     except FileExistsError:
         return False
     with os.fdopen(fd, "wb") as file:
@@ -155,47 +209,89 @@ def _exclusive_create(target: str, data: bytes) -> bool:
     return True
 
 
-def claim(root: Path, suffix: str, first_id: str, encode: Callable[[str], bytes]) -> str:
-    """Claim the first free id at or after ``first_id`` and publish its record.
-
-    ``encode(id)`` returns the record's bytes for a candidate id (the id is part
-    of the record, so a lost race re-encodes with the next id).
-    """
-    id = first_id
-    while not exclusive_write(os.path.join(root, f"{id}{suffix}"), encode(id)):
-        id = next_id(id)
-    return id
-
-
-def claim_marker(directory: Path, first_id: str) -> str:
-    """Claim an id by creating ``directory/<id>`` exclusively (any backend)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    id = first_id
-    while True:
-        try:
-            os.close(os.open(directory / id, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
-            return id
-        except FileExistsError:
-            id = next_id(id)
-
-
 def is_temp(name: str) -> bool:
     return name.startswith(TEMP_PREFIX)
 
 
 def remove_stale_temp(directory: Path, name: str) -> None:
-    """Delete temp file ``name`` if its writer (on this host) is dead."""
-    # ".tmp-<host>-<pid>-<uuid>-<target>": host and target may both contain "-"
-    rest = name[len(TEMP_PREFIX) :]
-    if not rest.startswith(f"{HOST}-"):
-        return  # another host's writer: we cannot tell whether it is alive
-    pid = rest[len(HOST) + 1 :].split("-", 1)[0]
-    if pid.isdigit() and not pid_alive(int(pid)):
+    """Delete temp file ``name`` if its writer is known dead.
+
+    Only temp files of this machine and PID namespace are judged; any other
+    (another host, a container with its own PID namespace, a name of an older
+    version) is left alone.
+    """
+    parts = name[len(TEMP_PREFIX) :].split("-", 4)
+    if len(parts) < 5 or parts[0] != _identity().machine:
+        return
+    pid, start = parts[1], parts[2]
+    if pid.isdigit() and start.isdigit() and not _running(int(pid), int(start) or None):
         _unlink(directory / name)
 
 
+# ---------------------------------------------------------------- liveness
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """What tells this process apart from every other, on any host."""
+
+    pid: int
+    boot: str | None  # the kernel's boot id: a reboot or another machine differ
+    pidns: int | None  # the PID namespace: containers may share a hostname, not pids
+    start: int | None  # start time in clock ticks: a reused pid differs
+    machine: str  # a digest of host, boot and PID namespace
+
+
+_IDENTITY: _Identity | None = None
+
+
+def _identity() -> _Identity:
+    global _IDENTITY
+    if _IDENTITY is None or _IDENTITY.pid != os.getpid():  # computed again after a fork
+        pid = os.getpid()
+        boot = _read_text("/proc/sys/kernel/random/boot_id")
+        try:
+            pidns: int | None = os.stat("/proc/self/ns/pid").st_ino
+        except OSError:
+            pidns = None
+        digest = hashlib.sha256(f"{HOST}\0{boot}\0{pidns}".encode()).hexdigest()[:16]
+        _IDENTITY = _Identity(pid, boot, pidns, _start_time(pid), digest)
+    return _IDENTITY
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as file:
+            return file.read().strip() or None
+    except (OSError, ValueError):
+        return None
+
+
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), ``None`` if unknown."""
+    stat = _read_text(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: parse after the last ")"
+    fields = stat[stat.rfind(")") + 2 :].split()
+    try:
+        return int(fields[19])  # field 22 of the whole line
+    except (IndexError, ValueError):
+        return None
+
+
+_HAS_PROC = os.path.exists("/proc/self/stat")
+
+
+def _running(pid: int, start: int | None) -> bool:
+    """Whether the process ``pid`` that started at ``start`` lives in this PID namespace."""
+    if not _HAS_PROC or start is None:
+        return pid_alive(pid)
+    return _start_time(pid) == start
+
+
 def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host."""
+    """Whether a process ``pid`` exists in this PID namespace."""
     if pid <= 0:
         return False
     try:
@@ -208,15 +304,46 @@ def pid_alive(pid: int) -> bool:
 
 
 def process_info() -> dict[str, Any]:
-    return {"host": HOST, "pid": os.getpid()}
+    """This process, as recorded in ``running`` records and claims (JSON-able)."""
+    me = _identity()
+    return {"host": HOST, "pid": me.pid, "boot": me.boot, "pidns": me.pidns, "start": me.start}
+
+
+def same_namespace(info: Any) -> bool:
+    """Whether :func:`process_info` ``info`` was taken on this machine, boot and PID namespace.
+
+    Only then can its pid be looked up here. Records of 3.0.0 hold only host and
+    pid: they count as this namespace's when the host matches.
+    """
+    if not isinstance(info, dict) or info.get("host") != HOST:
+        return False
+    if "boot" not in info and "pidns" not in info:
+        return True
+    me = _identity()
+    return bool(info.get("boot") == me.boot and info.get("pidns") == me.pidns)
 
 
 def process_gone(info: Any) -> bool:
-    """Whether the process described by :func:`process_info` is known dead."""
-    if not isinstance(info, dict) or info.get("host") != HOST:
+    """Whether the process described by :func:`process_info` is known to be dead.
+
+    ``False`` when in doubt: another host, another boot (or a machine sharing
+    the hostname), another PID namespace, or a malformed description.
+    """
+    if not same_namespace(info):
         return False
     pid = info.get("pid")
-    return isinstance(pid, int) and not pid_alive(pid)
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        return False
+    start = info.get("start")
+    return not _running(pid, start if isinstance(start, int) else None)
+
+
+def is_current_process(info: Any) -> bool:
+    """Whether :func:`process_info` ``info`` describes this very process."""
+    if not same_namespace(info) or info.get("pid") != os.getpid():
+        return False
+    start = info.get("start")
+    return start is None or start == _identity().start
 
 
 # ---------------------------------------------------------------- locks
