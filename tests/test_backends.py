@@ -354,8 +354,11 @@ def test_numpy_sweep_values_are_storable(name: str) -> None:
     def f(x: Any) -> Any:
         return x * 2
 
-    assert [o.result for o in f.sweep({"x": np.linspace(0, 1, 3)})] == [0.0, 1.0, 2.0]
-    assert [o.config for o in f.observations()] == [{"x": 0.0}, {"x": 0.5}, {"x": 1.0}]
+    grid = {"x": np.linspace(0, 1, 3, dtype=np.float32)}
+    assert [o.result for o in f.sweep(grid)] == [0.0, 1.0, 2.0]
+    configs = [o.config for o in f.observations()]
+    assert configs == [{"x": 0.0}, {"x": 0.5}, {"x": 1.0}]
+    assert {type(c["x"]) for c in configs} == {float}
 
 
 def test_yaml_refuses_values_it_cannot_load_back() -> None:
