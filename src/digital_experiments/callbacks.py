@@ -128,7 +128,7 @@ class CodeVersioning(Callback):
     """Records the function's source in ``metadata["code"]`` (``None`` if unknown).
 
     A function without source also gets ``metadata["code_hash"]``, a digest of
-    its code object (see :func:`digital_experiments.util.code_identity`).
+    its code object (see ``digital_experiments.util.code_identity``).
     """
 
     code: str | None = None

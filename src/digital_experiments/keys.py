@@ -82,7 +82,7 @@ def config_key(code: Any, config: Mapping[str, Any]) -> str:
     Parameters
     ----------
     code : Any
-        The code identity, such as :func:`digital_experiments.util.code_identity`.
+        The code identity, such as ``digital_experiments.util.code_identity``.
     config : mapping
         The complete config of a call.
     """
@@ -105,7 +105,7 @@ def same_code(metadata: Any, code: Mapping[str, Any] | str | None) -> bool:
 
     ``code`` holds the fields an experiment writes to each record's metadata
     (``{"code": source}``, or ``{"code": None, "code_hash": digest}`` for a
-    function without source, see :func:`digital_experiments.util.code_identity`);
+    function without source, see ``digital_experiments.util.code_identity``);
     a record matches when it holds the same values. So a record of a function
     without source written before code hashes existed matches no code. A
     plain string (or ``None``) is compared with ``metadata["code"]`` alone.
