@@ -408,3 +408,23 @@ def test_loading_a_yaml_record_runs_no_code(tmp_path: Path, tag: str) -> None:
     with pytest.warns(UserWarning, match=rf"Skipping unreadable record '{evil}'"):
         assert [o.id for o in backend.load_all()] == [good]
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["json", "yaml"])
+def test_subclasses_of_plain_types_are_stored_as_plain_values(tmp_path: Path, name: str) -> None:
+    """An OrderedDict, a named tuple and an IntEnum store as a dict, a sequence and an int."""
+    import enum
+    from collections import OrderedDict, namedtuple
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    Point = namedtuple("Point", "x y")
+    backend = FORMATS[name](tmp_path)
+    config = {"o": OrderedDict(a=1), "p": Point(1, 2), "level": Level.HIGH}
+    backend.record(sample()._replace(config=config))
+    loaded = backend.load(sample().id).config
+    assert loaded["o"] == {"a": 1}
+    assert list(loaded["p"]) == [1, 2]
+    assert loaded["level"] == 3
+    assert type(loaded["level"]) is int

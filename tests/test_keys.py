@@ -133,3 +133,33 @@ def test_same_code_compares_every_recorded_field() -> None:
     assert not keys.same_code({"code": None, "code_hash": "abd"}, without)
     assert not keys.same_code({"code": None}, without)  # 3.0.0 record: version unknown
     assert not keys.same_code(None, with_source)
+
+
+def test_subclasses_of_plain_types_are_their_plain_values() -> None:
+    """An IntEnum, a str enum, a named tuple and an OrderedDict key as JSON stores them."""
+    import enum
+    from collections import namedtuple
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Mode(str, enum.Enum):
+        FAST = "fast"
+
+    Point = namedtuple("Point", "x y")
+    assert keys.same_config(Level.HIGH, 3)
+    assert keys.same_config(Mode.FAST, "fast")
+    assert keys.same_config(Point(1, 2), [1, 2])
+    assert keys.same_config({Level.HIGH: "x"}, {"3": "x"})
+    assert keys.plain(Level.HIGH).__class__ is int
+
+
+def test_self_containing_configs_are_keyed_without_error() -> None:
+    """A list holding itself gets a key (it only matches itself)."""
+    loop: list[Any] = []
+    loop.append(loop)
+    assert keys.same_config(loop, loop)
+    assert keys.config_key(None, {"x": loop}) == keys.config_key(None, {"x": loop})
+    deep: dict[Any, Any] = {(1, 2): []}
+    deep[(1, 2)].append(deep)
+    assert keys.canonical(deep) == keys.canonical(deep)

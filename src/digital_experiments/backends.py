@@ -246,8 +246,10 @@ def _yaml() -> tuple[Any, Any, Any]:
 
     Both are PyYAML's safe classes (the C ones where available) extended with
     exactly what records need: tuples (``!!python/tuple``, as 2.0.4 wrote
-    them) and numpy values written as lists and numbers. Anything else is
-    refused when writing, and no object is ever constructed when reading.
+    them), numpy values written as lists and numbers, and subclasses of
+    dict, list, tuple, str, int and float written as their plain values (as
+    JSON writes them). Anything else is refused when writing, and no object
+    is ever constructed when reading.
     """
     import yaml
 
@@ -265,8 +267,9 @@ def _yaml() -> tuple[Any, Any, Any]:
         return dumper.represent_sequence(_TUPLE_TAG, data)
 
     def represent_other(dumper: Any, data: Any) -> Any:
-        if keys.is_numpy(data):
-            return dumper.represent_data(data.tolist())
+        value = keys.plain(data)  # numpy values, and subclasses of plain types
+        if value is not data:
+            return dumper.represent_data(value)
         raise yaml.representer.RepresenterError(
             f"cannot represent an object of type {type(data).__name__} in safe YAML: {data!r}"
         )

@@ -21,6 +21,9 @@ The canonical form identifies what every backend round-trips:
   collide once written as strings (``{1: "a", "1": "b"}``), is keyed by its
   exact items instead. Key order never matters;
 * sets are compared by their elements, dates and times by their ISO form;
+* an instance of a subclass of ``dict``, ``list``, ``tuple``, ``str``, ``int``
+  or ``float`` (an ``OrderedDict``, a named tuple, an ``IntEnum``) is its plain
+  value, as JSON stores it;
 * any other object (only the pickle backend can store it) is keyed by its
   pickled bytes (protocol 4). Two equal objects that pickle differently (such
   as objects holding sets of strings, whose order changes between processes)
@@ -35,12 +38,16 @@ import datetime
 import hashlib
 import pickle
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 __all__ = ["canonical", "config_key", "is_numpy", "plain", "same_code", "same_config"]
 
 _PICKLE_PROTOCOL = 4  # fixed: keys must not change when Python's default does
-_SCALAR_KEYS = (str, int, float, bool, type(None))
+_SCALAR_KEYS = (str, int, float, type(None))  # bool is an int
+_PLAIN = (dict, list, tuple, str, int, float)
+# ids of the containers being encoded, to spot one that holds itself
+_OPEN: ContextVar[set[int] | None] = ContextVar("digital_experiments_keys_open", default=None)
 _FLOAT_NAMES = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # as json writes them
 
 
@@ -50,13 +57,27 @@ def is_numpy(value: Any) -> bool:
 
 
 def plain(value: Any) -> Any:
-    """``value`` with a numpy array or scalar turned into lists and Python numbers.
+    """``value`` as the plain Python value JSON would store, one level deep.
 
-    Other values are returned unchanged. Used by the JSON and YAML backends so
-    ``np.float32``, ``np.int64`` and ``np.arange(3)`` are stored as numbers and
-    lists.
+    A numpy array or scalar becomes lists and Python numbers (``tolist()``),
+    an instance of a subclass of ``dict``, ``list``, ``tuple``, ``str``,
+    ``int`` or ``float`` becomes an instance of that base type; any other
+    value is returned unchanged. The JSON and YAML backends store values so.
     """
-    return value.tolist() if is_numpy(value) else value
+    if is_numpy(value):
+        return value.tolist()
+    for base in (dict, list, tuple):
+        if isinstance(value, base):
+            return value if type(value) is base else base(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    return value
 
 
 def canonical(value: Any) -> bytes:
@@ -72,7 +93,14 @@ def canonical(value: Any) -> bytes:
     False
     """
     out: list[bytes] = []
-    _encode(value, out)
+    if _OPEN.get() is not None:  # a set's element or a dict's exact key, within an encoding
+        _encode(value, out)
+        return b"".join(out)
+    token = _OPEN.set(set())
+    try:
+        _encode(value, out)
+    finally:
+        _OPEN.reset(token)
     return b"".join(out)
 
 
@@ -136,16 +164,24 @@ def _encode(value: Any, out: list[bytes]) -> None:
     elif kind is str:
         _encode_text(b"s", value, out)
     elif kind is list or kind is tuple:
-        out.append(b"l%d[" % len(value))
-        for item in value:
-            _encode(item, out)
-        out.append(b"]")
+        if _enter(value, out):
+            out.append(b"l%d[" % len(value))
+            for item in value:
+                _encode(item, out)
+            out.append(b"]")
+            _leave(value)
     elif kind is dict:
-        _encode_dict(value, out)
+        if _enter(value, out):
+            _encode_dict(value, out)
+            _leave(value)
     elif kind is bytes:
         out.append(b"b%d:" % len(value) + value)
-    elif is_numpy(value):
-        _encode(value.tolist(), out)
+    elif is_numpy(value) or isinstance(value, _PLAIN):
+        converted = plain(value)  # numpy, or a subclass: as JSON stores it
+        if converted is value:
+            _encode_object(value, out)
+        else:
+            _encode(converted, out)
     elif kind is set or kind is frozenset:
         items = sorted(canonical(item) for item in value)
         out.append(b"S%d[" % len(items))
@@ -155,6 +191,23 @@ def _encode(value: Any, out: list[bytes]) -> None:
         _encode_text(b"t" + kind.__name__.encode(), value.isoformat(), out)
     else:
         _encode_object(value, out)
+
+
+def _enter(container: Any, out: list[bytes]) -> bool:
+    """Whether to encode ``container``: not if it is inside itself (then it is its identity)."""
+    open_ids = _OPEN.get()
+    assert open_ids is not None
+    if id(container) in open_ids:  # nothing stores a cycle alike: only this object matches
+        out.append(b"o%d;" % id(container))
+        return False
+    open_ids.add(id(container))
+    return True
+
+
+def _leave(container: Any) -> None:
+    open_ids = _OPEN.get()
+    assert open_ids is not None
+    open_ids.discard(id(container))
 
 
 def _encode_text(tag: bytes, text: str, out: list[bytes]) -> None:
@@ -176,8 +229,8 @@ def _json_key(key: Any) -> str:
 
 
 def _encode_dict(value: dict[Any, Any], out: list[bytes]) -> None:
-    if all(type(key) in _SCALAR_KEYS for key in value):
-        named = {_json_key(key): item for key, item in value.items()}
+    if all(isinstance(key, _SCALAR_KEYS) for key in value):
+        named = {_json_key(plain(key)): item for key, item in value.items()}
         if len(named) == len(value):
             out.append(b"d%d{" % len(named))
             for name in sorted(named):
@@ -195,10 +248,6 @@ def _encode_dict(value: dict[Any, Any], out: list[bytes]) -> None:
 
 
 def _encode_object(value: Any, out: list[bytes]) -> None:
-    if isinstance(value, Mapping) and type(value).__module__ == "collections":
-        # OrderedDict, defaultdict, ChainMap: plain mappings once stored as JSON/YAML
-        _encode_dict(dict(value), out)
-        return
     try:
         data = pickle.dumps(value, protocol=_PICKLE_PROTOCOL)
     except Exception:  # nothing can store it: only the object itself is the same
