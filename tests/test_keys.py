@@ -163,3 +163,29 @@ def test_self_containing_configs_are_keyed_without_error() -> None:
     deep: dict[Any, Any] = {(1, 2): []}
     deep[(1, 2)].append(deep)
     assert keys.canonical(deep) == keys.canonical(deep)
+
+
+def test_code_hash_follows_bodies_defaults_and_nested_functions() -> None:
+    """The code identity changes with the body, a default, or a nested function's body."""
+    import functools
+
+    from digital_experiments.util import code_hash, code_identity
+
+    def define(source: str) -> Any:
+        namespace: dict[str, Any] = {}
+        exec(source, namespace)
+        return namespace["f"]
+
+    base = "def f(x, y={y}):\n    def inner():\n        return {inner}\n    return x + inner()\n"
+    versions = [
+        base.format(y=1, inner=1),
+        base.format(y=2, inner=1),
+        base.format(y=1, inner=2),
+        base.format(y=1, inner=1).replace("x + inner()", "x - inner()"),
+    ]
+    hashes = [code_hash(define(v)) for v in versions]
+    assert len(set(hashes)) == len(versions)
+    assert code_hash(define(versions[0])) == hashes[0]  # the same body again
+    assert code_identity(define(versions[0])) == {"code": None, "code_hash": hashes[0]}
+    f = define(versions[0])
+    assert code_hash(functools.partial(f, 1)) != code_hash(functools.partial(f, 2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import sys
@@ -67,11 +68,17 @@ def code_hash(function: Callable[..., Any]) -> str:
     version (bytecode does) and ignores values captured in closures and globals.
     """
     function = inspect.unwrap(function)
-    code = getattr(function, "__code__", None)
     parts: list[Any] = [list(sys.version_info[:2]), type(function).__qualname__]
+    if isinstance(function, functools.partial):
+        parts += [code_hash(function.func), function.args, function.keywords]
+        return hashlib.sha256(keys.canonical(parts)).hexdigest()
+    code = getattr(function, "__code__", None)
+    if not isinstance(code, types.CodeType):  # a callable object: its __call__ runs
+        call = vars(type(function)).get("__call__")
+        code = getattr(call, "__code__", None)
     if isinstance(code, types.CodeType):
         parts.append(_code_parts(code))
-    else:  # a callable object or a builtin: its class is what runs
+    else:  # a builtin
         parts.append(getattr(function, "__qualname__", None))
     parts.append(getattr(function, "__defaults__", None))
     parts.append(getattr(function, "__kwdefaults__", None))
