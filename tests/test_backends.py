@@ -398,3 +398,107 @@ def test_artefacts_never_raise_on_odd_links(tmp_path: Path) -> None:
     assert backend.artefacts(looped) == [storage_dir / looped / "data.txt"]
     with pytest.raises(ValueError, match="Invalid run id"):
         backend.artefacts("..")
+
+
+# ---------------------------------------------------------------- safe formats
+
+
+@pytest.mark.parametrize("name", ["json", "yaml"])
+def test_numpy_values_are_stored_as_numbers_and_lists(tmp_path: Path, name: str) -> None:
+    """``np.float32``, ``np.int64`` and arrays store as Python numbers and lists."""
+    np = pytest.importorskip("numpy")
+    backend = FORMATS[name](tmp_path)
+    config = {"lr": np.float32(0.5), "n": np.int64(3), "xs": np.arange(3), "ok": np.bool_(True)}
+    result = {"grid": np.linspace(0, 1, 3), "m": np.float64(2.5), "nan": float("nan")}
+    backend.record(sample()._replace(config=config, result=result))
+    loaded = backend.load(sample().id)
+    assert loaded.config == {"lr": 0.5, "n": 3, "xs": [0, 1, 2], "ok": True}
+    assert [type(v) for v in loaded.config.values()] == [float, int, list, bool]
+    assert loaded.result["grid"] == [0.0, 0.5, 1.0]
+    assert loaded.result["m"] == 2.5
+    assert loaded.result["nan"] != loaded.result["nan"]  # NaN stays NaN
+
+
+@pytest.mark.parametrize("name", ["json", "yaml"])
+def test_numpy_sweep_values_are_storable(name: str) -> None:
+    """A run over ``np.linspace`` values records with the json and yaml backends."""
+    np = pytest.importorskip("numpy")
+
+    @experiment(backend=name)
+    def f(x: Any) -> Any:
+        return x * 2
+
+    grid = {"x": np.linspace(0, 1, 3, dtype=np.float32)}
+    assert [o.result for o in f.sweep(grid)] == [0.0, 1.0, 2.0]
+    configs = [o.config for o in f.observations()]
+    assert configs == [{"x": 0.0}, {"x": 0.5}, {"x": 1.0}]
+    assert {type(c["x"]) for c in configs} == {float}
+
+
+def test_yaml_refuses_values_it_cannot_load_back() -> None:
+    """A lambda result is refused like JSON refuses it; the failed run stays readable."""
+    value = lambda: 1  # noqa: E731
+
+    @experiment(backend="yaml")
+    def f() -> Any:
+        return value
+
+    with pytest.raises(UnstorableValueError, match=r"cannot store result of run") as info:
+        f()
+    assert info.value.result is value
+    (failed,) = f.observations(status="all")
+    assert failed.metadata["status"] == "failed"
+    text = f.backend.path(failed.id).read_text()  # type: ignore[attr-defined]
+    assert "!!python/name" not in text
+
+
+def test_yaml_records_hold_only_safe_tags(tmp_path: Path) -> None:
+    """Everything the yaml backend writes loads with ``safe_load`` except ``!!python/tuple``."""
+    backend = YAMLBackend(tmp_path)
+    backend.record(sample()._replace(config={"shape": (2, 3), "on": {1, 2}, "raw": b"x"}))
+    text = (tmp_path / f"{sample().id}.yaml").read_text()
+    assert [line for line in text.splitlines() if "!!python" in line] == ["  shape: !!python/tuple"]
+    assert backend.load(sample().id).config == {"shape": (2, 3), "on": {1, 2}, "raw": b"x"}
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "!!python/object/apply:os.system",
+        "!!python/object/new:os.system",
+        "!!python/name:os.system",
+    ],
+)
+def test_loading_a_yaml_record_runs_no_code(tmp_path: Path, tag: str) -> None:
+    """A record asking PyYAML to call ``os.system`` is skipped with a warning, not run."""
+    marker = tmp_path / "pwned"
+    good, evil = "2026-01-01_00-00-00_000000", "2026-01-02_00-00-00_000000"
+    backend = YAMLBackend(tmp_path)
+    backend.record(sample(good))
+    argument = f'["touch {marker}"]' if "name:" not in tag else "''"
+    (tmp_path / f"{evil}.yaml").write_text(
+        f"id: {evil}\nconfig: {{}}\nresult: {tag} {argument}\nmetadata: {{}}\n"
+    )
+    with pytest.warns(UserWarning, match=rf"Skipping unreadable record '{evil}'"):
+        assert [o.id for o in backend.load_all()] == [good]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["json", "yaml"])
+def test_subclasses_of_plain_types_are_stored_as_plain_values(tmp_path: Path, name: str) -> None:
+    """An OrderedDict, a named tuple and an IntEnum store as a dict, a sequence and an int."""
+    import enum
+    from collections import OrderedDict, namedtuple
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    Point = namedtuple("Point", "x y")
+    backend = FORMATS[name](tmp_path)
+    config = {"o": OrderedDict(a=1), "p": Point(1, 2), "level": Level.HIGH}
+    backend.record(sample()._replace(config=config))
+    loaded = backend.load(sample().id).config
+    assert loaded["o"] == {"a": 1}
+    assert list(loaded["p"]) == [1, 2]
+    assert loaded["level"] == 3
+    assert type(loaded["level"]) is int

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from digital_experiments import Experiment, Observation, current_dir, experiment
+from digital_experiments.backends import PickleBackend
 
 BACKENDS = ["pickle", "json", "yaml"]
 
@@ -454,6 +455,101 @@ def test_cache_hits_runs_from_another_process(tmp_path: Path) -> None:
     module = load_module(tmp_path / "mod_v1.py", VERSION_1)
     assert module.f(5) == 6
     assert (tmp_path / "calls.txt").read_text().split() == ["v1"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("first", "again"),
+    [
+        ((2, 3), (2, 3)),
+        ((2, 3), [2, 3]),
+        ("array", "array"),
+        ({(1, 2): "a", 3: "b"}, {3: "b", (1, 2): "a"}),
+        ({1: "a", "b": 2}, {"b": 2, 1: "a"}),
+    ],
+    ids=["tuple", "tuple-as-list", "numpy-array", "tuple-keys", "mixed-keys"],
+)
+def test_cache_hits_configs_whatever_the_backend_stores(
+    backend: str, first: Any, again: Any
+) -> None:
+    """Tuples, numpy arrays and dicts with tuple or mixed keys hit the cache on every backend."""
+    np = pytest.importorskip("numpy")
+    if first == "array":
+        first, again = np.arange(3.0), np.arange(3.0)
+    if backend != "pickle" and isinstance(first, dict) and (1, 2) in first:
+        pytest.skip("only pickle stores tuple dict keys")
+    calls: list[Any] = []
+
+    @experiment(backend=backend, cache=True)
+    def f(value: Any) -> int:
+        calls.append(value)
+        return len(calls)
+
+    assert f(first) == 1
+    assert f(again) == 1
+    assert len(calls) == 1
+
+
+def test_cache_tells_big_arrays_apart() -> None:
+    """Two 2,000-element arrays differing in one element are two configs."""
+    np = pytest.importorskip("numpy")
+
+    @experiment(cache=True)
+    def total(xs: Any) -> float:
+        return float(xs.sum())
+
+    zeros = np.zeros(2000)
+    other = zeros.copy()
+    other[1000] = 5.0
+    assert total(zeros) == 0.0
+    assert total(other) == 5.0
+    assert total(other.copy()) == 5.0
+    assert len(total.observations()) == 2
+
+
+NO_SOURCE = """from digital_experiments import experiment
+
+@experiment(root={root!r}, cache=True)
+def f(x):
+    print("ran", {marker!r})
+    return x + {step}
+
+print("result", f(1))
+print("results", sorted(o.result for o in f.observations()))
+print("all", sorted(o.result for o in f.observations(current_code_only=False)))
+"""
+
+
+def test_functions_without_source_get_a_code_identity(tmp_path: Path) -> None:
+    """``python -c`` with a changed body reruns under cache=True; queries tell versions apart."""
+    root = str(tmp_path / "runs")
+
+    def run(step: int, marker: str) -> list[str]:
+        code = NO_SOURCE.format(root=root, step=step, marker=marker)
+        return run_python(code, tmp_path).stdout.splitlines()
+
+    assert run(1, "v1") == ["ran v1", "result 2", "results [2]", "all [2]"]
+    assert run(1, "v1") == ["result 2", "results [2]", "all [2]"]  # cached
+    assert run(2, "v2") == ["ran v2", "result 3", "results [3]", "all [2, 3]"]
+    assert run(1, "v1") == ["result 2", "results [2]", "all [2, 3]"]  # v1 still cached
+    records = PickleBackend(tmp_path / "runs").load_all()
+    assert [r.metadata["code"] for r in records] == [None, None]
+    assert len({r.metadata["code_hash"] for r in records}) == 2
+
+
+def test_functions_defined_by_exec_are_versioned_by_their_code() -> None:
+    """Two ``exec``-defined versions of one function share no cached run."""
+    source = "@experiment(cache=True)\ndef g(x):\n    return x * {factor}\n"
+    namespace: dict[str, Any] = {"experiment": experiment}
+    exec(source.format(factor=2), namespace)
+    first = namespace["g"]
+    exec(source.format(factor=3), namespace)
+    second = namespace["g"]
+    assert first(5) == 10
+    assert second(5) == 15
+    assert first(5) == 10
+    assert [o.result for o in second.observations()] == [15]
+    assert [o.result for o in second.observations(current_code_only=False)] == [10, 15]
 
 
 # ---------------------------------------------------------------- methods and errors

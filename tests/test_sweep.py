@@ -300,6 +300,69 @@ def test_the_swept_run_is_returned_not_a_nested_one() -> None:
     assert run.id == outer.observations()[0].id
 
 
+def test_big_numpy_configs_are_keyed_by_content() -> None:
+    """Two 2,000-element arrays differing in one element are two configs, not one."""
+    np = pytest.importorskip("numpy")
+
+    @experiment
+    def total(xs: Any) -> float:
+        return float(xs.sum())
+
+    zeros = np.zeros(2000)
+    other = zeros.copy()
+    other[1000] = 5.0
+    assert [o.result for o in total.sweep([{"xs": zeros}, {"xs": other}])] == [0.0, 5.0]
+    assert [o.result for o in total.sweep([{"xs": zeros.copy()}, {"xs": other}])] == [0.0, 5.0]
+    assert len(total.observations()) == 2  # the second sweep skipped both
+
+
+@pytest.mark.parametrize("backend", ["pickle", "json", "yaml"])
+def test_sweep_keys_dicts_with_mixed_or_tuple_keys(backend: str) -> None:
+    """Dict configs with mixed int/str (or, in pickle, tuple) keys are keyed, not a TypeError."""
+    calls: list[Any] = []
+
+    @experiment(backend=backend)
+    def f(d: Any) -> int:
+        calls.append(d)
+        return len(d)
+
+    mixed = {1: "a", "b": 2}
+    grid = [{"d": mixed}, {"d": {"b": 2, 1: "a"}}]
+    if backend == "pickle":
+        grid.append({"d": {(1, 2): "x"}})
+    runs = f.sweep(grid)
+    assert [o.result for o in runs] == [2, 2, 1][: len(grid)]
+    assert len(calls) == len(grid) - 1  # the two spellings of one dict ran once
+    f.sweep(grid)  # completed: nothing runs again, whatever the backend stored
+    assert len(calls) == len(grid) - 1
+
+
+def test_tuples_and_lists_are_one_config_in_a_sweep() -> None:
+    """A tuple and the list a JSON record turns it into are the same config."""
+
+    @experiment(backend="json")
+    def shape(s: Any) -> int:
+        return int(s[0] * s[1])
+
+    first, second = shape.sweep([{"s": (2, 3)}, {"s": [2, 3]}])
+    assert first is second
+    assert shape.sweep([{"s": (2, 3)}])[0].id == first.id
+
+
+def test_grid_search_sees_numpy_points_as_run() -> None:
+    """GridSearch counts a point as run whatever form its values came back in."""
+    np = pytest.importorskip("numpy")
+
+    @experiment(backend="json")
+    def g(x: Any, shape: Any) -> float:
+        return float(x)
+
+    search = GridSearch(x=np.linspace(0, 1, 3), shape=[(1, 2)])
+    search.control(g, 2)
+    assert len(g.observations()) == 2
+    assert search.suggest(g) == {"x": np.float64(1.0), "shape": (1, 2)}
+
+
 # ---------------------------------------------------------------- errors
 
 

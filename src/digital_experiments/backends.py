@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from . import storage
+from . import keys, storage
 from ._ids import is_id
 from .core import Backend, Observation
 from .errors import UnknownBackendError
@@ -299,39 +299,88 @@ class PickleBackend(FileBackend):
 
 @register_backend("json")
 class JSONBackend(FileBackend):
-    """``<root>/<id>.json``: readable anywhere; values must be JSON-serialisable."""
+    """``<root>/<id>.json``: readable anywhere; values must be JSON-serialisable.
+
+    numpy arrays and scalars are stored as lists and numbers; ``nan`` and
+    ``inf`` as ``NaN`` and ``Infinity`` (as Python's json module reads them).
+    Loading a JSON record constructs no objects: it is safe to open from
+    anywhere.
+    """
 
     suffix = ".json"
 
     def dumps(self, observation: Observation) -> bytes:
-        return json.dumps(observation._asdict(), indent=2, allow_nan=True).encode()
+        text = json.dumps(observation._asdict(), indent=2, allow_nan=True, default=_json_default)
+        return text.encode()
 
     def loads(self, data: bytes) -> Observation:
         return Observation(**json.loads(data))
 
 
+def _json_default(value: Any) -> Any:
+    """numpy arrays and scalars as lists and numbers; anything else is refused."""
+    if keys.is_numpy(value):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 @functools.cache
 def _yaml() -> tuple[Any, Any, Any]:
-    """``(yaml, Dumper, Loader)``, imported on first use: PyYAML is slow to import."""
+    """``(yaml, Dumper, Loader)``, imported on first use: PyYAML is slow to import.
+
+    Both are PyYAML's safe classes (the C ones where available) extended with
+    exactly what records need: tuples (``!!python/tuple``, as 2.0.4 wrote
+    them), numpy values written as lists and numbers, and subclasses of
+    dict, list, tuple, str, int and float written as their plain values (as
+    JSON writes them). Anything else is refused when writing, and no object
+    is ever constructed when reading.
+    """
     import yaml
 
-    class Dumper(getattr(yaml, "CDumper", yaml.Dumper)):  # type: ignore[misc]
-        """Our own dumper: multi-line strings as blocks, without touching PyYAML's globals."""
+    class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+        """Safe YAML plus tuples; multi-line strings as blocks; PyYAML's globals untouched."""
 
-    def represent_str(dumper: yaml.Dumper, data: str) -> yaml.Node:
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        """Safe YAML plus ``!!python/tuple``."""
+
+    def represent_str(dumper: Any, data: str) -> Any:
         style = "|" if "\n" in data.strip("\n") else None
         return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
+    def represent_tuple(dumper: Any, data: tuple[Any, ...]) -> Any:
+        return dumper.represent_sequence(_TUPLE_TAG, data)
+
+    def represent_other(dumper: Any, data: Any) -> Any:
+        value = keys.plain(data)  # numpy values, and subclasses of plain types
+        if value is not data:
+            return dumper.represent_data(value)
+        raise yaml.representer.RepresenterError(
+            f"cannot represent an object of type {type(data).__name__} in safe YAML: {data!r}"
+        )
+
+    def construct_tuple(loader: Any, node: Any) -> tuple[Any, ...]:
+        return tuple(loader.construct_sequence(node))
+
     Dumper.add_representer(str, represent_str)
-    return yaml, Dumper, getattr(yaml, "CLoader", yaml.Loader)
+    Dumper.add_representer(tuple, represent_tuple)
+    Dumper.add_representer(None, represent_other)
+    Loader.add_constructor(_TUPLE_TAG, construct_tuple)
+    return yaml, Dumper, Loader
+
+
+_TUPLE_TAG = "tag:yaml.org,2002:python/tuple"
 
 
 @register_backend("yaml")
 class YAMLBackend(FileBackend):
-    """``<root>/<id>.yaml``: human-friendly; values must be YAML-representable.
+    """``<root>/<id>.yaml``: human-friendly; values must be safe-YAML representable.
 
-    Records are read with PyYAML's full loader (as 2.0.4 did): read only
-    records you trust, as with pickle.
+    Stores what safe YAML does (dicts, lists, strings, numbers, booleans,
+    ``None``, bytes, dates, sets) plus tuples and numpy values (as lists and
+    numbers); other values are refused, as with JSON. Records are read with
+    a safe loader that constructs no arbitrary objects (only tuples), so they
+    are safe to open from anywhere; a record holding other Python tags is
+    skipped with a warning.
     """
 
     suffix = ".yaml"
@@ -342,5 +391,5 @@ class YAMLBackend(FileBackend):
         return text.encode()
 
     def loads(self, data: bytes) -> Observation:
-        yaml, _, loader = _yaml()  # the full loader on purpose: see the docstring
-        return Observation(**yaml.load(data, Loader=loader))
+        yaml, _, loader = _yaml()
+        return Observation(**yaml.load(data, Loader=loader))  # a safe loader: see _yaml

@@ -29,7 +29,7 @@ from .context import (
     timing_entry,
 )
 from .core import Callback, Observation
-from .util import source_code
+from .util import code_identity
 
 __all__ = [
     "Callback",
@@ -125,15 +125,21 @@ class Logging(Callback):
 
 
 class CodeVersioning(Callback):
-    """Records the function's source in ``metadata["code"]`` (``None`` if unknown)."""
+    """Records the function's source in ``metadata["code"]`` (``None`` if unknown).
+
+    A function without source also gets ``metadata["code_hash"]``, a digest of
+    its code object (see ``digital_experiments.util.code_identity``).
+    """
 
     code: str | None = None
+    identity: dict[str, str | None] = {"code": None}  # noqa: RUF012 - replaced in setup
 
     def setup(self, function: Callable[..., Any]) -> None:
-        self.code = source_code(function)
+        self.identity = code_identity(function)
+        self.code = self.identity["code"]
 
     def end(self, observation: Observation) -> None:
-        observation.metadata["code"] = self.code
+        observation.metadata.update(self.identity)
 
 
 class GitInfo(Callback):

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import storage
 from .core import Observation
+from .keys import same_code
 from .runs import COMPLETED
 
 if TYPE_CHECKING:
@@ -195,9 +196,8 @@ def indexed(exp: Experiment[Any, Any], entry: Entry) -> Observation | None:
         observation = exp.backend.load(id)
     except Exception:
         return None
-    if (
-        observation.metadata.get("status", COMPLETED) == COMPLETED
-        and observation.metadata.get("code") == exp.code
+    if observation.metadata.get("status", COMPLETED) == COMPLETED and same_code(
+        observation.metadata, exp.code_identity
     ):
         return observation
     return None

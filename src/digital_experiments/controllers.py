@@ -9,7 +9,7 @@ from itertools import product
 from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 
 from .core import Controller
-from .storage import stable_hash
+from .keys import canonical
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 __all__ = ["Controller", "GridSearch", "RandomSearch"]
 
 
-def _identity(config: Mapping[str, Any]) -> str:
-    return stable_hash(dict(config))
+def _identity(config: Mapping[str, Any]) -> bytes:
+    return canonical(dict(config))
 
 
 class RandomSearch(Controller):

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from . import storage
+from . import keys, storage
 from .backends import instantiate_backend
 from .callbacks import CodeVersioning, GitInfo, Logging, PipFreeze, SystemInfo, Timing
 from .core import Backend, Callback, Observation
@@ -18,7 +18,7 @@ from .errors import InvalidRootError
 from .query import ANY_CODE, Since, Status, Where, select
 from .query import to_dataframe as _frame
 from .runs import COMPLETED, call_async, call_sync
-from .util import source_code
+from .util import code_identity
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,7 +60,9 @@ class Experiment(Generic[P, R]):
         self.callbacks = list(callbacks)
         self.cache = cache
         self.name = function.__name__
-        self.code = source_code(function)
+        # metadata["code"] (the source, or None) and, without source, "code_hash"
+        self.code_identity = code_identity(function)
+        self.code = self.code_identity["code"]
         self.is_async = inspect.iscoroutinefunction(function)
         self._skips_first = _is_method(function)
         self._recent: dict[str, str] | None = None
@@ -107,7 +109,7 @@ class Experiment(Generic[P, R]):
 
     def config_key(self, config: Mapping[str, Any]) -> str:
         """A digest of ``config`` and the current code, the same in every process."""
-        return storage.stable_hash([self.code, dict(config)])
+        return keys.config_key(self.code_identity, config)
 
     def _cache_lock_path(self, config: Mapping[str, Any]) -> Path:
         return storage.internal_dir(self.root, "locks", f"{self.config_key(config)}.lock")
@@ -135,8 +137,8 @@ class Experiment(Generic[P, R]):
         for observation in self.backend.iter_observations(ids):
             if (
                 observation.status == COMPLETED
-                and observation.config == config
-                and observation.metadata.get("code") == self.code
+                and keys.same_config(observation.config, config)
+                and keys.same_code(observation.metadata, self.code_identity)
             ):
                 return observation
         return None
@@ -190,7 +192,7 @@ class Experiment(Generic[P, R]):
         >>> add.observations()  # doctest: +SKIP
         [Observation(2026-11-28_12-00-00_000000, {'a': 1, 'b': 2} → 3)]
         """
-        code = self.code if current_code_only else ANY_CODE
+        code = self.code_identity if current_code_only else ANY_CODE
         return select(self.backend, code=code, status=status, where=where, since=since, limit=limit)
 
     def to_dataframe(
@@ -222,7 +224,7 @@ class Experiment(Generic[P, R]):
                                    id  result  config.a  config.b
         0  2026-11-28_12-00-00_000000       3         1         2
         """
-        code = self.code if current_code_only else ANY_CODE
+        code = self.code_identity if current_code_only else ANY_CODE
         # without metadata columns (or a where= that may read it) the shared
         # environment is never looked at: do not attach it to every run
         environment = include_metadata or callable(filters.get("where"))

@@ -27,6 +27,7 @@ from ._ids import is_id
 from .backends import _ALL_BACKENDS, FileBackend
 from .core import Backend, Observation
 from .errors import DigitalExperimentsError
+from .keys import same_code
 from .runs import ABANDONED, COMPLETED, RUNNING, STATUSES
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ def select(
         records = backend.iter_observations(ids)
     found: list[Observation] = []
     for observation in records:
-        if code is not ANY_CODE and observation.metadata.get("code") != code:
+        if code is not ANY_CODE and not same_code(observation.metadata, code):
             continue
         if wanted is not None and status_of(observation) not in wanted:
             continue

@@ -108,7 +108,7 @@ class Call:
         started = datetime.now()
         metadata = {
             "status": RUNNING,
-            "code": exp.code,
+            **exp.code_identity,
             "process": storage.process_info(),
             "timing": {"start": started.strftime(TIME_FORMAT)},
         }

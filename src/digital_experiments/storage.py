@@ -397,15 +397,6 @@ def file_lock(path: Path, timeout: float = -1) -> Iterator[None]:
         lock.release()
 
 
-# ---------------------------------------------------------------- hashing
-
-
-def stable_hash(value: Any) -> str:
-    """A hex digest of ``value`` that is the same in every process."""
-    text = json.dumps(value, sort_keys=True, default=repr, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 # ---------------------------------------------------------------- environments
 
 _KNOWN_BLOBS: set[tuple[Path, str]] = set()

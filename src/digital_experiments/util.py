@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import inspect
+import sys
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from . import keys
 from .context import artefact_location
 
-__all__ = ["artefact_location", "complete_config", "source_code"]
+__all__ = ["artefact_location", "code_hash", "code_identity", "complete_config", "source_code"]
 
 
 def complete_config(
@@ -30,10 +35,71 @@ def source_code(function: Callable[..., Any]) -> str | None:
     """The source of ``function``, or ``None`` where Python cannot find it.
 
     Functions typed into a REPL or ``python -c`` have no source file; their
-    runs are still recorded, with ``metadata["code"]`` set to ``None``.
+    runs are still recorded, with ``metadata["code"]`` set to ``None`` and
+    ``metadata["code_hash"]`` telling versions apart (see :func:`code_identity`).
     """
     function = inspect.unwrap(function)
     try:
         return inspect.getsource(function)
     except (OSError, TypeError):
         return None
+
+
+def code_identity(function: Callable[..., Any]) -> dict[str, str | None]:
+    """The code fields recorded in each run's metadata, identifying this version.
+
+    ``{"code": source}`` when Python finds the source; otherwise (a function
+    defined in a REPL, ``python -c``, ``python -`` or ``exec``)
+    ``{"code": None, "code_hash": code_hash(function)}``, so a changed body is
+    still a different version for the cache and ``current_code_only``.
+    """
+    source = source_code(function)
+    if source is not None:
+        return {"code": source}
+    return {"code": None, "code_hash": code_hash(function)}
+
+
+def code_hash(function: Callable[..., Any]) -> str:
+    """A hex digest of ``function``'s code object, defaults and keyword defaults.
+
+    The code object is taken with its bytecode, constants (nested functions
+    and classes included, recursively), names, variable names and flags, but
+    not its file name or line numbers. The digest changes with the Python
+    version (bytecode does) and ignores values captured in closures and globals.
+    """
+    function = inspect.unwrap(function)
+    parts: list[Any] = [list(sys.version_info[:2]), type(function).__qualname__]
+    if isinstance(function, functools.partial):
+        parts += [code_hash(function.func), function.args, function.keywords]
+        return hashlib.sha256(keys.canonical(parts)).hexdigest()
+    code = getattr(function, "__code__", None)
+    if not isinstance(code, types.CodeType):  # a callable object: its __call__ runs
+        call = vars(type(function)).get("__call__")
+        code = getattr(call, "__code__", None)
+    if isinstance(code, types.CodeType):
+        parts.append(_code_parts(code))
+    else:  # a builtin
+        parts.append(getattr(function, "__qualname__", None))
+    parts.append(getattr(function, "__defaults__", None))
+    parts.append(getattr(function, "__kwdefaults__", None))
+    return hashlib.sha256(keys.canonical(parts)).hexdigest()
+
+
+def _code_parts(code: types.CodeType) -> list[Any]:
+    consts = [
+        _code_parts(const) if isinstance(const, types.CodeType) else const
+        for const in code.co_consts
+    ]
+    return [
+        code.co_name,
+        code.co_code,
+        consts,
+        list(code.co_names),
+        list(code.co_varnames),
+        list(code.co_freevars),
+        list(code.co_cellvars),
+        code.co_argcount,
+        code.co_posonlyargcount,
+        code.co_kwonlyargcount,
+        code.co_flags,
+    ]

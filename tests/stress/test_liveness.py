@@ -47,10 +47,7 @@ def run_in_another_namespace(tmp_path: Path) -> Iterator[tuple[Path, int, str]]:
     if shutil.which("unshare") is None:
         pytest.skip("needs unshare (util-linux) to make a PID namespace")
     root = tmp_path / "runs"
-    script = (
-        f"echo {INNER_PID - 1} > /proc/sys/kernel/ns_last_pid; "
-        f'"{sys.executable}" -c "$0" "$1"'
-    )
+    script = f'echo {INNER_PID - 1} > /proc/sys/kernel/ns_last_pid; "{sys.executable}" -c "$0" "$1"'
     process = subprocess.Popen(
         ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script, IN_NAMESPACE, root],
         stdin=subprocess.PIPE,
