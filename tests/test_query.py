@@ -328,3 +328,17 @@ def test_experiment_folders_finds_the_experiments_of_a_folder(tmp_path: Path) ->
         tmp_path / "experiments" / "again",
         tmp_path / "experiments" / "double",
     ]
+
+
+def test_where_matches_numpy_values_by_content() -> None:
+    """where={"x": array} compares by content, never raising on an array's ambiguous ==."""
+    np = pytest.importorskip("numpy")
+
+    @experiment
+    def f(x: Any) -> int:
+        return int(np.sum(x))
+
+    f(np.arange(3))
+    f(np.arange(4))
+    assert [o.result for o in f.observations(where={"x": np.arange(4)})] == [6]
+    assert [o.result for o in f.observations(where={"x": [0, 1, 2]})] == [3]

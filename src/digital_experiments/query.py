@@ -22,7 +22,7 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import storage
+from . import keys, storage
 from ._ids import is_id
 from .backends import _ALL_BACKENDS, FileBackend
 from .core import Backend, Observation
@@ -223,11 +223,22 @@ def _predicate(where: Where | None) -> Callable[[Observation], bool] | None:
             if key not in observation.config:
                 return False
             value = observation.config[key]
-            if not (wanted(value) if callable(wanted) else value == wanted):
+            if not (wanted(value) if callable(wanted) else _matches(value, wanted)):
                 return False
         return True
 
     return keep
+
+
+def _matches(value: Any, wanted: Any) -> bool:
+    """``value == wanted`` for plain values; numpy arrays and the like by content."""
+    if keys.is_numpy(value) or keys.is_numpy(wanted):
+        return keys.same_config(value, wanted)
+    try:
+        equal = value == wanted
+    except Exception:  # a value whose == raises: compare by content
+        return keys.same_config(value, wanted)
+    return equal if isinstance(equal, bool) else keys.same_config(value, wanted)
 
 
 # ---------------------------------------------------------------- a root without its function
