@@ -104,51 +104,5 @@ def hold(marker: str) -> None:
     workers.hold(marker)
 
 
-def heartbeat(backend: str) -> None:
-    """Tick every 5 ms while async runs record; report the worst gap."""
-    import anyio
-
-    from . import workers
-
-    gaps: list[float] = []
-    first: list[int] = []
-
-    async def main() -> None:
-        done = anyio.Event()
-
-        async def tick() -> None:
-            last = time.perf_counter()
-            while not done.is_set():
-                await anyio.sleep(0.005)
-                now = time.perf_counter()
-                gaps.append(now - last)
-                last = now
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(tick)
-            await anyio.sleep(0.05)
-            first.append(len(gaps))
-            await workers.beat(0)  # the first run captures the environment
-            first.append(len(gaps))
-            async with anyio.create_task_group() as runs:
-                for i in range(1, 61):
-                    runs.start_soon(workers.beat, i)
-                for i in range(20):
-                    runs.start_soon(workers.beat_cached, i % 4)
-            done.set()
-
-    anyio.run(main, backend=backend)
-    _emit(
-        {
-            "max_gap": max(gaps),
-            "max_gap_first_run": max(gaps[first[0] : first[1] + 1]),
-            "beats": len(gaps),
-            "beats_first_run": first[1] - first[0],
-            "runs": len(workers.beat.observations()),
-            "cached_runs": len(workers.beat_cached.observations()),
-        }
-    )
-
-
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])

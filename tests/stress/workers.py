@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import anyio
-
-from digital_experiments import Callback, Observation, SaveLogs, current_dir, current_id, experiment
+from digital_experiments import Callback, Observation, current_dir, current_id, experiment
 
 from .tasks import append_line
 
@@ -68,22 +66,6 @@ def hold(marker: str, seconds: float = 60.0) -> str:
     Path(marker).write_text(current_id())
     time.sleep(seconds)
     return "finished"
-
-
-@experiment(root=ROOT / "beat", callbacks=[SaveLogs()])
-async def beat(i: int) -> int:
-    """An async run with a few awaits and a print."""
-    await anyio.sleep(0.001)
-    print(f"beat {i}")
-    await anyio.sleep(0.001)
-    return i
-
-
-@experiment(root=ROOT / "beat_cached", cache=True)
-async def beat_cached(i: int) -> int:
-    """An async cached run."""
-    await anyio.sleep(0.005)
-    return i
 
 
 # set by the driver to the pool under test; a global, so it is not part of any config
