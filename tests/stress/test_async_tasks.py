@@ -190,15 +190,23 @@ async def _settled(job: Any) -> list[Any]:
 async def test_cancel_at_any_instant_never_leaves_a_running_record(tmp_path: Path) -> None:
     """200 runs timed out at instants from 0 to 4 ms: every recorded run is interrupted."""
 
+    started = anyio.Event()
+
     @experiment(root=tmp_path / "timeouts")
     async def job(k: int) -> None:
+        if k == 200:
+            started.set()
         await anyio.sleep(60)
 
     for k in range(200):
         with anyio.move_on_after(k * 0.00002):
             await job(k)
+    async with anyio.create_task_group() as group:  # and one surely inside the body
+        group.start_soon(job, 200)
+        await started.wait()
+        group.cancel_scope.cancel()
     runs = await _settled(job)
-    assert runs, "no cancellation landed after the claim"
+    assert 200 in {o.config["k"] for o in runs}
     assert {o.status for o in runs} == {"interrupted"}
 
 
@@ -209,18 +217,25 @@ async def test_native_asyncio_cancel_at_any_instant_never_leaves_a_running_recor
 ) -> None:
     """300 `task.cancel()`s at instants from 0 to 6 ms, even mid-claim: no run stays `running`."""
 
+    started = asyncio.Event()
+
     @experiment(root=tmp_path / "cancels")
     async def job(k: int) -> None:
+        if k == 300:
+            started.set()
         await asyncio.sleep(60)
 
-    for k in range(300):
+    for k in range(301):
         task = asyncio.create_task(job(k))
-        await asyncio.sleep(k * 0.00002)
+        if k == 300:  # and one surely inside the body
+            await started.wait()
+        else:
+            await asyncio.sleep(k * 0.00002)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
     runs = await _settled(job)
-    assert len(runs) > 100
+    assert 300 in {o.config["k"] for o in runs}
     assert {o.status for o in runs} == {"interrupted"}
     assert len({o.id for o in runs}) == len(runs)
 

@@ -15,7 +15,7 @@ import pytest
 from .conftest import reader
 
 KILLS = 24
-SIZE = 3_000_000  # bytes per record: writing one takes long enough to be hit
+SIZE = 300_000  # bytes per record: above the drivers' 100 kB fault-point threshold
 
 
 def _wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 60) -> None:
@@ -36,7 +36,7 @@ def test_kill_9_while_writing_large_records_leaves_store_readable(
     A later listing removes the temp files the dead writers left behind.
     """
     out = run_driver("killer", kind, KILLS, SIZE)
-    assert out["mid_write"] >= 1, "no kill landed while a record was being written"
+    assert out["mid_write"] == KILLS  # every kill landed while a record was being written
     root = runs_root / f"big_{kind}"
 
     big = reader(root, backend=kind)
