@@ -7,11 +7,11 @@ STAMP := $(VENV)/.installed-dev
 EXAMPLES := examples/quickstart.py examples/backends_and_artefacts.py examples/parallel_sweep.py \
 	examples/sweep_dask.py
 
-.PHONY: help install demo test lint typecheck pytest docs bench clean
+.PHONY: help install demo test lint typecheck pytest compat docs bench clean
 
 help:
 	@echo "make demo   - create .venv, install, run the examples"
-	@echo "make test   - create .venv, install dev extras, run ruff, mypy and pytest"
+	@echo "make test   - create .venv, install dev extras, run ruff, mypy, pytest and 2.0.4's suite"
 	@echo "make docs   - build the Sphinx docs offline, warnings as errors"
 	@echo "make bench  - benchmarks against digital-experiments 2.0.4"
 
@@ -23,13 +23,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# the examples include a Dask cluster (examples/sweep_dask.py): demo installs that extra
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dask]"
+	touch $@
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev,docs,dask,slurm]"
 	touch $@
 
 install: $(VENV)/.installed
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed-demo
 	@set -e; for ex in $(EXAMPLES); do \
 		echo "=== $$ex"; (cd examples && ../$(BIN)/python $$(basename $$ex)); \
 	done
@@ -44,7 +49,11 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest
 
-test: lint typecheck pytest
+# 2.0.4's own test suite, downloaded from PyPI, against this package
+compat: $(STAMP)
+	$(BIN)/python tests/compat/run_v2_suite.py
+
+test: lint typecheck pytest compat
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -n -b html docs docs/_build/html
@@ -53,4 +62,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) docs/_build build dist src/*.egg-info
+	rm -rf $(VENV) docs/_build build dist src/*.egg-info tests/compat/.cache

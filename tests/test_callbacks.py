@@ -127,9 +127,53 @@ def test_verbose_prints_start_and_finish(capsys: pytest.CaptureFixture[str]) -> 
     square(3)
     run_id = square.observations()[0].id
     assert capsys.readouterr().out.splitlines() == [
-        f"[digital-experiments] run {run_id} started with {{'x': 3}}",
-        f"[digital-experiments] run {run_id} completed: 9",
+        f"[digital-experiments] starting experiment {run_id} with config {{'x': 3}}",
+        f"[digital-experiments] finished experiment {run_id} with result 9",
     ]
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            ValueError("lr must be positive, got -1"),
+            "failed: ValueError: lr must be positive, got -1",
+        ),
+        (ZeroDivisionError(), "failed: ZeroDivisionError"),
+        (KeyboardInterrupt(), "interrupted: KeyboardInterrupt"),
+    ],
+)
+def test_verbose_prints_the_exception_of_a_run_that_did_not_complete(
+    error: BaseException, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failed or interrupted run prints its exception's type and message, not ``None``."""
+
+    @experiment(verbose=True)
+    def broken(x: int) -> int:
+        raise error
+
+    with pytest.raises(type(error)):
+        broken(1)
+    (run,) = broken.observations(status="all")
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"[digital-experiments] experiment {run.id} {line}"
+    )
+
+
+def test_verbose_shortens_long_error_messages(capsys: pytest.CaptureFixture[str]) -> None:
+    """A long or multi-line error message is printed on one short line."""
+
+    @experiment(verbose=True)
+    def broken() -> None:
+        raise RuntimeError("first line\n" + "x" * 300 + "LAST")
+
+    with pytest.raises(RuntimeError):
+        broken()
+    finish = capsys.readouterr().out.splitlines()[-1]
+    assert "failed: RuntimeError: first line\\nxxx" in finish
+    assert finish.endswith("LAST")
+    assert "..." in finish
+    assert len(finish) < 200
 
 
 def test_quiet_by_default(capsys: pytest.CaptureFixture[str]) -> None:
@@ -256,6 +300,45 @@ def test_timing_by_hand() -> None:
     assert observation.metadata["timing"]["duration"] >= 0
 
 
+def test_timing_by_hand_collects_time_blocks() -> None:
+    """Driven by hand outside any run, ``Timing`` lets ``time_block`` record in between.
+
+    2.0.4's own test does this: ``start``, ``time_block``, ``end``; the blocks
+    land in ``metadata["timing"]`` beside ``total``, and no run is current.
+    """
+    timing = Timing()
+    timing.start("id", {})
+    with time_block("load"):
+        pass
+    with pytest.raises(RuntimeError, match="No experiment running"):
+        current_id()  # only timing is by hand: there is still no run
+    observation = Observation("id", {}, None, {})
+    timing.end(observation)
+    assert set(observation.metadata["timing"]) == {"load", "total"}
+    assert set(observation.metadata["timing"]["total"]) == {"start", "end", "duration"}
+    with pytest.raises(RuntimeError, match="No experiment running"), time_block("late"):
+        pass
+
+
+def test_timing_by_hand_leaves_runs_alone() -> None:
+    """A run started while timing by hand keeps its own blocks; the hand timing keeps its."""
+
+    @experiment
+    def inner() -> None:
+        with time_block("inner-block"):
+            pass
+
+    timing = Timing()
+    timing.start("id", {})
+    inner()
+    with time_block("outer-block"):
+        pass
+    observation = Observation("id", {}, None, {})
+    timing.end(observation)
+    assert set(observation.metadata["timing"]) == {"outer-block", "total"}
+    assert set(inner.observations()[0].metadata["timing"]) == {"inner-block", "total"}
+
+
 def test_timing_end_without_start_adds_nothing() -> None:
     """``Timing.end`` without a matching start leaves the metadata alone."""
     observation = Observation("id", {}, None, {})
@@ -293,8 +376,28 @@ def test_logging_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
     Logging().end(Observation("id", {"x": 1}, 2, {}))
     Logging(verbose=False).start("id", {"x": 1})
     assert capsys.readouterr().out.splitlines() == [
-        "[digital-experiments] run id started with {'x': 1}",
-        "[digital-experiments] run id completed: 2",
+        "[digital-experiments] starting experiment id with config {'x': 1}",
+        "[digital-experiments] finished experiment id with result 2",
+    ]
+
+
+def test_logging_shortens_long_configs(capsys: pytest.CaptureFixture[str]) -> None:
+    """A long config is printed shortened to its start and end."""
+    Logging().start("id", {"values": list(range(200))})
+    start = capsys.readouterr().out.strip()
+    assert start.startswith("[digital-experiments] starting experiment id with config {'values'")
+    assert start.endswith("199]}")
+    assert "..." in start
+    assert len(start) < 200
+
+
+def test_logging_cache_hit(capsys: pytest.CaptureFixture[str]) -> None:
+    """``Logging.cache_hit`` says the stored result of a run was returned (when verbose)."""
+    stored = Observation("2026-01-01_00-00-00_000000", {"x": 3}, 9, {"status": "completed"})
+    Logging().cache_hit(stored)
+    Logging(verbose=False).cache_hit(stored)
+    assert capsys.readouterr().out.splitlines() == [
+        "[digital-experiments] returned the stored result of run 2026-01-01_00-00-00_000000: 9"
     ]
 
 

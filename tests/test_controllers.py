@@ -124,6 +124,13 @@ def test_grid_search_shape() -> None:
     ]
 
 
+def test_grid_search_grid_iter_is_the_2_0_4_name_of_grid() -> None:
+    """``_grid_iter()``, which 2.0.4's own tests call, yields every point like ``grid()``."""
+    search = GridSearch(a=[1, 2, 3], b=range(2))
+    assert list(search._grid_iter()) == list(search.grid())
+    assert len(list(search._grid_iter())) == 6
+
+
 @pytest.mark.parametrize("bad", [5, None, "abc"])
 def test_grid_search_rejects_non_iterables(bad: Any) -> None:
     """A dimension that is not an iterable of values raises TypeError."""

@@ -86,3 +86,56 @@ def test_backends_and_artefacts(tmp_path: Path) -> None:
     timings = [float(t) for t in re.findall(r"slow_square\(4\) = 16 in ([\d.]+) s", out)]
     assert len(timings) == 3
     assert timings[0] >= 0.2 > max(timings[1:])
+
+
+def _demo_installs() -> set[str]:
+    """Distributions ``make demo`` asks pip for: the core dependencies and its extras."""
+    tomllib = pytest.importorskip("tomllib")
+    repo = EXAMPLES.parent
+    makefile = (repo / "Makefile").read_text()
+    stamp = re.search(r"^demo: *(\S+)", makefile, re.MULTILINE)
+    assert stamp is not None, "no demo target in the Makefile"
+    recipe = re.search(rf"^{re.escape(stamp.group(1))}:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert recipe is not None, f"no recipe for {stamp.group(1)!r}"
+    install = re.search(r'pip install .*-e "?\.(?:\[([\w,-]+)\])?', recipe.group(1))
+    assert install is not None, "the demo does not install the package"
+    project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra in (install.group(1) or "").split(","):
+        requirements += project["optional-dependencies"].get(extra, [])
+    names = set()
+    for requirement in requirements:
+        # "dask[distributed]>=1" installs dask and, through its extra, distributed
+        match = re.match(r"([\w.-]+)(?:\[([\w,.-]+)\])?", requirement)
+        assert match is not None
+        names.add(match.group(1))
+        names.update((match.group(2) or "").split(","))
+    return {re.sub(r"[-_.]+", "-", name).lower() for name in names if name}
+
+
+def test_make_demo_installs_what_the_examples_import() -> None:
+    """Every third-party module an example run by ``make demo`` imports is installed by it."""
+    import ast
+    import importlib.metadata
+
+    installs = _demo_installs()
+    distributions = importlib.metadata.packages_distributions()
+    makefile = (EXAMPLES.parent / "Makefile").read_text()
+    examples = re.findall(r"examples/(\w+\.py)", makefile)
+    assert "sweep_dask.py" in examples
+    missing = []
+    for name in examples:
+        for node in ast.walk(ast.parse((EXAMPLES / name).read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in (m.split(".")[0] for m in modules):
+                if module in sys.stdlib_module_names or module == "digital_experiments":
+                    continue
+                dists = {re.sub(r"[-_.]+", "-", d).lower() for d in distributions[module]}
+                if not dists & installs:
+                    missing.append((name, module))
+    assert missing == []

@@ -20,9 +20,11 @@ from . import environment
 from .context import (
     Run,
     active_run,
+    begin_hand_timing,
     current_dir,
     current_id,
     current_run,
+    end_hand_timing,
     enter,
     leave,
     time_block,
@@ -98,30 +100,84 @@ class GlobalStateNotifier(Callback):
         self.__init__(state["root"])  # type: ignore[misc]
 
 
+_PREFIX = "[digital-experiments]"
+COMPLETED = "completed"  # runs.COMPLETED: callbacks sit below runs, so not imported
+
+
+def _short(text: str, width: int = 100) -> str:
+    """``text`` on one line and at most ``width`` characters: its start and end."""
+    text = text.replace("\n", "\\n")
+    if len(text) <= width:
+        return text
+    half = (width - 3) // 2
+    return f"{text[:half]}...{text[-half:]}"
+
+
 class Logging(Callback):
-    """Prints a line when each run starts and ends (when ``verbose``).
+    """Prints one short line when each run starts and one when it ends (when ``verbose``).
+
+    A completed run prints its result, a failed or interrupted one its
+    exception's type and message. Long values are shortened to their start
+    and end.
 
     Parameters
     ----------
     verbose : bool
         Whether to print anything.
+
+    Examples
+    --------
+    >>> from digital_experiments import Logging, Observation
+    >>> log = Logging()
+    >>> log.start("2026-01-01_00-00-00_000000", {"x": 3})
+    [digital-experiments] starting experiment 2026-01-01_00-00-00_000000 with config {'x': 3}
+    >>> log.end(Observation("2026-01-01_00-00-00_000000", {"x": 3}, 9, {}))
+    [digital-experiments] finished experiment 2026-01-01_00-00-00_000000 with result 9
     """
 
     def __init__(self, verbose: bool = True) -> None:
         self.verbose = verbose
 
-    def start(self, id: str, config: dict[str, Any]) -> None:
+    def _say(self, text: str) -> None:
         if self.verbose:
-            print(f"[digital-experiments] run {id} started with {config}")
+            print(f"{_PREFIX} {text}", flush=True)
+
+    def start(self, id: str, config: dict[str, Any]) -> None:
+        self._say(f"starting experiment {id} with config {_short(repr(config))}")
 
     def end(self, observation: Observation) -> None:
-        if not self.verbose:
+        status = observation.metadata.get("status", COMPLETED)
+        if status == COMPLETED:
+            result = _short(repr(observation.result))
+            self._say(f"finished experiment {observation.id} with result {result}")
             return
-        text = repr(observation.result)
-        if len(text) > 100:
-            text = f"{text[:48]}...{text[-48:]}"
-        status = observation.metadata.get("status", "completed")
-        print(f"[digital-experiments] run {observation.id} {status}: {text}")
+        error = observation.metadata.get("error")
+        if isinstance(error, dict) and error.get("type"):
+            message = str(error.get("message") or "")
+            cause = f"{error['type']}: {message}" if message else str(error["type"])
+            self._say(f"experiment {observation.id} {status}: {_short(cause)}")
+        else:
+            self._say(f"experiment {observation.id} {status}")
+
+    def cache_hit(self, observation: Observation) -> None:
+        """Say that the stored result of run ``observation.id`` was returned.
+
+        Called instead of :meth:`start` and :meth:`end` when ``cache=True``
+        finds the config already completed, so nothing ran.
+
+        Parameters
+        ----------
+        observation : Observation
+            The stored run whose result was returned.
+
+        Examples
+        --------
+        >>> from digital_experiments import Logging, Observation
+        >>> Logging().cache_hit(Observation("2026-01-01_00-00-00_000000", {"x": 3}, 9, {}))
+        [digital-experiments] returned the stored result of run 2026-01-01_00-00-00_000000: 9
+        """
+        result = _short(repr(observation.result))
+        self._say(f"returned the stored result of run {observation.id}: {result}")
 
 
 class CodeVersioning(Callback):
@@ -169,20 +225,32 @@ class Timing(Callback):
     """Records ``metadata["timing"]``: ``{start, end, duration}`` of the run.
 
     When the run used :func:`time_block`, the blocks are stored by name and the
-    run's own timing moves to ``"total"``.
+    run's own timing moves to ``"total"``. Driven by hand outside any run
+    (``start`` … ``end``), :func:`time_block` records into it in between.
     """
 
     def start(self, id: str, config: dict[str, Any]) -> None:
         state = _state(self)
         state["wall"], state["clock"] = datetime.now(), time.perf_counter()
+        if active_run() is None:  # driven by hand: time_block still needs a home
+            state["by_hand"] = begin_hand_timing(id)
 
     def end(self, observation: Observation) -> None:
         state = _state(self)
         if "clock" not in state:
             return
         total = timing_entry(state.pop("clock"), state.pop("wall"), datetime.now())
-        run = active_run()
-        blocks = dict(run.timing) if run is not None else {}
+        by_hand = state.pop("by_hand", None)
+        run: Run | None
+        if by_hand is not None:
+            run, token = by_hand
+            end_hand_timing(token)
+        else:
+            run = active_run()
+        blocks: dict[str, Any] = {}
+        if run is not None:
+            with run.lock:
+                blocks = dict(run.timing)
         if blocks:
             blocks["total"] = total
             observation.metadata["timing"] = blocks

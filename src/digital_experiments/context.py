@@ -92,6 +92,30 @@ def activate(run: Run | None) -> Iterator[None]:
         _RUN.reset(token)
 
 
+# Where time_block records outside any run while a Timing callback is driven
+# by hand (``Timing().start(...)``, as 2.0.4 allowed). Separate from _RUN so
+# that current_id()/current_dir() still say no experiment is running.
+_TIMED_BY_HAND: ContextVar[Run | None] = ContextVar(
+    "digital_experiments_timed_by_hand", default=None
+)
+
+
+def begin_hand_timing(id: str) -> tuple[Run, Token[Run | None]]:
+    """Let :func:`time_block` record outside a run until :func:`end_hand_timing`.
+
+    Returns the stand-in run that collects the blocks and the token to end it.
+    """
+    run = Run(id, Path())
+    return run, _TIMED_BY_HAND.set(run)
+
+
+def end_hand_timing(token: Token[Run | None]) -> None:
+    """Undo the matching :func:`begin_hand_timing`."""
+    # Ended in another context than it began (or twice): nothing to restore here.
+    with contextlib.suppress(ValueError, RuntimeError):
+        _TIMED_BY_HAND.reset(token)
+
+
 def enter(run: Run | None) -> Token[Run | None]:
     """Set ``run`` as current; pair with :func:`leave` in a ``finally``."""
     return _RUN.set(run)
@@ -174,7 +198,9 @@ def time_block(name: str) -> Iterator[None]:
     ...     with time_block("sleep"):
     ...         time.sleep(0.01)
     """
-    run = current_run("time_block()")
+    run = _RUN.get() or _TIMED_BY_HAND.get()
+    if run is None:
+        raise NoExperimentRunning("time_block()")
     start_wall, start = datetime.now(), time.perf_counter()
     try:
         yield

@@ -119,6 +119,10 @@ class GridSearch(Controller):
         for values in product(*self.dimensions.values()):
             yield dict(zip(names, values, strict=True))
 
+    def _grid_iter(self) -> Iterator[dict[str, Any]]:
+        # 2.0.4's name for grid(); code written for it (and its tests) calls it
+        return self.grid()
+
     def _untried(self, experiment: Experiment[Any, Any]) -> Iterator[dict[str, Any]]:
         names = list(self.dimensions)
         done = {
