@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from digital_experiments import (
@@ -405,3 +406,23 @@ def test_savelogs_needs_a_run() -> None:
     """``SaveLogs.start`` outside a run raises RuntimeError."""
     with pytest.raises(RuntimeError, match="No experiment running: SaveLogs"):
         SaveLogs().start("id", {})
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_verbose_cache_hit_is_announced(capsys: pytest.CaptureFixture[str], is_async: bool) -> None:
+    """A verbose cached experiment says when it returns a stored result instead of running."""
+
+    @experiment(verbose=True, cache=True)
+    def square(x: int) -> int:
+        return x * x
+
+    @experiment(verbose=True, cache=True)
+    async def asquare(x: int) -> int:
+        return x * x
+
+    for _ in range(2):
+        assert (anyio.run(asquare, 3) if is_async else square(3)) == 9
+    (run,) = (asquare if is_async else square).observations()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == f"[digital-experiments] returned the stored result of run {run.id}: 9"
+    assert sum("starting experiment" in line for line in lines) == 1

@@ -24,6 +24,7 @@ import anyio.to_thread
 
 from . import signals, storage
 from .backends import FileBackend, PickleBackend
+from .callbacks import Logging
 from .context import TIME_FORMAT, Run, activate, enter, leave
 from .core import Backend, Callback, Observation
 from .errors import CallbackError, StorageError, UnstorableValueError
@@ -363,6 +364,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else f"{text[:60]}...{text[-15:]}"
 
 
+def _hit(experiment: Experiment[Any, Any], hit: Observation) -> Any:
+    """The result of a cache hit, announced by a verbose ``Logging`` callback."""
+    for callback in experiment.callbacks:
+        if isinstance(callback, Logging):
+            callback.cache_hit(hit)
+    return report(hit).result
+
+
 def call_sync(
     experiment: Experiment[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
@@ -372,11 +381,11 @@ def call_sync(
         return _execute(experiment, config, args, kwargs)
     hit = experiment._lookup(config)
     if hit is not None:
-        return report(hit).result
+        return _hit(experiment, hit)
     with storage.file_lock(experiment._cache_lock_path(config)):
         hit = experiment._lookup(config)
         if hit is not None:
-            return report(hit).result
+            return _hit(experiment, hit)
         return _execute(experiment, config, args, kwargs)
 
 
@@ -416,13 +425,13 @@ async def call_async(
         return await _execute_async(experiment, config, args, kwargs)
     hit = await anyio.to_thread.run_sync(experiment._lookup, config)
     if hit is not None:
-        return report(hit).result
+        return _hit(experiment, hit)
     lock = await anyio.to_thread.run_sync(storage.make_lock, experiment._cache_lock_path(config))
     await _acquire_async(lock)
     try:
         hit = await anyio.to_thread.run_sync(experiment._lookup, config)
         if hit is not None:
-            return report(hit).result
+            return _hit(experiment, hit)
         return await _execute_async(experiment, config, args, kwargs)
     finally:
         lock.release()
