@@ -138,7 +138,8 @@ class FileBackend(Backend):
 
     def load(self, id: str) -> Observation:
         data = storage.read_bytes(os.path.join(self.root, f"{id}{self.suffix}"))
-        return self._unpack(self.loads(data), id=id)
+        # the file name rules listings; an explicit load of a custom name (2.0.4 allowed any) works
+        return self._unpack(self.loads(data), id=id if is_id(id) else None)
 
     def all_ids(self) -> list[str]:
         """The names (without suffix) of the record files in ``root``.
