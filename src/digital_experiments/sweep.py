@@ -356,10 +356,14 @@ class _Driver:
         job = _Job(self.target, self.exp.backend, entry.kwargs, ticket)
         try:
             future = self.executor.submit(_run_one, job)
-        except BaseException:
+        except BaseException as exc:
             if ticket is not None:
                 release(ticket)
-            raise
+            if self.on_error == "raise" or not _lost_executor(exc):
+                raise
+            # the pool broke (a worker died): this config cannot run on it any more
+            self.plan.finish(entry, _unrecorded(entry, exc))
+            return
         self.in_flight[future] = (entry, ticket)
 
     def _defer(self, entry: Entry) -> None:
@@ -440,6 +444,14 @@ class _Driver:
             if ticket is not None and (cancelled or not is_cf):
                 release(ticket, only_unadopted=True)
         self.in_flight.clear()
+
+
+def _lost_executor(exc: BaseException) -> bool:
+    """Whether ``submit`` failed because the executor broke (a worker died), not a bug."""
+    if isinstance(exc, cf.BrokenExecutor):
+        return True
+    # loky's TerminatedWorkerError and the like, without importing loky
+    return type(exc).__name__ in ("TerminatedWorkerError", "ShutdownExecutorError")
 
 
 def _is_done(future: Any) -> bool:

@@ -234,3 +234,41 @@ def test_sweep_dask_example(tmp_path: Path) -> None:
     assert len(records) == 8
     for record in records:
         assert json.loads(str(record.result["pid"])) != os.getpid()
+
+
+@pytest.mark.parametrize("engine", ["spawn", "loky"])
+def test_a_worker_killed_mid_run_fails_its_config_and_the_sweep_returns(
+    rooted: Any, engine: str
+) -> None:
+    """A pool worker killed with SIGKILL: the sweep returns every config, lost ones failed,
+    and running it again on a fresh pool completes them all."""
+    crash = rooted(sweep_workers.crash)
+    grid = [{"x": x, "crash_at": 2} for x in range(8)]
+
+    def make_pool() -> Any:
+        if engine == "loky":
+            from loky import get_reusable_executor
+
+            return get_reusable_executor(max_workers=2, reuse=False)
+        return ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+
+    pool = make_pool()
+    try:
+        runs = crash.sweep(grid, executor=pool, progress=False)
+    finally:
+        pool.shutdown(wait=True)
+    assert [run.config["x"] for run in runs] == list(range(8))
+    assert runs[2].status == "failed"  # the run whose worker died
+    lost = {run.metadata["error"]["type"] for run in runs if run.status == "failed"}
+    assert lost <= {"BrokenProcessPool", "TerminatedWorkerError"}, lost
+    assert {run.status for run in runs} <= {"completed", "failed"}
+    (dead,) = crash.observations(status="abandoned")  # its running record, worker gone
+    assert dead.config["x"] == 2
+
+    pool = make_pool()  # the sweep again resumes: the marker file stops the crash now
+    try:
+        again = crash.sweep(grid, executor=pool, progress=False)
+    finally:
+        pool.shutdown(wait=True)
+    assert [run.status for run in again] == ["completed"] * 8
+    assert [run.result for run in again] == list(range(8))
