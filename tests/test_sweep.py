@@ -883,3 +883,59 @@ def test_sweep_returns_the_recorded_failure_of_an_unstorable_result() -> None:
     assert [run.status for run in runs] == ["completed", "failed"]
     assert runs[1].id  # the record on disk, not an unrecorded stand-in
     assert runs[1].metadata["error"]["type"] == "UnstorableValueError"
+
+
+@pytest.mark.parametrize("garbage", [b"\x00\xffnot json", b"[1, 2]"])
+def test_a_garbage_claim_is_taken_over_at_once(
+    add: Any, monkeypatch: pytest.MonkeyPatch, garbage: bytes
+) -> None:
+    """An unreadable claim file is garbage (claims are published whole): taken over at once."""
+    from digital_experiments import claims
+
+    path = claim_path(add, a=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(garbage)
+    attempts: list[bool] = []
+    real = claims.try_claim
+
+    def counted(ticket: Any) -> bool:
+        attempts.append(real(ticket))
+        return attempts[-1]
+
+    monkeypatch.setattr("digital_experiments.sweep.try_claim", counted)
+    (run,) = add.sweep({"a": [1]})
+    assert run.status == "completed"
+    assert attempts == [True]  # the first look took the claim over: no waiting
+    assert not path.exists()
+
+
+def test_the_heartbeat_keeps_a_live_claim_past_stale_after(tmp_path: Path) -> None:
+    """While a run lasts, its claim is touched, so `stale_after` never lets another take it."""
+    from digital_experiments import claims
+
+    started, release = threading.Event(), threading.Event()
+
+    @experiment(root=tmp_path / "long")
+    def long(a: int) -> int:
+        started.set()
+        assert release.wait(60)
+        return a
+
+    path = claim_path(long, a=1)
+    sweep = threading.Thread(target=long.sweep, args=({"a": [1]},), kwargs={"stale_after": 4})
+    sweep.start()
+    try:
+        assert started.wait(60)
+        old = time.time() - 3600
+        os.utime(path, (old, old))  # as if stale_after had passed since the last touch
+        for _ in range(6000):  # until the heartbeat touches it again (every 1 s)
+            if path.stat().st_mtime > old:
+                break
+            time.sleep(0.01)
+        assert path.stat().st_mtime > old, "the heartbeat never touched the claim"
+        assert not claims.try_claim(claims.Ticket(str(path), "another sweep", stale_after=4))
+    finally:
+        release.set()
+        sweep.join(60)
+    (run,) = long.observations()
+    assert run.result == 1

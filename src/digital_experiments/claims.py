@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from .plan import Entry
 
 CLAIMS = "sweep-claims"
-# an unreadable claim may be one being written (no hard links): wait this long
-_UNREADABLE_GRACE = 60.0
+# an empty claim may be one being written in place (no hard links): wait this long
+_UNREADABLE_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -69,15 +69,22 @@ def _claim_bytes(token: str) -> bytes:
 
 
 def _read_claim(path: str) -> tuple[dict[str, Any] | None, float]:
-    """``(holder, mtime)``; ``holder`` is ``None`` if there is no claim, ``{}`` if unreadable."""
+    """``(holder, mtime)``; ``holder`` is ``None`` if there is no claim, ``{}`` if unreadable.
+
+    Claims are published whole (a hard link of a finished temp file), so an
+    unreadable claim is garbage, and reads as written at the epoch: stale at
+    once. Only an *empty* one may be a claim being written in place, on a
+    filesystem without hard links: it keeps its real age.
+    """
     try:
         mtime = os.stat(path).st_mtime
-        holder = json.loads(storage.read_bytes(path))
+        data = storage.read_bytes(path)
+        holder = json.loads(data)
     except FileNotFoundError:
         return None, 0.0
     except ValueError:
-        return {}, mtime
-    return (holder if isinstance(holder, dict) else {}), mtime
+        return {}, (mtime if not data else 0.0)
+    return (holder, mtime) if isinstance(holder, dict) else ({}, 0.0)
 
 
 def _is_mine(holder: dict[str, Any]) -> bool:
