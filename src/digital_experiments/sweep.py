@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import copy
+import os
 import pickle
 import sys
 import time
@@ -43,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
+from . import signals
 from .claims import Ticket, adopt, heartbeat, indexed, new_ticket, release, touch, try_claim
 from .core import Backend, Observation
 from .errors import StorageError
@@ -77,6 +80,7 @@ class _Job:
     # unique per submission: an executor that deduplicates equal calls
     # (Dask's pure=True) still runs each one
     nonce: str = field(default_factory=lambda: uuid.uuid4().hex)
+    driver: int = field(default_factory=os.getpid)  # the process that submitted it
 
 
 @dataclass(frozen=True)
@@ -154,8 +158,19 @@ def _run_one(job: _Job) -> _Outcome:
 
     Never raises for a failing run: the run is recorded as failed and the
     exception comes back in the outcome, so a sweep can keep going (and
-    submitit's debug executor does not stop in a debugger).
+    submitit's debug executor does not stop in a debugger). SIGTERM ends a pool
+    worker once its run is recorded ``interrupted``: a pool would otherwise take
+    the exit for a call's result and start its next call.
     """
+    try:
+        return _run_claimed(job)
+    except signals.Terminated as exc:
+        if os.getpid() == job.driver:  # a serial sweep: the driver exits as usual
+            raise
+        os._exit(exc.code if isinstance(exc.code, int) else 1)
+
+
+def _run_claimed(job: _Job) -> _Outcome:
     exp = _worker_experiment(job.target, job.backend)
     ticket = job.ticket
     if ticket is not None and not adopt(ticket):
@@ -429,19 +444,18 @@ class _Driver:
             _raise(outcome.error, self.exp, observation)
 
     def _abandon(self) -> None:
-        """On the way out early (an error, Ctrl-C): give back the claims of calls
-        that have not started, so no live process keeps holding them.
+        """On the way out early (an error, Ctrl-C, SIGTERM): give back the claims
+        of calls that have not started, so no live process keeps holding them.
 
-        A call that starts later anyway finds its claim gone and does not run.
-        A concurrent.futures call that could not be cancelled is running (or
-        queued in a process pool, which will run it): its worker releases the
-        claim. Other futures are not cancelled: submitit's cancel kills running
-        jobs, and a started job holds (has adopted) its claim already.
+        A call that starts later anyway (queued in a process pool, which cannot
+        cancel it) finds its claim gone and does not run; a started call holds
+        (has adopted) its claim, and its worker gives it back when the run ends.
+        Only concurrent.futures are cancelled: submitit's cancel kills running jobs.
         """
         for future, (_, ticket) in self.in_flight.items():
-            is_cf = isinstance(future, cf.Future)
-            cancelled = is_cf and future.cancel()
-            if ticket is not None and (cancelled or not is_cf):
+            if isinstance(future, cf.Future):
+                future.cancel()
+            if ticket is not None:
                 release(ticket, only_unadopted=True)
         self.in_flight.clear()
 
@@ -565,10 +579,30 @@ def sweep(
         window = max_pending or (2 * capacity if capacity else None)
     plan.progress = Progress(plan, progress)
     try:
-        _Driver(plan, executor, on_error, skip is not None, window, stale_after).run()
+        with signals.sigterm_interrupts():
+            _Driver(plan, executor, on_error, skip is not None, window, stale_after).run()
+    except signals.Terminated:
+        _terminate_workers(executor)
+        raise
     finally:
         plan.progress.close()
     return plan.observations()
+
+
+def _terminate_workers(executor: Any) -> None:
+    """Pass SIGTERM on to the worker processes of a local pool, as the driver dies.
+
+    Their runs are then recorded ``interrupted`` and the workers exit at once,
+    instead of running their calls to the end for a driver that is gone (and
+    keeping ``with ProcessPoolExecutor()`` waiting). Only concurrent.futures and
+    loky pools show their workers (``_processes``); a cluster's are its own.
+    """
+    processes = getattr(executor, "_processes", None)
+    if not isinstance(processes, dict):
+        return
+    for process in list(processes.values()):
+        with contextlib.suppress(Exception):  # already gone
+            process.terminate()
 
 
 # ---------------------------------------------------------------- async

@@ -22,7 +22,7 @@ from typing import Any
 
 import anyio
 
-from digital_experiments import Callback, Observation, current_dir, experiment
+from digital_experiments import Callback, Observation, current_dir, current_id, experiment
 from digital_experiments.backends import PickleBackend
 
 PLACEHOLDER = Path(tempfile.gettempdir()) / "digital-experiments-sweep-workers"
@@ -67,6 +67,14 @@ def crash(x: int, crash_at: int = -1) -> int:
     if x == crash_at and not marker.exists():
         marker.write_text(str(os.getpid()))
         os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+@experiment(root=PLACEHOLDER / "blocks")
+def blocks(x: int, started: str) -> int:
+    """Say so in the folder ``started``, then sleep for ten minutes (to be interrupted)."""
+    (Path(started) / str(os.getpid())).write_text(current_id())
+    time.sleep(600)
     return x
 
 

@@ -13,8 +13,10 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -22,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from digital_experiments import storage
+from digital_experiments import query, storage
 from digital_experiments.backends import PickleBackend
 from digital_experiments.claims import CLAIMS
 
@@ -272,3 +274,53 @@ def test_a_worker_killed_mid_run_fails_its_config_and_the_sweep_returns(
         pool.shutdown(wait=True)
     assert [run.status for run in again] == ["completed"] * 8
     assert [run.result for run in again] == list(range(8))
+
+
+SWEEP_THEN_WAIT = """
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+from digital_experiments.backends import PickleBackend
+from tests.stress.sweep_workers import blocks
+
+if __name__ == "__main__":
+    blocks.experiment.backend = PickleBackend(Path(sys.argv[1]))
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        blocks.sweep({"x": range(6), "started": [sys.argv[2]]}, executor=pool, progress=False)
+"""
+
+
+def test_sigterm_to_a_sweep_driver_stops_its_pool_workers(tmp_path: Path) -> None:
+    """SIGTERM to the driver: it exits 143 and its pool workers' runs end `interrupted`."""
+    root, started = tmp_path / "runs", tmp_path / "started"
+    started.mkdir()
+    script = tmp_path / "sweep_then_wait.py"
+    script.write_text(SWEEP_THEN_WAIT)
+    driver = subprocess.Popen(
+        [sys.executable, str(script), str(root), str(started)],
+        cwd=REPO,
+        env=driver_env(root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for _ in range(6000):  # until both workers are inside a run
+        if len(list(started.iterdir())) == 2 or driver.poll() is not None:
+            break
+        time.sleep(0.01)
+    workers = [int(path.name) for path in started.iterdir()]
+    assert len(workers) == 2, driver.communicate(timeout=60)
+    driver.send_signal(signal.SIGTERM)
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 128 + signal.SIGTERM, stderr
+    for pid in workers:  # gone, not sleeping out their ten minutes
+        for _ in range(12000):
+            if not storage.pid_alive(pid):
+                break
+            time.sleep(0.01)
+        assert not storage.pid_alive(pid), f"worker {pid} still runs"
+    runs = query.load(root, status="all")
+    assert sorted(run.status for run in runs) == ["interrupted", "interrupted"]
+    assert not list(storage.internal_dir(root, CLAIMS).iterdir())  # every claim given back
