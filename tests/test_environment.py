@@ -82,6 +82,7 @@ def test_git_repo_with_commit_and_remote(repo: Path, tmp_path: Path) -> None:
         "branch": "main",
         "commit": git(repo, "rev-parse", "HEAD"),
         "remote": "https://example.com/team/project.git",
+        "dirty": False,
     }
 
 
@@ -100,14 +101,24 @@ def test_git_repo_found_from_a_subfolder(
 def test_git_repo_without_commit(repo: Path, tmp_path: Path) -> None:
     """A repository with no commit yet records its branch and commit None, and still records."""
     make_repo(repo, commit=False)
-    assert recorded_git(tmp_path) == {"branch": "main", "commit": None, "remote": None}
+    assert recorded_git(tmp_path) == {
+        "branch": "main",
+        "commit": None,
+        "remote": None,
+        "dirty": False,
+    }
 
 
 def test_git_repo_without_remote(repo: Path, tmp_path: Path) -> None:
     """A repository without an origin remote records remote None."""
     make_repo(repo)
     info = recorded_git(tmp_path)
-    assert info == {"branch": "main", "commit": git(repo, "rev-parse", "HEAD"), "remote": None}
+    assert info == {
+        "branch": "main",
+        "commit": git(repo, "rev-parse", "HEAD"),
+        "remote": None,
+        "dirty": False,
+    }
 
 
 def test_not_a_git_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,7 +139,7 @@ def test_detached_head(repo: Path, tmp_path: Path) -> None:
     git(repo, "commit", "-q", "--allow-empty", "-m", "second")
     git(repo, "checkout", "-q", "--detach", first)
     info = recorded_git(tmp_path)
-    assert info == {"branch": "HEAD", "commit": first, "remote": None}
+    assert info == {"branch": "HEAD", "commit": first, "remote": None, "dirty": False}
 
 
 def test_packed_refs_are_read(repo: Path, tmp_path: Path) -> None:
@@ -175,6 +186,130 @@ def test_git_info_returns_a_copy(repo: Path) -> None:
     assert info is not None
     info["commit"] = "edited"
     assert environment.git_info() != info
+
+
+# ---------------------------------------------------------------- git dirty
+
+
+class FakeClock:
+    """Stands in for ``time.monotonic`` so a test decides when time passes."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """Freeze the clock of the dirty check (and forget cached answers)."""
+    fake = FakeClock()
+    monkeypatch.setattr(environment, "_clock", fake)
+    environment.refresh()
+    return fake
+
+
+@pytest.fixture
+def checks(monkeypatch: pytest.MonkeyPatch) -> list[bool | None]:
+    """The answers of every real ``git status`` check made, in order."""
+    seen: list[bool | None] = []
+    real = environment.git_dirty
+
+    def counting(cwd: str | None = None) -> bool | None:
+        seen.append(real(cwd))
+        return seen[-1]
+
+    monkeypatch.setattr(environment, "git_dirty", counting)
+    return seen
+
+
+def dirty() -> object:
+    info = environment.git_info()
+    assert info is not None
+    return info["dirty"]
+
+
+def test_git_dirty_is_recorded(repo: Path, tmp_path: Path, clock: FakeClock) -> None:
+    """A run records ``dirty`` False in a clean tree and True after a tracked file changes."""
+    make_repo(repo)
+
+    @experiment(root=tmp_path / "runs")
+    def f(x: int) -> int:
+        return x
+
+    f(1)
+    (repo / "README").write_text("edited\n")
+    clock.now += environment.DIRTY_RECHECK
+    f(2)
+    assert [o.metadata["environment"]["git"]["dirty"] for o in f.observations()] == [False, True]
+
+
+def test_unstaged_edit_is_noticed_after_the_recheck_delay(
+    repo: Path, clock: FakeClock, checks: list[bool | None]
+) -> None:
+    """An edit the index does not see is cached for at most DIRTY_RECHECK seconds."""
+    make_repo(repo)
+    assert dirty() is False
+    index = os.stat(repo / ".git" / "index")
+    (repo / "README").write_text("edited, not staged\n")
+    assert dirty() is False  # the documented blind spot: same index, within the delay
+    assert checks == [False]
+    clock.now += environment.DIRTY_RECHECK
+    assert dirty() is True
+    assert checks == [False, True]
+    # the check never rewrites the user's index
+    after = os.stat(repo / ".git" / "index")
+    assert (after.st_ino, after.st_mtime_ns) == (index.st_ino, index.st_mtime_ns)
+
+
+def test_index_and_head_changes_recheck_at_once(
+    repo: Path, clock: FakeClock, checks: list[bool | None]
+) -> None:
+    """Staging and committing are noticed by the next call, with no time passing."""
+    make_repo(repo)
+    assert dirty() is False
+    (repo / "README").write_text("staged\n")
+    git(repo, "add", "README")
+    assert dirty() is True
+    git(repo, "commit", "-q", "-m", "second")
+    assert dirty() is False
+    assert checks == [False, True, False]
+    for _ in range(3):
+        assert dirty() is False
+    assert len(checks) == 3  # cached while nothing changed
+
+
+def test_untracked_and_touched_files_are_not_dirty(repo: Path, clock: FakeClock) -> None:
+    """New untracked files and a touched (unchanged) tracked file leave the tree clean."""
+    make_repo(repo)
+    (repo / "new.txt").write_text("untracked\n")
+    readme = repo / "README"
+    os.utime(readme, ns=(readme.stat().st_atime_ns, readme.stat().st_mtime_ns + 10**9))
+    assert dirty() is False
+
+
+def test_git_dirty_in_a_repo_without_commits(repo: Path, clock: FakeClock) -> None:
+    """Without any commit: clean when nothing is staged, dirty once a file is staged."""
+    make_repo(repo, commit=False)
+    assert dirty() is False
+    (repo / "a.txt").write_text("a\n")
+    git(repo, "add", "a.txt")
+    info = environment.git_info()
+    assert info == {"branch": "main", "commit": None, "remote": None, "dirty": True}
+
+
+def test_git_dirty_is_none_without_git(
+    repo: Path, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When no ``git`` executable is on PATH, ``dirty`` is None and the rest is still read."""
+    make_repo(repo)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    info = environment.git_info()
+    assert info is not None
+    assert info["dirty"] is None
+    assert info["branch"] == "main"
 
 
 # ---------------------------------------------------------------- packages and system

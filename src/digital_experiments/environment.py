@@ -3,7 +3,8 @@
 Everything here is captured once per process and refreshed only when it can
 change: packages come from :mod:`importlib.metadata` (no ``pip freeze``
 subprocess), git facts are read from the ``.git`` folder (no ``git``
-subprocess) and re-read when ``HEAD`` moves.
+subprocess) and re-read when ``HEAD`` moves. Only whether the working tree
+is dirty needs ``git`` itself: see :func:`git_dirty` for when it is re-checked.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import functools
 import os
 import platform
 import re
+import shutil
+import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +76,7 @@ def refresh() -> None:
     _platform_facts.cache_clear()
     _find_git_dir.cache_clear()
     _GIT_CACHE.clear()
+    _DIRTY_CACHE.clear()
 
 
 # ---------------------------------------------------------------- git
@@ -157,35 +162,105 @@ def _git_signatures(git_dir: Path, common: Path, ref: str | None) -> tuple[Any, 
 
 
 def git_info(cwd: str | None = None) -> dict[str, Any] | None:
-    """``{branch, commit, remote}`` of the repository around ``cwd``, else ``None``.
+    """``{branch, commit, remote, dirty}`` of the repository around ``cwd``, else ``None``.
 
     Fields that do not exist yet (no commit, no ``origin`` remote) are ``None``.
-    The answer is cached and re-read when ``HEAD``, its ref, ``packed-refs``
-    or the config change (four ``stat`` calls per run, no reads).
+    The facts are cached and re-read when ``HEAD``, its ref, ``packed-refs``
+    or the config change (four ``stat`` calls per run, no reads); ``dirty``
+    comes from :func:`git_dirty`.
     """
-    found = _find_git_dir(cwd or os.getcwd())
+    cwd = cwd or os.getcwd()
+    found = _find_git_dir(cwd)
     if found is None:
         return None
     git_dir, common = found
     cached = _GIT_CACHE.get(git_dir)
-    if cached is not None and _git_signatures(git_dir, common, cached[0]) == cached[1]:
-        return dict(cached[2])
-    head = _read(git_dir / "HEAD")
-    if head is None:
+    if cached is None or _git_signatures(git_dir, common, cached[0]) != cached[1]:
+        head = _read(git_dir / "HEAD")
+        if head is None:
+            return None
+        ref = head[len("ref:") :].strip() if head.startswith("ref:") else None
+        # signatures before the reads: a change during them is seen on the next call
+        signatures = _git_signatures(git_dir, common, ref)
+        commit: str | None
+        if ref is None:  # detached HEAD holds the commit itself
+            branch, commit = "HEAD", head
+        else:
+            branch, commit = ref.removeprefix("refs/heads/"), _resolve_ref(common, ref)
+        info = {"branch": branch, "commit": commit, "remote": _origin_url(common)}
+        if len(_GIT_CACHE) > 64:
+            _GIT_CACHE.clear()
+        cached = _GIT_CACHE[git_dir] = (ref, signatures, info)
+    ref, signatures, info = cached
+    return {**info, "dirty": _dirty(git_dir, signatures, cwd)}
+
+
+# ---------------------------------------------------------------- git dirty
+
+#: While ``HEAD``, its ref, ``packed-refs``, the config and the index are
+#: unchanged, the working tree is checked again at most once per this many
+#: seconds (or 50 times the last check's duration, in big repositories).
+DIRTY_RECHECK = 1.0
+_clock = time.monotonic  # a module attribute so tests can move time
+# git_dir -> (signatures incl. the index, checked at, valid for, answer)
+_DIRTY_CACHE: dict[Path, tuple[tuple[Any, ...], float, float, bool | None]] = {}
+_DIRTY_LOCK = threading.Lock()
+
+
+def _index_path(git_dir: Path) -> str:
+    return os.environ.get("GIT_INDEX_FILE") or os.path.join(git_dir, "index")
+
+
+def _dirty(git_dir: Path, head_signatures: tuple[Any, ...], cwd: str) -> bool | None:
+    # taken before the check: a change during it is seen on the next call
+    signatures = (*head_signatures, _signature(_index_path(git_dir)))
+    cached = _DIRTY_CACHE.get(git_dir)
+    if cached is not None and cached[0] == signatures and _clock() - cached[1] < cached[2]:
+        return cached[3]
+    with _DIRTY_LOCK:  # threads finishing together share one subprocess
+        cached = _DIRTY_CACHE.get(git_dir)
+        started = _clock()
+        if cached is not None and cached[0] == signatures and started - cached[1] < cached[2]:
+            return cached[3]
+        answer = git_dirty(cwd)
+        valid_for = max(DIRTY_RECHECK, 50 * (_clock() - started))
+        if len(_DIRTY_CACHE) > 64:
+            _DIRTY_CACHE.clear()
+        _DIRTY_CACHE[git_dir] = (signatures, started, valid_for, answer)
+    return answer
+
+
+def git_dirty(cwd: str | None = None) -> bool | None:
+    """Whether tracked files around ``cwd`` differ from ``HEAD`` (staged or not).
+
+    Untracked files do not count (like ``git describe --dirty``). ``None``
+    when it cannot be told: ``git`` is not installed, or refuses the folder.
+    This runs ``git status`` (a few milliseconds in a small repository);
+    :func:`git_info` caches the answer: it checks again when ``HEAD``, its
+    ref or the index change, and otherwise at most once per
+    :data:`DIRTY_RECHECK` seconds, so an edit of a tracked file (which the
+    index does not see) is recorded by the runs that start after that delay.
+    """
+    executable = shutil.which("git")
+    if executable is None:
         return None
-    ref = head[len("ref:") :].strip() if head.startswith("ref:") else None
-    # signatures before the reads: a change during them is seen on the next call
-    signatures = _git_signatures(git_dir, common, ref)
-    commit: str | None
-    if ref is None:  # detached HEAD holds the commit itself
-        branch, commit = "HEAD", head
-    else:
-        branch, commit = ref.removeprefix("refs/heads/"), _resolve_ref(common, ref)
-    info = {"branch": branch, "commit": commit, "remote": _origin_url(common)}
-    if len(_GIT_CACHE) > 64:
-        _GIT_CACHE.clear()
-    _GIT_CACHE[git_dir] = (ref, signatures, info)
-    return dict(info)
+    # --no-optional-locks: never rewrite the user's index (nor wait on its lock);
+    # status compares contents, so a file merely touched is not dirty
+    command = [executable, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"]
+    try:
+        proc = subprocess.run(
+            command,
+            cwd=cwd or os.getcwd(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return None
+    return bool(proc.stdout.strip())
 
 
 def capture() -> dict[str, Any]:
