@@ -315,41 +315,31 @@ def test_git_dirty_is_none_without_git(
 # ---------------------------------------------------------------- packages and system
 
 
-def test_pip_freeze_lines_are_sorted_name_version() -> None:
-    """``pip_freeze()`` gives ``name==version`` lines, sorted by normalised name, no duplicates."""
-    lines = environment.pip_freeze().splitlines()
-    assert lines
-    assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==\S+", line) for line in lines)
+def test_pip_freeze_lines_are_sorted_requirements() -> None:
+    """``pip_freeze()`` gives one requirement per package, sorted by name, without pip."""
+    lines = [line for line in environment.pip_freeze().splitlines() if not line.startswith("#")]
+    named = [line for line in lines if not line.startswith("-e ")]
+    assert named
+    assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(===?| @ )\S+", line) for line in named)
+    names = [re.split(r"===?| @ ", line)[0].lower() for line in named]
+    assert names == sorted(names)
+    assert len(set(names)) == len(names)
+    assert "pip" not in names
 
-    def key(line: str) -> str:
-        return re.sub(r"[-_.]+", "-", line.split("==")[0]).lower()
 
-    keys = [key(line) for line in lines]
-    assert keys == sorted(keys)
-    assert len(set(keys)) == len(keys)
-    assert "pip" not in keys
+def pip_freeze_output(*args: str) -> str:
+    """What ``pip freeze`` prints in this interpreter (stdout, without the last newline)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "freeze", *args], capture_output=True, text=True, check=True
+    )
+    return proc.stdout.rstrip("\n")
 
 
 def test_pip_freeze_matches_pip() -> None:
-    """The package list equals ``pip freeze`` for every normally installed package."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True, check=True
-    )
-    theirs = {
-        line
-        for line in proc.stdout.splitlines()
-        if "==" in line and not line.startswith(("-e ", "#"))
-    }
-    ours = set(environment.pip_freeze().splitlines())
+    """The package list is exactly what ``pip freeze`` prints, editable installs included."""
+    theirs = pip_freeze_output()
     assert theirs, "pip freeze listed nothing"
-    assert theirs <= ours
-    # anything extra must be an editable or direct-url install, which pip writes differently
-    extra = {line.split("==")[0].lower() for line in ours - theirs}
-    assert extra <= {
-        re.sub(r"[-_.]+", "-", name).lower() for name in re.findall(r"\((\S+?)==", proc.stdout)
-    } | {line.split(" @ ")[0].lower() for line in proc.stdout.splitlines() if " @ " in line} | {
-        re.sub(r"[-_.]+", "-", name).lower() for name in re.findall(r"#egg=([\w.-]+)", proc.stdout)
-    }
+    assert environment.pip_freeze() == theirs
 
 
 def test_pip_freeze_is_cached_until_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -357,7 +347,7 @@ def test_pip_freeze_is_cached_until_refresh(monkeypatch: pytest.MonkeyPatch) -> 
     calls: list[int] = []
     real = environment._read_packages
 
-    def counting() -> str:
+    def counting() -> object:
         calls.append(1)
         return real()
 
@@ -426,13 +416,13 @@ def test_git_info_is_read_once_until_head_moves(
     make_repo(repo)
     environment.git_info()
     reads: list[Path] = []
-    real = environment._origin_url
+    real = environment._remote_urls
 
-    def counting(common: Path) -> str | None:
+    def counting(common: Path) -> dict[str, str]:
         reads.append(common)
         return real(common)
 
-    monkeypatch.setattr(environment, "_origin_url", counting)
+    monkeypatch.setattr(environment, "_remote_urls", counting)
     for _ in range(5):
         environment.git_info()
     assert reads == []
