@@ -342,6 +342,115 @@ def test_pip_freeze_matches_pip() -> None:
     assert environment.pip_freeze() == theirs
 
 
+# A tiny PEP 517/660 build backend: test packages install offline, with no setuptools.
+BACKEND = (Path(__file__).parent / "tiny_build_backend.py").read_text()
+
+
+def make_package(folder: Path, name: str) -> Path:
+    """A one-module project ``name`` 1.0 in ``folder`` that pip can build and install offline."""
+    folder.mkdir(parents=True)
+    (folder / "pyproject.toml").write_text(
+        '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+    )
+    (folder / "NAME").write_text(f"{name} 1.0\n")
+    (folder / "backend.py").write_text(BACKEND)
+    (folder / f"{name.replace('-', '_')}.py").write_text("x = 1\n")
+    return folder
+
+
+def pip(*args: str) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            *args,
+            "--no-index",
+            "--no-build-isolation",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_direct_url_installs_are_frozen_as_pip_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Folder, wheel, VCS and editable installs (PEP 610) give pip freeze's exact lines."""
+    monkeypatch.delenv("GIT_DIR", raising=False)
+    target = tmp_path / "site"
+    src = tmp_path / "src"
+    pip("install", "--target", str(target), str(make_package(src / "alpha", "alpha-pkg")))
+    pip("wheel", "-w", str(tmp_path / "wheels"), str(make_package(src / "beta", "beta-pkg")))
+    (wheel,) = (tmp_path / "wheels").iterdir()
+    pip("install", "--target", str(target), str(wheel))
+    make_repo(make_package(src / "gamma", "gamma-pkg"))
+    git(src / "gamma", "add", "-A")
+    git(src / "gamma", "commit", "-q", "-m", "gamma")
+    pip("install", "--target", str(target), f"git+{(src / 'gamma').as_uri()}")
+    delta = make_package(src / "repo" / "python" / "delta", "delta-pkg")
+    make_repo(src / "repo", remote="git@example.com:team/repo.git")
+    git(src / "repo", "add", "-A")
+    git(src / "repo", "commit", "-q", "-m", "delta")
+    pip("install", "--target", str(target), "-e", str(delta))
+    pip("install", "--target", str(target), "-e", str(make_package(src / "eps", "eps-pkg")))
+    make_repo(make_package(src / "zeta", "zeta-pkg"))  # a checkout with no remote
+    pip("install", "--target", str(target), "-e", str(src / "zeta"))
+
+    ours = environment._read_packages([str(target)])[0]
+    assert ours == pip_freeze_output("--path", str(target))
+    lines = ours.splitlines()
+    commit = git(src / "repo", "rev-parse", "HEAD")
+    assert (
+        f"-e git+ssh://git@example.com/team/repo.git@{commit}#egg=delta_pkg"
+        "&subdirectory=python/delta" in lines
+    )
+    assert (
+        f"gamma-pkg @ git+{(src / 'gamma').as_uri()}@"
+        f"{git(src / 'gamma', 'rev-parse', 'HEAD')}" in lines
+    )
+    assert f"alpha-pkg @ {(src / 'alpha').as_uri()}" in lines
+    assert any(line.startswith(f"beta-pkg @ {wheel.as_uri()}#sha256=") for line in lines)
+    assert f"-e {src / 'eps'}" in lines
+
+    # a commit in an editable install's repository shows in the next capture
+    real = environment._read_packages
+    monkeypatch.setattr(environment, "_read_packages", lambda: real([str(target)]))
+    environment.refresh()
+    assert environment.pip_freeze() == ours
+    git(src / "repo", "commit", "-q", "--allow-empty", "-m", "second")
+    second = git(src / "repo", "rev-parse", "HEAD")
+    assert (
+        f"-e git+ssh://git@example.com/team/repo.git@{second}#egg=delta_pkg"
+        "&subdirectory=python/delta" in environment.pip_freeze().splitlines()
+    )
+    assert environment.pip_freeze() == pip_freeze_output("--path", str(target))
+    environment.refresh()
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        ("2023.07.22", "2023.7.22"),
+        ("1.0-1", "1.0.post1"),
+        ("1.0.0-Beta2", "1.0.0b2"),
+        ("v1.2RC", "1.2rc0"),
+        ("1!2.0.dev", "1!2.0.dev0"),
+        ("1.0+Ubuntu-1", "1.0+ubuntu.1"),
+        ("0!1.0", "1.0"),
+        ("not a version", None),
+    ],
+)
+def test_versions_are_printed_in_normal_form(raw: str, normal: str | None) -> None:
+    """Like pip, versions print in PEP 440 normal form (invalid ones as ``name===raw``)."""
+    assert environment._normal_version(raw) == normal
+    expected = f"p=={normal}" if normal is not None else f"p==={raw}"
+    assert environment._name_version("p", raw) == expected
+
+
 def test_pip_freeze_is_cached_until_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
     """The package list is read once per process; ``refresh()`` forgets it."""
     calls: list[int] = []
