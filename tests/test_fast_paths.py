@@ -69,7 +69,12 @@ def git(cwd: Path, *args: str) -> str:
 def test_git_info_follows_commits_branches_and_remotes(tmp_path: Path) -> None:
     """The cached git facts change as soon as HEAD, its branch or the config do."""
     git(tmp_path, "init", "-q", "-b", "main")
-    assert environment.git_info(str(tmp_path)) == {"branch": "main", "commit": None, "remote": None}
+    assert environment.git_info(str(tmp_path)) == {
+        "branch": "main",
+        "commit": None,
+        "remote": None,
+        "dirty": False,
+    }
     git(tmp_path, "commit", "-q", "--allow-empty", "-m", "one")
     one = git(tmp_path, "rev-parse", "HEAD")
     assert environment.git_info(str(tmp_path))["commit"] == one  # type: ignore[index]
@@ -77,7 +82,12 @@ def test_git_info_follows_commits_branches_and_remotes(tmp_path: Path) -> None:
     two = git(tmp_path, "rev-parse", "HEAD")
     assert environment.git_info(str(tmp_path))["commit"] == two  # type: ignore[index]
     git(tmp_path, "checkout", "-q", "-b", "other", one)
-    assert environment.git_info(str(tmp_path)) == {"branch": "other", "commit": one, "remote": None}
+    assert environment.git_info(str(tmp_path)) == {
+        "branch": "other",
+        "commit": one,
+        "remote": None,
+        "dirty": False,
+    }
     git(tmp_path, "remote", "add", "origin", "https://example.com/r.git")
     info = environment.git_info(str(tmp_path))
     assert info is not None
@@ -87,6 +97,7 @@ def test_git_info_follows_commits_branches_and_remotes(tmp_path: Path) -> None:
         "branch": "HEAD",
         "commit": two,
         "remote": "https://example.com/r.git",
+        "dirty": False,
     }
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -328,7 +332,8 @@ def test_missing_environment_blob_loads_as_none(tmp_path: Path) -> None:
     storage._BLOB_CACHE.clear()
     for blob in (tmp_path / "runs" / ".de" / "environments").iterdir():
         blob.unlink()
-    (observation,) = f.observations()
+    with pytest.warns(UserWarning, match="is missing"):
+        (observation,) = f.observations()
     assert observation.result == 1
     assert observation.metadata["environment"] is None
 
@@ -356,3 +361,85 @@ def test_a_frozen_clock_costs_no_retries(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(set(ids)) == 600
     assert len(creates) == 600 + 1  # one retry at most: the very first create makes the folder
     assert ids == sorted(ids)
+
+
+def _blob(root: Path) -> Path:
+    (blob,) = (root / ".de" / "environments").iterdir()
+    return blob
+
+
+def _run_in_new_process(root: Path) -> None:
+    """One run of ``f`` at ``root`` from a fresh interpreter (empty per-process caches)."""
+    code = (
+        "import sys\n"
+        "from digital_experiments import experiment\n"
+        "@experiment(root=sys.argv[1])\n"
+        "def f() -> int:\n"
+        "    return 1\n"
+        "f()\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(root)], check=True)
+
+
+def test_deleted_environment_blob_warns_once_and_is_rewritten(tmp_path: Path) -> None:
+    """A deleted blob warns (naming it) once; the next run in this process writes it again."""
+
+    @experiment(root=tmp_path / "runs")
+    def f(x: int) -> int:
+        return x
+
+    f(1)
+    blob = _blob(tmp_path / "runs")
+    content = blob.read_bytes()
+    storage._BLOB_CACHE.clear()
+    blob.unlink()
+    with pytest.warns(UserWarning, match=re.escape(str(blob))) as caught:
+        assert [o.metadata["environment"] for o in f.observations()] == [None]
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second listing is quiet
+        f.observations()
+    f(2)  # same process, blob known: a stat notices it is gone
+    assert blob.read_bytes() == content
+    envs = [o.metadata["environment"] for o in f.observations()]
+    assert envs[0] == envs[1] is not None
+    assert not [p for p in blob.parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"", b'{"pip_freeze": "tru', b'{"pip_freeze": "other"}'],
+    ids=["empty", "torn", "wrong"],
+)
+def test_corrupt_environment_blob_warns_and_next_writer_repairs(
+    tmp_path: Path, damage: bytes
+) -> None:
+    """A torn, empty or foreign blob reads as None with a warning; a new writer rewrites it."""
+    root = tmp_path / "runs"
+    _run_in_new_process(root)
+    blob = _blob(root)
+    content = blob.read_bytes()
+    blob.write_bytes(damage)
+    with pytest.warns(UserWarning, match=re.escape(str(blob)) + ".* is corrupt"):
+        observations = storage_observations(root)
+    assert [o.metadata["environment"] for o in observations] == [None]
+    _run_in_new_process(root)
+    assert blob.read_bytes() == content
+    storage._BLOB_CACHE.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        environments = [o.metadata["environment"] for o in storage_observations(root)]
+    assert len(environments) == 2
+    assert environments[0] == environments[1] == json.loads(content)
+
+
+def storage_observations(root: Path) -> list[object]:
+    """Every observation at ``root``, read by a fresh experiment object."""
+    from digital_experiments import Observation
+
+    @experiment(root=root)
+    def f() -> int:
+        return 1
+
+    observations: list[Observation] = f.observations(current_code_only=False)
+    return list(observations)

@@ -199,7 +199,7 @@ class CodeVersioning(Callback):
 
 
 class GitInfo(Callback):
-    """Records ``{branch, commit, remote}`` in ``metadata["environment"]["git"]``."""
+    """Records ``{branch, commit, remote, dirty}`` in ``metadata["environment"]["git"]``."""
 
     def end(self, observation: Observation) -> None:
         git = environment.git_info()
@@ -208,7 +208,8 @@ class GitInfo(Callback):
 
 
 class PipFreeze(Callback):
-    """Records installed packages in ``metadata["environment"]["pip_freeze"]``."""
+    """Records installed packages, as ``pip freeze`` lists them, in
+    ``metadata["environment"]["pip_freeze"]``."""
 
     def end(self, observation: Observation) -> None:
         _environment(observation)["pip_freeze"] = environment.pip_freeze()

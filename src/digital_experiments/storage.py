@@ -21,6 +21,7 @@ import random
 import socket
 import threading
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -433,31 +434,75 @@ def environment_digest(environment: dict[str, Any]) -> tuple[str, str | None]:
     return digest, text
 
 
+def _blob_path(root: Path, digest: str) -> Path:
+    return internal_dir(root, "environments", f"{digest}.json")
+
+
+def _blob_ok(data: bytes, digest: str) -> bool:
+    """Whether ``data`` is the blob named ``digest``: its hash is the name."""
+    return hashlib.sha256(data).hexdigest()[:32] == digest
+
+
 def put_environment(root: Path, environment: dict[str, Any]) -> str:
-    """Store ``environment`` once under ``.de/environments`` and return its digest."""
+    """Store ``environment`` once under ``.de/environments`` and return its digest.
+
+    The first store of a blob in a process reads back a blob already on disk
+    and rewrites it if it is corrupt (its hash is its name); later stores
+    only ``stat`` it, and rewrite it if it was deleted.
+    """
     digest, text = environment_digest(environment)
-    if (root, digest) not in _KNOWN_BLOBS:
-        if text is None:
-            text = json.dumps(environment, sort_keys=True, default=repr)
-        path = internal_dir(root, "environments", f"{digest}.json")
-        if not path.exists() and exclusive_write(path, text.encode(), fsync=True):
-            _fsync_dir(path.parent)  # records refer to it: it must survive a power cut too
-        _KNOWN_BLOBS.add((root, digest))
+    key = (root, digest)
+    path = _blob_path(root, digest)
+    if key in _KNOWN_BLOBS:
+        if os.path.exists(path):  # one stat per run: a deleted blob is written again
+            return digest
+        _KNOWN_BLOBS.discard(key)
+    if text is None:
+        text = json.dumps(environment, sort_keys=True, default=repr)
+    data = text.encode()
+    try:
+        intact = _blob_ok(path.read_bytes(), digest)
+    except OSError:
+        intact = False
+    if not intact:
+        # the same digest always means the same bytes, so concurrent writers
+        # of one blob can each replace it; the rename keeps it whole
+        atomic_write(path, data, fsync=True)
+        _BLOB_CACHE.pop(key, None)
+    _KNOWN_BLOBS.add(key)
     return digest
+
+
+# blobs a reader already warned about: one warning per blob and process
+_BLOB_WARNED: set[tuple[Path, str]] = set()
 
 
 def get_environment(root: Path, digest: str) -> Any:
     """Load an environment stored by :func:`put_environment` (cached).
 
     Each caller gets its own copy: observations sharing a blob must not see
-    each other's edits (nor corrupt the cache).
+    each other's edits (nor corrupt the cache). A missing or corrupt blob
+    gives ``None`` and a warning naming the file (once per blob).
     """
     key = (root, digest)
     if key not in _BLOB_CACHE:
-        path = internal_dir(root, "environments", f"{digest}.json")
+        path = _blob_path(root, digest)
         try:
-            _BLOB_CACHE[key] = json.loads(path.read_bytes())
-        except (OSError, ValueError):
+            data = path.read_bytes()
+            if not _blob_ok(data, digest):
+                raise ValueError("its content does not match its name")
+            _BLOB_CACHE[key] = json.loads(data)
+        except (OSError, ValueError) as exc:
+            # not cached: the next writer of this environment repairs the blob
+            if key not in _BLOB_WARNED:
+                _BLOB_WARNED.add(key)
+                problem = "missing" if isinstance(exc, FileNotFoundError) else "corrupt"
+                warnings.warn(
+                    f"Environment blob {str(path)!r} is {problem} ({exc}); the runs that "
+                    "refer to it show metadata['environment'] as None. The next run in "
+                    "the same environment writes it again.",
+                    stacklevel=2,
+                )
             return None
     return _copy_json(_BLOB_CACHE[key])
 
