@@ -264,8 +264,10 @@ def test_a_worker_killed_mid_run_fails_its_config_and_the_sweep_returns(
     lost = {run.metadata["error"]["type"] for run in runs if run.status == "failed"}
     assert lost <= {"BrokenProcessPool", "TerminatedWorkerError"}, lost
     assert {run.status for run in runs} <= {"completed", "failed"}
-    (dead,) = crash.observations(status="abandoned")  # its running record, worker gone
-    assert dead.config["x"] == 2
+    # its running record reads abandoned (loky also kills the other worker, mid-run or not)
+    abandoned = [run.config["x"] for run in crash.observations(status="abandoned")]
+    assert 2 in abandoned
+    assert len(abandoned) <= 2
 
     pool = make_pool()  # the sweep again resumes: the marker file stops the crash now
     try:
