@@ -55,11 +55,8 @@ class UnstorableValueError(DigitalExperimentsError, TypeError):
         return (type(self), (self.args[0], self.field, self.result))
 
 
-class StorageError(DigitalExperimentsError, OSError):
-    """Writing a record failed (disk full, permissions, ...).
-
-    The run's return value is kept on ``result``.
-    """
+class _CarriesResult(DigitalExperimentsError):
+    """An error raised after the run returned: its value is kept on ``result``."""
 
     def __init__(self, message: str, result: Any = None) -> None:
         super().__init__(message)
@@ -67,25 +64,25 @@ class StorageError(DigitalExperimentsError, OSError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.args[0], self.result))
+
+
+class StorageError(_CarriesResult, OSError):
+    """Writing a record failed (disk full, permissions, ...).
+
+    The run's return value is kept on ``result``.
+    """
 
 
 class LockTimeoutError(DigitalExperimentsError, TimeoutError):
     """A file lock could not be acquired in time."""
 
 
-class CallbackError(DigitalExperimentsError, RuntimeError):
+class CallbackError(_CarriesResult, RuntimeError):
     """A callback's ``end`` raised after the run itself completed.
 
     The run is recorded ``failed`` (with the callback's error) and its return
     value is kept on ``result``; the callback's exception is ``__cause__``.
     """
-
-    def __init__(self, message: str, result: Any = None) -> None:
-        super().__init__(message)
-        self.result = result
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.args[0], self.result))
 
 
 class InvalidRootError(DigitalExperimentsError, ValueError):
