@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _faults
 from .errors import LockTimeoutError
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ def _write_temp(target: str, data: bytes, fsync: bool) -> str:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+        _faults.point("write_temp.written", temp)
         if fsync:
             _sync_data(fd)
     except BaseException:
@@ -113,6 +115,7 @@ def atomic_write(target: str | os.PathLike[str], data: bytes, *, fsync: bool = T
     """
     target = os.fspath(target)
     temp = _write_temp(target, data, fsync)
+    _faults.point("atomic_write.before-rename", temp)
     try:
         os.replace(temp, target)
     except BaseException:

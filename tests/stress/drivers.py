@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import random
-import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -68,33 +66,13 @@ def cache(order: str, t0: str) -> None:
     _emit([[int(x), workers.cached(int(x))] for x in order.split(",")])
 
 
-def killer(kind: str, kills: str, size: str) -> None:
-    """Fork writers of large records and ``kill -9`` each at a random instant."""
+def writer(kind: str, size: str) -> None:
+    """Record large runs, one after another, until killed (a fault point stops it)."""
     from . import workers
 
     function = workers.big_pickle if kind == "pickle" else workers.big_json
-    rng = random.Random()
-    mid_write = 0
-    for k in range(int(kills)):
-        pid = os.fork()
-        if pid == 0:  # the writer: record large runs until killed
-            try:
-                before = set(function.backend.all_ids())
-                for i in range(10**6):
-                    function(k * 10**6 + i, int(size))
-                    # keep only this writer's newest record, to spare the disk
-                    for id in sorted(set(function.backend.all_ids()) - before)[:-1]:
-                        function.backend.delete(id)
-            finally:
-                os._exit(1)
-        time.sleep(rng.uniform(0.02, 0.35))
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        # a temp file left behind means the kill landed mid-write (the next
-        # writer's first listing removes it)
-        if any(p.name.startswith(".tmp-") for p in function.backend.root.iterdir()):
-            mid_write += 1
-    _emit({"kills": int(kills), "mid_write": mid_write})
+    for i in range(10**6):
+        function(i, int(size))
 
 
 def hold(marker: str) -> None:

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from .conftest import reader
 
-KILLS = 24
-SIZE = 3_000_000  # bytes per record: writing one takes long enough to be hit
+SIZE = 300_000  # bytes per record
+PAUSES = (1, 2, 3)  # each writer pauses at its N-th record write, and is killed there
 
 
-def _wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 60) -> None:
+def _wait_for(
+    path: Path, process: subprocess.Popen[str], timeout: float = 60, line: bool = False
+) -> None:
+    # polls a condition; the timeout only guards against a hang
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while not path.exists() or (line and not path.read_text().endswith("\n")):
         assert process.poll() is None, process.communicate()[1]
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.01)
@@ -29,15 +30,41 @@ def _wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 60) -
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pickle", "json"])
 def test_kill_9_while_writing_large_records_leaves_store_readable(
-    kind: str, run_driver: Callable[..., Any], runs_root: Path
+    kind: str,
+    start_driver: Callable[..., subprocess.Popen[str]],
+    runs_root: Path,
+    tmp_path: Path,
 ) -> None:
-    """24 kill -9 of writers of 3 MB records: all listed records load whole, temp files never list.
+    """kill -9 of writers paused with a record's temp file written, not renamed: the store reads.
 
-    A later listing removes the temp files the dead writers left behind.
+    Every listed record loads whole, and a later listing removes the temp files
+    the dead writers left behind.
     """
-    out = run_driver("killer", kind, KILLS, SIZE)
-    assert out["mid_write"] >= 1, "no kill landed while a record was being written"
     root = runs_root / f"big_{kind}"
+    for n in PAUSES:
+        signal_file = tmp_path / f"paused-{n}"
+        process = start_driver(
+            "writer",
+            kind,
+            SIZE,
+            env={
+                "DE_FAULTS": f"atomic_write.before-rename=pause@{n}",
+                "DE_FAULTS_SIGNAL": str(signal_file),
+            },
+        )
+        _wait_for(signal_file, process, line=True)
+        name, temp = signal_file.read_text().split()
+        assert name == "atomic_write.before-rename"
+        temp_path = Path(temp)
+        # the kill lands mid-write: the record's temp file is there, not yet renamed
+        assert temp_path.parent == root
+        assert temp_path.name.startswith(".tmp-")
+        assert temp_path.exists()
+        assert temp_path.stat().st_size > SIZE
+        process.kill()
+        process.communicate(timeout=30)
+        assert process.returncode == -signal.SIGKILL
+        assert temp_path.exists()  # the dead writer left it behind
 
     big = reader(root, backend=kind)
     ids = big.backend.all_ids()
@@ -45,24 +72,24 @@ def test_kill_9_while_writing_large_records_leaves_store_readable(
     assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")]  # cleaned by listing
 
     observations = big.observations(current_code_only=False, status="all")
-    assert len(observations) == len(ids) >= KILLS
+    assert len(observations) == len(ids) == sum(PAUSES)
     completed = [o for o in observations if o.status == "completed"]
-    assert completed, "no writer ever finished a record"
+    assert len(completed) == sum(n - 1 for n in PAUSES)
     for o in completed:
         i = o.config["i"]
         if kind == "pickle":
             assert o.result == bytes([i % 256]) * SIZE
         else:
             assert o.result == {"i": i, "payload": "x" * SIZE, "tail": i}
-    # a writer killed mid-run left its `running` record, which reads as abandoned
+    # a writer killed mid-write left its `running` record, which reads as abandoned
     abandoned = big.observations(current_code_only=False, status="abandoned")
+    assert len(abandoned) == len(PAUSES)
     assert big.observations(current_code_only=False, status="running") == []
     assert len(completed) + len(abandoned) == len(observations)
     for o in abandoned:
         assert o.status == "abandoned"
         assert o.result is None
         assert o.metadata["status"] == "running"  # the record itself is untouched
-    shutil.rmtree(runs_root)  # several hundred MB: do not keep them in pytest's basetemp
 
 
 def test_kill_9_mid_run_reads_as_abandoned(
