@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from .conftest import reader
+from .conftest import driver_env, reader
 
 SIZE = 300_000  # bytes per record
 PAUSES = (1, 2, 3)  # each writer pauses at its N-th record write, and is killed there
@@ -130,3 +134,56 @@ def test_sigterm_mid_run_records_interrupted_and_exits_143(
     assert run.status == "interrupted"
     assert run.metadata["error"]["type"] == "Terminated"
     assert "Traceback" in run.metadata["error"]["traceback"]
+
+
+_READ_ONLY_CALL = """
+import json, os, sys
+from digital_experiments import experiment
+
+# drop to nobody once imported (the interpreter itself may be private to root)
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+
+@experiment(root=sys.argv[1])
+def job(x):
+    print("body ran", flush=True)
+    return x
+
+try:
+    job(1)
+except Exception as error:
+    print(json.dumps({"types": [c.__name__ for c in type(error).__mro__], "message": str(error)}))
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to drop privileges"
+)
+def test_read_only_root_raises_storage_error_before_the_body_runs() -> None:
+    """A root the caller cannot write: `StorageError` naming the folder and the fix, no body run.
+
+    The child drops to uid/gid 65534 (nobody), so it works where CI runs as root.
+    """
+    with tempfile.TemporaryDirectory() as base:  # tmp_path's parents are private to root
+        os.chmod(base, 0o755)
+        root = Path(base) / "runs"
+        root.mkdir()  # owned by root, 0755: readable, not writable, by nobody
+        before = sorted(p.name for p in root.rglob("*"))
+        done = subprocess.run(
+            [sys.executable, "-c", _READ_ONLY_CALL, str(root)],
+            cwd=base,
+            env=driver_env(root),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "body ran" not in done.stdout  # a run that cannot be recorded does not run
+        error = json.loads(done.stdout.strip().splitlines()[-1])
+        assert "StorageError" in error["types"]
+        assert repr(str(root)) in error["message"]
+        assert "writable" in error["message"]
+        assert "root=" in error["message"]
+        assert sorted(p.name for p in root.rglob("*")) == before  # nothing half-written
