@@ -59,6 +59,11 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run each test in a fresh working directory, so ./experiments is private."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DE_ROOT", raising=False)
+    # `make mutate`: mutmut's coverage pass ("stats") counts calls in this process
+    # only, and a child told "stats" fails without mutmut's config: children run
+    # the unmutated code then (they still run each mutant in the later passes)
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        monkeypatch.delenv("MUTANT_UNDER_TEST")
 
 
 @pytest.fixture(params=["asyncio", "trio"])
