@@ -61,7 +61,7 @@ MODULE ?=
 MUTATE_STAMP := $(VENV)/.installed-mutate
 
 $(MUTATE_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev,mutate]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,dask,slurm,mutate]"
 	touch $@
 
 mutate: $(MUTATE_STAMP)

@@ -64,6 +64,11 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the unmutated code then (they still run each mutant in the later passes)
     if os.environ.get("MUTANT_UNDER_TEST") == "stats":
         monkeypatch.delenv("MUTANT_UNDER_TEST")
+    main = sys.modules["__main__"]
+    if "mutmut" in getattr(main, "__file__", ""):
+        # spawned pool workers would re-run mutmut's script, which needs its
+        # config in the (now private) working directory
+        monkeypatch.delattr(main, "__file__")
 
 
 @pytest.fixture(params=["asyncio", "trio"])
