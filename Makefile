@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed-dev
 EXAMPLES := examples/quickstart.py examples/backends_and_artefacts.py examples/parallel_sweep.py \
 	examples/sweep_dask.py
 
-.PHONY: help install demo test lint typecheck pytest compat docs bench clean
+.PHONY: help install demo test lint typecheck pytest compat docs bench clean mutate
 
 help:
 	@echo "make demo   - create .venv, install, run the examples"
 	@echo "make test   - create .venv, install dev extras, run ruff, mypy, pytest and 2.0.4's suite"
 	@echo "make docs   - build the Sphinx docs offline, warnings as errors"
 	@echo "make bench  - benchmarks against digital-experiments 2.0.4"
+	@echo "make mutate - mutation testing (slow); MODULE=context for one module"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,5 +62,22 @@ docs: $(STAMP)
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py
 
+# Mutation testing with mutmut over storage, runs, claims, sweep and context
+# ([tool.mutmut] in pyproject.toml). MODULE=context mutates one module only.
+# Children spawned by tests import the mutated copy through PYTHONPATH; the
+# folder must exist before Python starts, or the import system skips it.
+MODULE ?=
+MUTATE_STAMP := $(VENV)/.installed-mutate
+
+$(MUTATE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev,dask,slurm,mutate]"
+	touch $@
+
+mutate: $(MUTATE_STAMP)
+	mkdir -p mutants/src
+	PYTHONPATH=$(CURDIR)/mutants/src $(BIN)/mutmut run \
+		$(if $(MODULE),"digital_experiments.$(MODULE).*")
+	$(BIN)/mutmut results
+
 clean:
-	rm -rf $(VENV) docs/_build build dist src/*.egg-info tests/compat/.cache
+	rm -rf $(VENV) docs/_build build dist src/*.egg-info tests/compat/.cache mutants

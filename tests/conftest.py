@@ -1,10 +1,57 @@
-"""Shared fixtures: every test runs in its own folder with no DE_ROOT."""
+"""Shared fixtures and helpers: every test runs in its own folder with no DE_ROOT.
+
+Helpers used by several test files (dead pids, git repositories) live here once;
+import them with ``from .conftest import ...``.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test Author",
+    "GIT_AUTHOR_EMAIL": "author@example.com",
+    "GIT_COMMITTER_NAME": "Test Committer",
+    "GIT_COMMITTER_EMAIL": "committer@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+}
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run a git command in ``repo`` with a clean, fixed identity; return its output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_ENV)
+    proc = subprocess.run(
+        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True
+    )
+    return proc.stdout.strip()
+
+
+def make_repo(repo: Path, *, commit: bool = True, remote: str | None = None) -> None:
+    """``git init`` a repository on branch main, optionally with a commit and an origin."""
+    repo.mkdir(parents=True, exist_ok=True)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", "Test User")
+    git(repo, "config", "user.email", "test@example.com")
+    if commit:
+        (repo / "README").write_text("hello\n")
+        git(repo, "add", "README")
+        git(repo, "commit", "-q", "-m", "first")
+    if remote is not None:
+        git(repo, "remote", "add", "origin", remote)
 
 
 @pytest.fixture(autouse=True)
@@ -12,6 +59,16 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run each test in a fresh working directory, so ./experiments is private."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DE_ROOT", raising=False)
+    # `make mutate`: mutmut's coverage pass ("stats") counts calls in this process
+    # only, and a child told "stats" fails without mutmut's config: children run
+    # the unmutated code then (they still run each mutant in the later passes)
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        monkeypatch.delenv("MUTANT_UNDER_TEST")
+    main = sys.modules["__main__"]
+    if "mutmut" in getattr(main, "__file__", ""):
+        # spawned pool workers would re-run mutmut's script, which needs its
+        # config in the (now private) working directory
+        monkeypatch.delattr(main, "__file__")
 
 
 @pytest.fixture(params=["asyncio", "trio"])

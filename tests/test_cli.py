@@ -20,6 +20,8 @@ from digital_experiments import Observation, current_dir, experiment
 from digital_experiments.backends import instantiate_backend
 from digital_experiments.storage import HOST
 
+from .conftest import dead_pid
+
 
 def cli(
     *args: str | Path,
@@ -70,13 +72,6 @@ def add_record(root: Path, id: str, status: str, storage: bool = True, **metadat
         return
     (root / "storage" / id).mkdir(parents=True)
     (root / "storage" / id / "partial.txt").write_text("half done")
-
-
-def dead_pid() -> int:
-    """The pid of a process that has exited."""
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
 
 
 @pytest.fixture

@@ -110,8 +110,8 @@ def test_time_block_adds_named_timing_and_total() -> None:
     for block in timing.values():
         assert set(block) == {"start", "end", "duration"}
     assert timing["sleep"]["duration"] >= 0.05
-    assert timing["total"]["duration"] >= timing["sleep"]["duration"]
-    assert timing["fast"]["duration"] < 0.05
+    # the blocks are the run's own, one after the other: together within the total
+    assert timing["sleep"]["duration"] + timing["fast"]["duration"] <= timing["total"]["duration"]
 
 
 def test_timing_without_blocks_is_flat() -> None:

@@ -13,38 +13,7 @@ import pytest
 
 from digital_experiments import environment, experiment
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Test Author",
-    "GIT_AUTHOR_EMAIL": "author@example.com",
-    "GIT_COMMITTER_NAME": "Test Committer",
-    "GIT_COMMITTER_EMAIL": "committer@example.com",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-}
-
-
-def git(repo: Path, *args: str) -> str:
-    """Run a git command in ``repo`` with a clean, fixed identity; return its output."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(GIT_ENV)
-    proc = subprocess.run(
-        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True
-    )
-    return proc.stdout.strip()
-
-
-def make_repo(repo: Path, *, commit: bool = True, remote: str | None = None) -> None:
-    """``git init`` a repository on branch main, optionally with a commit and an origin."""
-    repo.mkdir(parents=True, exist_ok=True)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.name", "Test User")
-    git(repo, "config", "user.email", "test@example.com")
-    if commit:
-        (repo / "README").write_text("hello\n")
-        git(repo, "add", "README")
-        git(repo, "commit", "-q", "-m", "first")
-    if remote is not None:
-        git(repo, "remote", "add", "origin", remote)
+from .conftest import git, make_repo
 
 
 @pytest.fixture

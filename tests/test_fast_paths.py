@@ -15,6 +15,8 @@ import pytest
 
 from digital_experiments import environment, storage
 
+from .conftest import git
+
 
 def blobs(root: Path) -> list[str]:
     return sorted(p.name for p in storage.internal_dir(root, "environments").glob("*.json"))
@@ -47,19 +49,6 @@ def test_equal_values_of_other_types_are_not_confused(tmp_path: Path) -> None:
     assert as_int != as_float
     assert storage.get_environment(tmp_path, as_float) == {"value": 1.0}
     assert type(storage.get_environment(tmp_path, as_float)["value"]) is float
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
-    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 @pytest.mark.skipif(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -25,6 +24,8 @@ from digital_experiments.backends import PickleBackend
 from digital_experiments.claims import CLAIMS
 from digital_experiments.controllers import GridSearch, RandomSearch
 from digital_experiments.sweep import _Job, _run_one, asweep, sweep
+
+from .conftest import dead_pid
 
 
 def claims_dir(function: Any) -> Path:
@@ -44,12 +45,6 @@ def claim_path(function: Any, **config: Any) -> Path:
 def write_claim(path: Path, **holder: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"token": "someone-else", **holder}))
-
-
-def dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
 
 
 @pytest.fixture

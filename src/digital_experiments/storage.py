@@ -28,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _faults
 from .errors import LockTimeoutError
 
 if TYPE_CHECKING:
@@ -131,6 +132,7 @@ def _write_temp(target: str, data: bytes, fsync: bool) -> str:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+        _faults.point("write_temp.written", temp, len(data))
         if fsync:
             _sync_data(fd)
     except BaseException:
@@ -167,6 +169,7 @@ def atomic_write(target: str | os.PathLike[str], data: bytes, *, fsync: bool = T
     """
     target = os.fspath(target)
     temp = _write_temp(target, data, fsync)
+    _faults.point("atomic_write.before-rename", temp, len(data))
     try:
         os.replace(temp, target)
     except BaseException:
@@ -261,10 +264,11 @@ def _identity() -> _Identity:
 
 
 def _read_text(path: str) -> str | None:
+    # bytes and a built-in codec: no codec module to import (a process that
+    # dropped its privileges may no longer read the standard library)
     try:
-        with open(path, encoding="ascii") as file:
-            return file.read().strip() or None
-    except (OSError, ValueError):
+        return read_bytes(path).decode("utf-8", "replace").strip() or None
+    except OSError:
         return None
 
 

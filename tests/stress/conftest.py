@@ -56,11 +56,11 @@ def runs_root(tmp_path: Path) -> Path:
 def start_driver(runs_root: Path, tmp_path: Path) -> Callable[..., subprocess.Popen[str]]:
     """Start ``python -m tests.stress.drivers MODE ARGS`` without waiting."""
 
-    def start(*args: object) -> subprocess.Popen[str]:
+    def start(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "tests.stress.drivers", *map(str, args)],
             cwd=tmp_path,
-            env=driver_env(runs_root),
+            env={**driver_env(runs_root), **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
