@@ -232,3 +232,50 @@ async def test_async_run_sees_its_context() -> None:
     (observation,) = f.observations()
     assert observation.id == run_id == directory.name
     assert "block" in observation.metadata["timing"]
+
+
+# ---------------------------------------------------------------- found by mutation testing
+
+
+def test_current_run_outside_a_run_names_what_needs_one() -> None:
+    """Outside a run, the error says what was called ("this function" by default)."""
+    from digital_experiments.context import current_run
+    from digital_experiments.errors import NoExperimentRunning
+
+    with pytest.raises(NoExperimentRunning, match=r"^No experiment running: this function only"):
+        current_run()
+    with pytest.raises(NoExperimentRunning, match=r"^No experiment running: time_block\(\) only"):
+        current_run("time_block()")
+
+
+def test_a_run_crosses_processes_with_its_id_root_and_name(tmp_path: Path) -> None:
+    """A pickled Run keeps id, root and name, and gets fresh (unshared) state."""
+    from digital_experiments.context import Run
+
+    run = Run("2026-01-01_00-00-00_000000", tmp_path, "train")
+    run.callback_state(object())["x"] = 1
+    copy = pickle.loads(pickle.dumps(run))
+    assert (copy.id, copy.root, copy.name) == (run.id, run.root, "train")
+    assert copy.state == {}
+
+
+def test_each_callback_has_its_own_state_in_a_run(tmp_path: Path) -> None:
+    """callback_state is per callback: two callbacks never see each other's scratch space."""
+    from digital_experiments.context import Run
+
+    run = Run("2026-01-01_00-00-00_000000", tmp_path)
+    first, second = object(), object()
+    run.callback_state(first)["x"] = 1
+    assert run.callback_state(second) == {}
+    assert run.callback_state(first) == {"x": 1}
+
+
+def test_propagate_passes_keyword_arguments() -> None:
+    """A propagated callable receives its keyword arguments."""
+
+    @experiment
+    def f() -> str:
+        wrapped = propagate(lambda a, b="unset": f"{a}-{b}")
+        return wrapped("x", b="y")  # type: ignore[no-any-return]
+
+    assert f() == "x-y"

@@ -55,10 +55,6 @@ class Run:
         with self.lock:
             return self.state.setdefault(id(callback), {})
 
-    def portable(self) -> Run:
-        """A copy that can cross a process boundary (no locks, files or state)."""
-        return Run(self.id, self.root, self.name)
-
     def __getstate__(self) -> dict[str, Any]:
         return {"id": self.id, "root": self.root, "name": self.name}
 
