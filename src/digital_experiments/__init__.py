@@ -33,7 +33,7 @@ from .errors import (
 )
 from .experiment import Experiment, experiment
 
-__version__ = "3.0.0"
+__version__ = "3.1.0"
 
 __all__ = [
     "Backend",
