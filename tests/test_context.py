@@ -279,3 +279,16 @@ def test_propagate_passes_keyword_arguments() -> None:
         return wrapped("x", b="y")  # type: ignore[no-any-return]
 
     assert f() == "x-y"
+
+
+def test_hand_timing_ends_quietly_twice_or_in_another_context() -> None:
+    """end_hand_timing ignores a token already used, or one made in another context."""
+    import contextvars
+
+    from digital_experiments.context import begin_hand_timing, end_hand_timing
+
+    _, token = begin_hand_timing("by-hand")
+    end_hand_timing(token)
+    end_hand_timing(token)  # used twice: RuntimeError inside, ignored
+    _, foreign = contextvars.copy_context().run(begin_hand_timing, "elsewhere")
+    end_hand_timing(foreign)  # made in another context: ValueError inside, ignored
