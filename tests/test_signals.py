@@ -19,6 +19,9 @@ END_CALLBACK_SIGNALS_ITSELF = """
 import os, signal, sys
 from digital_experiments import Callback, experiment
 
+# Python's own Ctrl-C handling, even where the parent ignores SIGINT (a background job)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 class SignalsItself(Callback):
     def end(self, observation):
         os.kill(os.getpid(), getattr(signal, sys.argv[2]))
