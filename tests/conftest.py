@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,18 @@ def make_repo(repo: Path, *, commit: bool = True, remote: str | None = None) -> 
         git(repo, "commit", "-q", "-m", "first")
     if remote is not None:
         git(repo, "remote", "add", "origin", remote)
+
+
+def python_code(code: str, *args: object, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c code args...`` to the end (output captured, exit code not checked)."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        **kwargs,
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,6 @@ import multiprocessing
 import os
 import pickle
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ from digital_experiments import (
     storage,
 )
 from digital_experiments.errors import CallbackError, DigitalExperimentsError
+
+from .conftest import python_code
 
 # ---------------------------------------------------------------- statuses
 
@@ -555,13 +555,7 @@ print(os.waitstatus_to_exitcode(status))
 def test_forked_child_that_exits_never_rewrites_the_parent_record(tmp_path: Path) -> None:
     """os.fork() inside a run, the child calls sys.exit(0): the parent's record stays completed."""
     root = tmp_path / "runs"
-    done = subprocess.run(
-        [sys.executable, "-c", FORK_CHILD_EXITS, str(root)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = python_code(FORK_CHILD_EXITS, root)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["parent", "0"]  # the child exited cleanly, after the parent
     (run,) = query.load(root, status="all")

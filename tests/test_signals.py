@@ -15,6 +15,8 @@ import pytest
 
 from digital_experiments import experiment, query
 
+from .conftest import python_code
+
 END_CALLBACK_SIGNALS_ITSELF = """
 import os, signal, sys
 from digital_experiments import Callback, experiment
@@ -36,17 +38,6 @@ print("after the run")
 """
 
 
-def _python(code: str, *args: object, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        **kwargs,
-    )
-
-
 @pytest.mark.parametrize(
     ("name", "exit_code"), [("SIGTERM", 128 + signal.SIGTERM), ("SIGINT", -signal.SIGINT)]
 )
@@ -54,7 +45,7 @@ def test_signal_while_finishing_is_held_until_the_record_is_written(
     tmp_path: Path, name: str, exit_code: int
 ) -> None:
     """SIGTERM or Ctrl-C landing in an end callback: the run is recorded completed, then it acts."""
-    done = _python(END_CALLBACK_SIGNALS_ITSELF, tmp_path, name)
+    done = python_code(END_CALLBACK_SIGNALS_ITSELF, tmp_path, name)
     assert done.returncode == exit_code, done.stderr
     assert "after the run" not in done.stdout
     if name == "SIGINT":
@@ -152,7 +143,7 @@ assert signal.getsignal(signal.SIGTERM) is checkpoint
 os.kill(os.getpid(), signal.SIGTERM)
 print("still alive", flush=True)
 """
-    done = _python(code, tmp_path)
+    done = python_code(code, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["checkpoint saved", "still alive"]
 

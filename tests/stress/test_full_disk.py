@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from digital_experiments import query
+
+from ..conftest import python_code
 
 FILLS_THE_DISK = """
 import sys
@@ -48,13 +49,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def test_full_disk_ends_failed_and_returns_the_result(small_disk: Path) -> None:
     """On a full disk the run ends `failed` (not `running`) and StorageError carries the result."""
     root = small_disk / "runs"
-    done = subprocess.run(
-        [sys.executable, "-c", FILLS_THE_DISK, str(root)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = python_code(FILLS_THE_DISK, root)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "2000000"
     (run,) = query.load(root, status="all")
