@@ -443,3 +443,28 @@ def storage_observations(root: Path) -> list[object]:
 
     observations: list[Observation] = f.observations(current_code_only=False)
     return list(observations)
+
+
+CLAIM_ONE_ID = """
+import sys
+from pathlib import Path
+from digital_experiments import Observation
+from digital_experiments.backends import instantiate_backend
+
+backend = instantiate_backend(sys.argv[2], Path(sys.argv[1]))
+print(backend.claim(Observation("2030-01-01_00-00-00_000000", {}, None, {})).id)
+"""
+
+
+def test_two_processes_and_two_formats_never_share_an_id(tmp_path: Path) -> None:
+    """Fresh processes asking for one id, in pickle and in json, on one root: two ids."""
+    from .conftest import python_code
+
+    ids = []
+    for backend in ("pickle", "json"):
+        done = python_code(CLAIM_ONE_ID, tmp_path, backend)
+        assert done.returncode == 0, done.stderr
+        ids.append(done.stdout.strip())
+    assert ids[0] == "2030-01-01_00-00-00_000000"  # a fresh process takes the id it asks for
+    assert ids[1] != ids[0]
+    assert sorted(os.listdir(tmp_path / ".de" / "ids")) == sorted(ids)
