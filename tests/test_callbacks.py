@@ -25,8 +25,8 @@ from digital_experiments import (
     experiment,
     time_block,
 )
+from digital_experiments._environment import pip_freeze
 from digital_experiments.callbacks import GlobalStateNotifier
-from digital_experiments.environment import pip_freeze
 
 
 class Recorder(Callback):

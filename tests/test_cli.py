@@ -17,8 +17,8 @@ import pytest
 
 import digital_experiments
 from digital_experiments import Observation, current_dir, experiment
+from digital_experiments._storage import HOST
 from digital_experiments.backends import instantiate_backend
-from digital_experiments.storage import HOST
 
 from .conftest import dead_pid
 

@@ -92,8 +92,8 @@ def test_load_all_skips_unreadable_records_with_a_warning(tmp_path: Path) -> Non
 def test_default_claim_gives_unique_ids(tmp_path: Path) -> None:
     """``Backend.claim`` reserves a unique id even when two observations ask for the same one."""
     backend = ListBackend(tmp_path)
-    first = backend.claim(Observation("2026-01-01_00-00-00_000000", {}, None, {}))
-    second = backend.claim(Observation("2026-01-01_00-00-00_000000", {}, None, {}))
+    first = backend.create(Observation("2026-01-01_00-00-00_000000", {}, None, {}))
+    second = backend.create(Observation("2026-01-01_00-00-00_000000", {}, None, {}))
     assert first.id >= "2026-01-01_00-00-00_000000"
     assert second.id > first.id
     assert set(backend.records) == {first.id, second.id}

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from digital_experiments import environment, experiment
+from digital_experiments import _environment as environment
+from digital_experiments import experiment
 
 from .conftest import git, make_repo
 
@@ -449,12 +450,6 @@ def test_system_info_follows_the_working_directory(
     (tmp_path / "other").mkdir()
     monkeypatch.chdir(tmp_path / "other")
     assert environment.system_info()["pwd"] == str(tmp_path / "other")
-
-
-def test_capture_has_every_part(repo: Path) -> None:
-    """``capture()`` returns system, pip_freeze and (in a repository) git."""
-    make_repo(repo)
-    assert set(environment.capture()) == {"system", "pip_freeze", "git"}
 
 
 def test_identical_environments_are_stored_once(tmp_path: Path) -> None:

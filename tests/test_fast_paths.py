@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from digital_experiments import environment, storage
+from digital_experiments import _environment as environment
+from digital_experiments import _layout as layout
+from digital_experiments import _storage as storage
 
 from .conftest import git
 
 
 def blobs(root: Path) -> list[str]:
-    return sorted(p.name for p in storage.internal_dir(root, "environments").glob("*.json"))
+    return sorted(p.name for p in layout.internal(root, "environments").glob("*.json"))
 
 
 def test_equal_environments_are_stored_once(tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ from digital_experiments import (
     current_id,
     experiment,
     query,
-    storage,
 )
+from digital_experiments import _storage as storage
 from digital_experiments.errors import CallbackError, DigitalExperimentsError
 
 from .conftest import python_code
@@ -508,7 +508,7 @@ def test_cache_index_failure_keeps_the_result(monkeypatch: pytest.MonkeyPatch) -
     def broken(observation: Any) -> None:
         raise PermissionError(errno.EACCES, "Permission denied", ".de/cache")
 
-    monkeypatch.setattr(f.experiment, "_remember", broken)
+    monkeypatch.setattr(f.experiment.index, "remember", broken)
     with pytest.warns(RuntimeWarning, match=r"Could not index run .*Permission denied"):
         assert f(1) == 2
     (run,) = f.observations()
@@ -523,7 +523,7 @@ def test_every_write_failing_warns_and_keeps_the_exception(monkeypatch: pytest.M
         raise LookupError("the run's own error")
 
     _fail_large_writes(monkeypatch, 0)  # claims aside, every record write fails
-    monkeypatch.setattr(f.backend, "claim", lambda observation: observation)
+    monkeypatch.setattr(f.backend, "create", lambda observation: observation)
     with (
         pytest.warns(RuntimeWarning, match=r"stays 'running' until this process exits"),
         pytest.raises(LookupError, match="the run's own error"),

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
-from digital_experiments import current_dir, experiment, runs, storage
-from digital_experiments.environment import pip_freeze
+from digital_experiments import _run as runs
+from digital_experiments import _storage as storage
+from digital_experiments import current_dir, experiment
+from digital_experiments._environment import pip_freeze
 
 SUFFIXES = {"pickle": ".pkl", "json": ".json", "yaml": ".yaml"}
 ID_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_\d{6}$")
@@ -182,8 +184,8 @@ def test_ids_have_the_2_0_4_shape_and_are_unique() -> None:
 
 def test_claim_takes_a_free_id_at_or_after_the_one_asked(tmp_path: Path) -> None:
     """A claimed id is never reused: a clash moves on to a later id of the same shape."""
-    first = storage.claim_id(tmp_path, "2020-01-01_00-00-00_000000")
-    second = storage.claim_id(tmp_path, "2020-01-01_00-00-00_000000")
+    first = storage.reserve_id(tmp_path, "2020-01-01_00-00-00_000000")
+    second = storage.reserve_id(tmp_path, "2020-01-01_00-00-00_000000")
     assert "2020-01-01_00-00-00_000000" <= first < second
     assert ID_PATTERN.match(second)
     assert sorted(os.listdir(tmp_path / ".de" / "ids")) == [first, second]
@@ -357,7 +359,7 @@ def test_a_frozen_clock_costs_no_retries(tmp_path: Path, monkeypatch: pytest.Mon
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", counting_open)
-    ids = [storage.claim_id(tmp_path, storage.new_id()) for _ in range(600)]
+    ids = [storage.reserve_id(tmp_path, storage.new_id()) for _ in range(600)]
     assert len(set(ids)) == 600
     assert len(creates) == 600 + 1  # one retry at most: the very first create makes the folder
     assert ids == sorted(ids)
@@ -452,7 +454,7 @@ from digital_experiments import Observation
 from digital_experiments.backends import instantiate_backend
 
 backend = instantiate_backend(sys.argv[2], Path(sys.argv[1]))
-print(backend.claim(Observation("2030-01-01_00-00-00_000000", {}, None, {})).id)
+print(backend.create(Observation("2030-01-01_00-00-00_000000", {}, None, {})).id)
 """
 
 

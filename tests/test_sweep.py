@@ -19,17 +19,18 @@ from typing import Any
 import anyio
 import pytest
 
-from digital_experiments import current_dir, experiment, storage
+from digital_experiments import _layout as layout
+from digital_experiments import _storage as storage
+from digital_experiments import current_dir, experiment
+from digital_experiments._sweep import _Job, _run_job, asweep, sweep
 from digital_experiments.backends import PickleBackend
-from digital_experiments.claims import CLAIMS
 from digital_experiments.controllers import GridSearch, RandomSearch
-from digital_experiments.sweep import _Job, _run_one, asweep, sweep
 
 from .conftest import dead_pid
 
 
 def claims_dir(function: Any) -> Path:
-    return storage.internal_dir(function.experiment.root, CLAIMS)
+    return layout.internal(function.experiment.root, "sweep-claims")
 
 
 def claims_left(function: Any) -> list[str]:
@@ -472,7 +473,7 @@ def test_a_lost_call_returns_an_unsaved_failed_observation(add: Any) -> None:
 def test_run_one_returns_failures_instead_of_raising(add: Any) -> None:
     """The submitted function never raises for a failing run (submitit's debug executor
     would open a debugger): the exception comes back with the failed run's id."""
-    outcome = _run_one(_Job(add, add.experiment.backend, {"a": -1}, None))
+    outcome = _run_job(_Job(add, add.experiment.backend, {"a": -1}, None))
     assert outcome.status == "failed"
     assert isinstance(outcome.error, ValueError)
     assert add.experiment.backend.load(outcome.id).status == "failed"
@@ -482,7 +483,7 @@ def test_worker_writes_under_the_backend_it_is_given(add: Any, tmp_path: Path) -
     """A job carries the driver's backend: the record lands there, not where the worker's
     own copy of the experiment points."""
     elsewhere = PickleBackend(tmp_path / "driver-root")
-    outcome = _run_one(_Job(add, elsewhere, {"a": 1}, None))
+    outcome = _run_job(_Job(add, elsewhere, {"a": 1}, None))
     assert elsewhere.load(outcome.id).result == 11
     assert add.observations() == []
 
@@ -596,7 +597,7 @@ def test_a_live_claim_is_waited_for_and_its_run_returned(add: Any) -> None:
     def the_other_sweep() -> None:
         time.sleep(0.3)
         other["runs"] = add.sweep({"a": [1]}, skip=None)  # runs it, then...
-        add.experiment._remember(other["runs"][0])  # ...indexes it, as a sweep's worker does
+        add.experiment.index.remember(other["runs"][0])  # ...indexes it, as a sweep's worker does
         path.unlink()
 
     thread = threading.Thread(target=the_other_sweep)
@@ -652,7 +653,7 @@ def test_a_superseded_job_does_not_run() -> None:
             self.lost = 0
 
         def submit(self, fn: Any, job: Any) -> Any:
-            path = Path(job.ticket.path)
+            path = Path(job.claim.path)
             if self.lost == 0:
                 write_claim(path, host=storage.HOST, pid=os.getpid())
                 outcome = fn(job)
@@ -885,7 +886,7 @@ def test_a_garbage_claim_is_taken_over_at_once(
     add: Any, monkeypatch: pytest.MonkeyPatch, garbage: bytes
 ) -> None:
     """An unreadable claim file is garbage (claims are published whole): taken over at once."""
-    from digital_experiments import claims
+    from digital_experiments import _claims as claims
 
     path = claim_path(add, a=1)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -893,11 +894,11 @@ def test_a_garbage_claim_is_taken_over_at_once(
     attempts: list[bool] = []
     real = claims.try_claim
 
-    def counted(ticket: Any) -> bool:
-        attempts.append(real(ticket))
+    def counted(claim: Any) -> bool:
+        attempts.append(real(claim))
         return attempts[-1]
 
-    monkeypatch.setattr("digital_experiments.sweep.try_claim", counted)
+    monkeypatch.setattr("digital_experiments._sweep.try_claim", counted)
     (run,) = add.sweep({"a": [1]})
     assert run.status == "completed"
     assert attempts == [True]  # the first look took the claim over: no waiting
@@ -906,7 +907,7 @@ def test_a_garbage_claim_is_taken_over_at_once(
 
 def test_the_heartbeat_keeps_a_live_claim_past_stale_after(tmp_path: Path) -> None:
     """While a run lasts, its claim is touched, so `stale_after` never lets another take it."""
-    from digital_experiments import claims
+    from digital_experiments import _claims as claims
 
     started, release = threading.Event(), threading.Event()
 
@@ -928,7 +929,9 @@ def test_the_heartbeat_keeps_a_live_claim_past_stale_after(tmp_path: Path) -> No
                 break
             time.sleep(0.01)
         assert path.stat().st_mtime > old, "the heartbeat never touched the claim"
-        assert not claims.try_claim(claims.Ticket(str(path), "another sweep", stale_after=4))
+        assert not claims.try_claim(
+            claims.Claim(str(long.experiment.root), path.name, "another sweep", stale_after=4)
+        )
     finally:
         release.set()
         sweep.join(60)

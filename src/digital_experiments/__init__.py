@@ -8,6 +8,7 @@ Examples
 ...     return x**2
 """
 
+from ._context import current_dir, current_id, propagate, time_block
 from .backends import Backend, register_backend
 from .callbacks import (
     Callback,
@@ -19,7 +20,6 @@ from .callbacks import (
     SystemInfo,
     Timing,
 )
-from .context import current_dir, current_id, propagate, time_block
 from .core import Observation
 from .errors import (
     CallbackError,
@@ -31,6 +31,8 @@ from .errors import (
     UnknownBackendError,
     UnstorableValueError,
 )
+
+# after the submodule is imported, so the name is the decorator, not the module
 from .experiment import Experiment, experiment
 
 __version__ = "3.1.0"

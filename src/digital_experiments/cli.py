@@ -28,8 +28,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__, query
-from .backends import FileBackend
+from . import __version__
+from . import _layout as layout
+from . import _query as query
+from ._backends import FileBackend
+from ._records import STATUSES, status_of
 from .core import Observation
 
 PROG = "digital-experiments"
@@ -108,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--status",
             action="append",
             metavar="STATUS",
-            help=f"{', '.join(query.STATUSES)} or all; repeat or separate with "
+            help=f"{', '.join(STATUSES)} or all; repeat or separate with "
             f"commas for several (default: {default})",
         )
         command.set_defaults(default_status=default)
@@ -188,7 +191,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     backend = _open(args)
     runs = _select(backend, args)
     _print_table(runs, sys.stdout)
-    counts = Counter(query.status_of(run) for run in runs)
+    counts = Counter(status_of(run) for run in runs)
     summary = ", ".join(f"{n} {status}" for status, n in counts.most_common())
     print(f"{_plural(len(runs), 'run')}" + (f" ({summary})" if summary else ""))
     return 0
@@ -207,7 +210,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     run = runs[0]
     record = {
         "id": run.id,
-        "status": query.status_of(run),
+        "status": status_of(run),
         "config": run.config,
         "result": run.result,
         "metadata": run.metadata,
@@ -240,7 +243,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         frame = query.to_dataframe(runs, include_metadata=args.include_metadata)
         if len(frame):
-            frame.insert(1, "status", [query.status_of(run) for run in runs])
+            frame.insert(1, "status", [status_of(run) for run in runs])
         try:
             if args.format == "csv":
                 _write_text(frame.to_csv(index=False), args.output)
@@ -290,7 +293,7 @@ def _prunable(backend: FileBackend, statuses: frozenset[str]) -> list[Observatio
     runs = []
     for id in sorted(backend.all_ids()):
         for run in backend.iter_observations([id], environment=False):
-            if query.status_of(run) in statuses:
+            if status_of(run) in statuses:
                 runs.append(run._replace(id=id))
     return runs
 
@@ -330,7 +333,7 @@ def _untrusted(backend: FileBackend, args: argparse.Namespace) -> str | None:
     """Why the records of ``backend`` must not be loaded, or ``None``."""
     if backend.suffix in SAFE_SUFFIXES or args.trust:
         return None
-    if (backend.root / ".de").is_dir() or not backend.all_ids():
+    if layout.internal(backend.root).is_dir() or not backend.all_ids():
         return None  # written by digital-experiments 3.x, or nothing to load
     return (
         f"{str(backend.root)!r} holds {backend.suffix} records but was not written by "
@@ -375,7 +378,7 @@ def _list_experiments(folders: list[Path], args: argparse.Namespace) -> int:
                 runs += query.select(backend, status=statuses, since=args.since, environment=False)
             except ValueError as exc:  # an unknown status or a bad --since
                 raise CommandError(str(exc), code=2) from None
-        counts = Counter(query.status_of(run) for run in runs)
+        counts = Counter(status_of(run) for run in runs)
         summary = ", ".join(f"{n} {status}" for status, n in counts.most_common())
         latest = max((run.id for run in runs), default="-")
         rows.append((folder.name, f"{len(runs):,}", "; ".join([summary, *notes]) or "-", latest))
@@ -415,7 +418,7 @@ def _find_run(folders: list[Path], args: argparse.Namespace) -> tuple[FileBacken
 
 def _remove_artefacts(root: Path, id: str) -> None:
     """Delete ``root/storage/<id>`` without ever leaving ``root``."""
-    folder = root / "storage" / id
+    folder = layout.artefacts(root, id)
     if folder.is_symlink():
         # a run folder moved and linked back: remove the link, never what it
         # points to (outside the root, or another run's folder)
@@ -424,7 +427,7 @@ def _remove_artefacts(root: Path, id: str) -> None:
     if not folder.is_dir():
         return
     real = folder.resolve()
-    if real != root.resolve() / "storage" / id:  # storage itself links elsewhere
+    if real != layout.artefacts(root.resolve(), id):  # storage itself links elsewhere
         warnings.warn(
             f"Kept the artefacts of {id!r} at {str(real)!r}: outside {str(root)!r}.",
             stacklevel=2,
@@ -518,7 +521,7 @@ _COLUMNS = ("id", "status", "duration", "config", "result")
 
 def _print_table(runs: list[Observation], out: TextIO) -> None:
     rows = [
-        (run.id, query.status_of(run), _duration(run), _config_text(run), _result_text(run))
+        (run.id, status_of(run), _duration(run), _config_text(run), _result_text(run))
         for run in runs
     ]
     if not rows:
@@ -562,7 +565,7 @@ def _result_text(run: Observation) -> str:
     error = run.metadata.get("error") if isinstance(run.metadata, dict) else None
     if isinstance(error, dict) and run.result is None:
         return f"{error.get('type', 'Error')}: {error.get('message', '')}".rstrip(": ")
-    if query.status_of(run) in ("running", "abandoned"):
+    if status_of(run) in ("running", "abandoned"):
         return "-"
     return repr(run.result)
 
@@ -570,7 +573,7 @@ def _result_text(run: Observation) -> str:
 def _json_record(run: Observation, include_metadata: bool) -> dict[str, Any]:
     record = {
         "id": run.id,
-        "status": query.status_of(run),
+        "status": status_of(run),
         "config": run.config,
         "result": run.result,
     }
@@ -591,7 +594,7 @@ def _plain(value: Any) -> Any:
 
 
 def _yaml_text(value: Any) -> str:
-    from .backends import _yaml
+    from ._backends import _yaml
 
     yaml, dumper, _ = _yaml()
     text: str = yaml.dump(

@@ -21,11 +21,11 @@ from digital_experiments import (
     SaveLogs,
     current_dir,
     current_id,
-    environment,
     experiment,
-    storage,
     time_block,
 )
+from digital_experiments import _environment as environment
+from digital_experiments import _storage as storage
 
 from .tasks import append_line
 
@@ -260,7 +260,7 @@ async def test_native_cancel_while_taking_the_cache_lock_gives_it_back(tmp_path:
             errors.append(error)
     assert len(errors) == 600
     # attempts may still run in worker threads: the lock must come free once they end
-    lock = storage.make_lock(job.experiment._cache_lock_path({"x": 1}))
+    lock = storage.make_lock(job.experiment.index.lock_path({"x": 1}))
     with anyio.fail_after(60):
         while not await anyio.to_thread.run_sync(storage.try_acquire, lock):
             await anyio.sleep(0.01)

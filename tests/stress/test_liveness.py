@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from digital_experiments import query, storage
+from digital_experiments import _storage as storage
+from digital_experiments import query
 from digital_experiments.cli import main as cli
 
 from .conftest import driver_env
@@ -27,7 +28,8 @@ INNER_PID = 100_000
 
 IN_NAMESPACE = """
 import os, sys
-from digital_experiments import experiment, storage
+from digital_experiments import experiment
+from digital_experiments import _storage as storage
 
 @experiment(root=sys.argv[1])
 def wait():
@@ -116,11 +118,13 @@ def test_a_sweep_never_takes_over_the_claim_of_another_namespace(
     run_in_another_namespace: tuple[Path, int, str], tmp_path: Path
 ) -> None:
     """A sweep claim held by a live process of another PID namespace is not taken over."""
-    from digital_experiments import claims
+    from digital_experiments import _claims as claims
 
     (run,) = query.load(run_in_another_namespace[0], status="all")
     holder = {**run.metadata["process"], "token": "theirs", "since": 0}
-    path = tmp_path / "claim"
+    claim = claims.Claim(str(tmp_path), "key", "mine")
+    path = Path(claim.path)
+    path.parent.mkdir(parents=True)
     path.write_text(json.dumps(holder))
-    assert not claims.try_claim(claims.Ticket(str(path), "mine"))
+    assert not claims.try_claim(claim)
     assert json.loads(path.read_text())["token"] == "theirs"

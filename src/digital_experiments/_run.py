@@ -1,101 +1,284 @@
-"""The life of one call: claim, run, publish.
+"""One call of an experiment: bind, [cache], begin, run, end, publish.
 
-The blocking steps are methods of :class:`Call`; a sync call runs them inline
-and an async call runs them in a worker thread (``anyio.to_thread``), so both
-colours share one implementation and the event loop never blocks on disk.
+:class:`Recorder` is the recording half of an experiment: the function, where
+its records go, its callbacks and its cache index. :meth:`Recorder.record` (and
+:meth:`Recorder.arecord` for ``async`` functions) makes one call and returns the
+:class:`Observation` it ended with and the exception the function raised, so a
+caller (the decorated function, a sweep's worker) learns both without any side
+channel. The blocking steps are methods of :class:`_Call`; a sync call runs them
+inline and an async call runs them in a worker thread (``anyio.to_thread``), so
+both colours share them and the event loop never blocks on disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import os
 import threading
-import traceback
 import warnings
-from collections.abc import Iterator
-from contextvars import ContextVar
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from . import signals, storage
-from .backends import FileBackend, PickleBackend
-from .callbacks import Logging
-from .context import TIME_FORMAT, Run, activate, enter, leave
-from .core import Backend, Callback, Observation
+from . import _signals as signals
+from . import _storage as storage
+from ._backends import Backend, FileBackend, PickleBackend
+from ._cache import CacheIndex
+from ._callbacks import Callback, Logging
+from ._code import bind, code_identity
+from ._context import TIME_FORMAT, Run, activate, enter, leave
+from ._records import COMPLETED, FAILED, INTERRUPTED, RUNNING, Observation, ending, error_info
 from .errors import CallbackError, StorageError, UnstorableValueError
 
 if TYPE_CHECKING:
     from filelock import FileLock
 
-    from .experiment import Experiment
-
-RUNNING, COMPLETED, FAILED, INTERRUPTED, ABANDONED = (
-    "running",
-    "completed",
-    "failed",
-    "interrupted",
-    "abandoned",
-)
-STATUSES = (RUNNING, COMPLETED, FAILED, INTERRUPTED, ABANDONED)
-
-# A sweep sets this to a list to learn which record a call ends with (runs
-# started in its context append their final observation; the outer run's comes
-# last, after any nested run's). A cache hit appends the stored observation.
-RECORDS: ContextVar[list[Observation] | None] = ContextVar(
-    "digital_experiments_records", default=None
-)
+# what a call ends with: the record (None if the run could not begin) and the
+# exception the call raised, if any
+Ending = tuple[Observation | None, Exception | None]
 
 
-def report(observation: Observation) -> Observation:
-    """Append ``observation`` to the :data:`RECORDS` list of this context, if any."""
-    sink = RECORDS.get()
-    if sink is not None:
-        sink.append(observation)
-    return observation
+class Recorder:
+    """How the calls of one function are recorded.
+
+    Parameters
+    ----------
+    function : callable
+        The function to record (sync or ``async``).
+    backend : Backend
+        Where records go.
+    callbacks : list of Callback
+        Called around every run, ``start`` in order and ``end`` in reverse.
+    cache : bool
+        Return stored results of configs already run with the current code.
+    """
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        backend: Backend,
+        callbacks: list[Callback],
+        cache: bool = False,
+    ) -> None:
+        self.function = function
+        self.backend = backend
+        self.callbacks = list(callbacks)
+        self.cache = cache
+        self.name: str = function.__name__
+        # metadata["code"] (the source, or None) and, without source, "code_hash"
+        self.code_identity = code_identity(function)
+        self.code = self.code_identity["code"]
+        self.is_async = inspect.iscoroutinefunction(function)
+        self._index = CacheIndex(backend, self.code_identity)
+        self._skips_first = _is_method(function)
+        self._signature: inspect.Signature | None = None  # built on first call
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_signature": None}
+
+    @property
+    def root(self) -> Path:
+        """The experiment's folder."""
+        return self.backend.root
+
+    @property
+    def index(self) -> CacheIndex:
+        """The cache index of :attr:`backend` (which code may replace)."""
+        if self._index.backend is not self.backend:
+            self._index = CacheIndex(self.backend, self.code_identity)
+        return self._index
+
+    def rooted(self, backend: Backend) -> Recorder:
+        """A copy of this recorder that writes to ``backend``."""
+        copied = copy.copy(self)
+        copied.backend = backend
+        return copied
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The complete config of a call: every argument, defaults applied.
+
+        Raises
+        ------
+        TypeError
+            If the arguments do not fit the function's signature.
+        """
+        signature = self.__dict__.get("_signature")
+        if signature is None:
+            signature = self._signature = inspect.signature(self.function)
+        try:
+            config = bind(signature, args, kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}{signature}: {exc}") from None
+        if self._skips_first and config:
+            del config[next(iter(config))]  # a method's self is not config
+        return config
+
+    def config_key(self, config: Mapping[str, Any]) -> str:
+        """A digest of ``config`` and the current code, the same in every process."""
+        return self.index.key(config)
+
+    # -- one call
+
+    def record(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ending:
+        """Make and record one call of a sync function.
+
+        Returns the run's final observation (a cache hit's stored one) and the
+        exception the call raised; Ctrl-C, exits and SIGTERM propagate.
+        """
+        config = self.bind(args, kwargs)
+        if not self.cache:
+            return self._execute(config, args, kwargs)
+        hit = self.index.lookup(config)
+        if hit is None:
+            with storage.file_lock(self.index.lock_path(config)):
+                hit = self.index.lookup(config)
+                if hit is None:
+                    return self._execute(config, args, kwargs)
+        return self._hit(hit), None
+
+    async def arecord(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ending:
+        """:meth:`record` for an ``async`` function; cancellation propagates."""
+        config = self.bind(args, kwargs)
+        if not self.cache:
+            return await self._execute_async(config, args, kwargs)
+        hit = await anyio.to_thread.run_sync(self.index.lookup, config)
+        if hit is None:
+            path = self.index.lock_path(config)
+            lock = await anyio.to_thread.run_sync(storage.make_lock, path)
+            await _acquire_async(lock)
+            try:
+                hit = await anyio.to_thread.run_sync(self.index.lookup, config)
+                if hit is None:
+                    return await self._execute_async(config, args, kwargs)
+            finally:
+                lock.release()
+        return self._hit(hit), None
+
+    def _hit(self, hit: Observation) -> Observation:
+        """A cache hit, announced by a verbose ``Logging`` callback."""
+        for callback in self.callbacks:
+            if isinstance(callback, Logging):
+                callback.cache_hit(hit)
+        return hit
+
+    def _execute(
+        self, config: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Ending:
+        call = _Call(self, config)
+        token = None
+        with signals.sigterm_interrupts():
+            try:
+                with signals.held():  # a signal now must not leave the run unrecorded
+                    token = enter(call.begin())
+                call.start()
+                result = self.function(*args, **kwargs)
+                with signals.held():
+                    call.complete(result)
+            except BaseException as exc:
+                if token is not None and call.final is None:
+                    with signals.held():
+                        call.fail(exc, ending(exc))
+                if not isinstance(exc, Exception):
+                    raise
+                return call.final, exc
+            finally:
+                if token is not None:
+                    leave(token)
+        return call.final, None
+
+    async def _execute_async(
+        self, config: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Ending:
+        call = _Call(self, config)
+        scope = anyio.CancelScope()  # SIGTERM cancels it: the run is then recorded interrupted
+        error: Exception | None = None
+        with _sigterm_cancels(scope):
+            try:
+                run = await anyio.to_thread.run_sync(call.begin)
+            except BaseException as exc:  # a native asyncio cancel is not shielded
+                call.orphan(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return None, exc
+            cancelled = anyio.get_cancelled_exc_class()
+            token = enter(run)
+            try:
+                try:
+                    await anyio.to_thread.run_sync(call.start)
+                    with scope:
+                        result = await self.function(*args, **kwargs)
+                    if scope.cancelled_caught:
+                        raise signals.Terminated()
+                except BaseException as exc:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(call.fail, exc, ending(exc, cancelled))
+                    if not isinstance(exc, Exception):
+                        raise
+                    error = exc
+                else:
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await anyio.to_thread.run_sync(call.complete, result)
+                        except Exception as exc:
+                            error = exc
+            finally:
+                leave(token)
+        if signals.terminating():  # SIGTERM came while the record was being finished
+            raise signals.Terminated()
+        return call.final, error
 
 
-def status_of(exc: BaseException, cancelled: type[BaseException] | None = None) -> str:
-    """``interrupted`` for Ctrl-C, exits and cancellation; ``failed`` otherwise."""
-    interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit)
-    if cancelled is not None:
-        interrupts += (cancelled,)
-    return INTERRUPTED if isinstance(exc, interrupts) else FAILED
+def as_recorder(obj: Any) -> Recorder:
+    """The recorder behind a decorated function (or ``obj`` itself)."""
+    if isinstance(obj, Recorder):
+        return obj
+    found = getattr(obj, "experiment", None)
+    if isinstance(found, Recorder):
+        return found
+    raise TypeError(
+        f"Expected a function decorated with @experiment, not {obj!r}. "
+        "Decorate it with @digital_experiments.experiment first."
+    )
 
 
-def error_info(exc: BaseException) -> dict[str, str]:
-    return {
-        "type": type(exc).__qualname__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
+def _is_method(function: Callable[..., Any]) -> bool:
+    """Whether ``function`` is defined in a class body and takes ``self``/``cls``."""
+    parts = function.__qualname__.split(".")
+    if len(parts) < 2 or parts[-2] == "<locals>":
+        return False
+    params = list(inspect.signature(function).parameters)
+    return bool(params) and params[0] in ("self", "cls")
 
 
-class Call:
-    """One call of an experiment, from claim to published record.
+class _Call:
+    """One call of an experiment, from its ``running`` record to its final one.
 
-    Only the process that claimed the run publishes it: a child forked inside
+    Only the process that began the run publishes it: a child forked inside
     the run that exits never rewrites its parent's record.
     """
 
-    def __init__(self, experiment: Experiment[Any, Any], config: dict[str, Any]) -> None:
-        self.experiment = experiment
+    def __init__(self, recorder: Recorder, config: dict[str, Any]) -> None:
+        self.recorder = recorder
         self.config = config  # as passed: the function receives these very objects
         self.snapshot: dict[str, Any] = config  # as recorded: taken before the function runs
         self.run: Run
-        self.owner = 0  # the pid that claimed the run
+        self.owner = 0  # the pid that began the run
         self._lock = threading.Lock()
-        self._claimed = False
+        self._begun = False
         self._orphaned: BaseException | None = None
+        self.final: Observation | None = None  # the record the run ended with
 
     # -- the blocking steps
 
-    def claim(self) -> Run:
-        """Snapshot the config, claim a unique id and publish the ``running`` record.
+    def begin(self) -> Run:
+        """Snapshot the config, reserve a unique id and publish the ``running`` record.
 
         Raises
         ------
@@ -104,7 +287,7 @@ class Call:
         StorageError
             If the record cannot be written.
         """
-        exp = self.experiment
+        exp = self.recorder
         self.snapshot = snapshot(exp.backend, self.config)
         started = datetime.now()
         metadata = {
@@ -115,7 +298,7 @@ class Call:
         }
         observation = Observation(storage.new_id(started), self.snapshot, None, metadata)
         try:
-            observation = exp.backend.claim(observation)
+            observation = exp.backend.create(observation)
         except OSError as exc:
             raise StorageError(
                 f"Could not create a record in {str(exp.backend.root)!r}: {exc}. "
@@ -124,20 +307,20 @@ class Call:
         self.run = Run(observation.id, exp.backend.root, exp.name)
         self.owner = os.getpid()
         with self._lock:
-            self._claimed, orphaned = True, self._orphaned
+            self._begun, orphaned = True, self._orphaned
         if orphaned is not None:
             self._interrupt(orphaned)
         return self.run
 
     def orphan(self, exc: BaseException) -> None:
-        """The async caller was cancelled (``exc``) while :meth:`claim` ran in its thread.
+        """The async caller was cancelled (``exc``) while :meth:`begin` ran in its thread.
 
-        A worker thread cannot be stopped, so the claim may still land; record
+        A worker thread cannot be stopped, so the run may still begin; record
         that run as interrupted rather than leave it ``running`` for ever.
         """
         with self._lock:
-            claimed, self._orphaned = self._claimed, exc
-        if claimed:  # in a thread: the caller is an event loop
+            begun, self._orphaned = self._begun, exc
+        if begun:  # in a thread: the caller is an event loop
             threading.Thread(target=self._interrupt, args=(exc,)).start()
 
     def _interrupt(self, exc: BaseException) -> None:
@@ -145,24 +328,25 @@ class Call:
             self.fail(exc, INTERRUPTED)
 
     def start(self) -> None:
-        for callback in self.experiment.callbacks:
+        for callback in self.recorder.callbacks:
             callback.start(self.run.id, self.config)
 
-    def complete(self, result: Any) -> Any:
+    def complete(self, result: Any) -> None:
         """Run the ``end`` callbacks and publish the ``completed`` record.
 
         Whatever goes wrong here, the record ends ``completed`` or ``failed`` and
         the exception raised carries ``result``.
         """
-        if os.getpid() != self.owner:
-            return result  # a forked child: its parent publishes the run
         observation = Observation(self.run.id, self.snapshot, result, {"status": COMPLETED})
+        if os.getpid() != self.owner:
+            self.final = observation  # a forked child: its parent publishes the run
+            return
         failure = self._end_callbacks(observation)
         if failure is not None:
             callback, exc = failure
             error = CallbackError(
                 f"Callback {callback!r} raised {exc!r} after run {self.run.id!r} of "
-                f"{self.experiment.name} completed. The run is recorded as failed; its "
+                f"{self.recorder.name} completed. The run is recorded as failed; its "
                 "result is kept on this error's .result. Fix the callback, or remove it.",
                 result,
             )
@@ -170,10 +354,9 @@ class Call:
             self._record_failure(observation, error)
             raise error
         self._publish(observation, result)
-        report(observation)
-        if self.experiment.cache:
+        self.final = observation
+        if self.recorder.cache:
             self._index(observation)
-        return result
 
     def fail(self, exc: BaseException, status: str) -> None:
         """Record the run as ``failed`` or ``interrupted``; never raises."""
@@ -191,14 +374,13 @@ class Call:
                 stacklevel=2,
             )
         self._write_final(observation)
-        report(observation)
 
     # -- helpers
 
     def _end_callbacks(self, observation: Observation) -> tuple[Callback, Exception] | None:
         """Call every ``end`` callback (in reverse); the first that raised, and how."""
         failure = None
-        for callback in reversed(self.experiment.callbacks):
+        for callback in reversed(self.recorder.callbacks):
             try:
                 callback.end(observation)
             except Exception as exc:
@@ -206,7 +388,7 @@ class Call:
         return failure
 
     def _publish(self, observation: Observation, result: Any) -> None:
-        exp = self.experiment
+        exp = self.recorder
         error: StorageError | UnstorableValueError
         try:
             exp.backend.record(observation)
@@ -233,14 +415,12 @@ class Call:
         failed = observation._replace(result=None)
         failed.metadata.update(status=FAILED, error=error_info(error))
         self._write_final(failed)
-        report(failed)
         raise error
 
     def _record_failure(self, observation: Observation, error: BaseException) -> None:
         failed = observation._replace(metadata={**observation.metadata})
         failed.metadata.update(status=FAILED, error=error_info(error))
         self._write_final(failed)
-        report(failed)
 
     def _write_final(self, observation: Observation) -> None:
         """Publish a final record, however much of it can be stored; never raises.
@@ -248,7 +428,8 @@ class Call:
         Values the backend rejects become their repr; where even that cannot be
         written (a full disk) the result is left out, as the smallest record.
         """
-        backend = self.experiment.backend
+        backend = self.recorder.backend
+        self.final = observation
         problem: Exception | None = None
         for make in (_as_is, self._storable, self._storable_without_result):
             try:
@@ -266,7 +447,7 @@ class Call:
 
     def _index(self, observation: Observation) -> None:
         try:
-            self.experiment._remember(observation)
+            self.recorder.index.remember(observation)
         except OSError as exc:  # the index only saves a scan: never lose the result over it
             warnings.warn(
                 f"Could not index run {observation.id!r} for cache=True ({exc}). The run "
@@ -290,7 +471,7 @@ class Call:
         return self._storable(observation._replace(result=None))
 
     def _storable_value(self, value: Any) -> bool:
-        return storable(self.experiment.backend, value)
+        return storable(self.recorder.backend, value)
 
     def _unstorable_field(self, observation: Observation) -> str:
         for key, value in observation.config.items():
@@ -364,79 +545,6 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else f"{text[:60]}...{text[-15:]}"
 
 
-def _hit(experiment: Experiment[Any, Any], hit: Observation) -> Any:
-    """The result of a cache hit, announced by a verbose ``Logging`` callback."""
-    for callback in experiment.callbacks:
-        if isinstance(callback, Logging):
-            callback.cache_hit(hit)
-    return report(hit).result
-
-
-def call_sync(
-    experiment: Experiment[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Run and record one synchronous call."""
-    config = experiment.bind(args, kwargs)
-    if not experiment.cache:
-        return _execute(experiment, config, args, kwargs)
-    hit = experiment._lookup(config)
-    if hit is not None:
-        return _hit(experiment, hit)
-    with storage.file_lock(experiment._cache_lock_path(config)):
-        hit = experiment._lookup(config)
-        if hit is not None:
-            return _hit(experiment, hit)
-        return _execute(experiment, config, args, kwargs)
-
-
-def _execute(
-    experiment: Experiment[Any, Any],
-    config: dict[str, Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    call = Call(experiment, config)
-    token = None
-    with signals.sigterm_interrupts():
-        try:
-            with signals.held():  # a signal now must not leave the claim unrecorded
-                token = enter(call.claim())
-            call.start()
-            result = experiment.function(*args, **kwargs)
-        except BaseException as exc:
-            if token is not None:
-                with signals.held():
-                    call.fail(exc, status_of(exc))
-            raise
-        else:
-            with signals.held():
-                return call.complete(result)
-        finally:
-            if token is not None:
-                leave(token)
-
-
-async def call_async(
-    experiment: Experiment[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Run and record one call of an ``async`` experiment."""
-    config = experiment.bind(args, kwargs)
-    if not experiment.cache:
-        return await _execute_async(experiment, config, args, kwargs)
-    hit = await anyio.to_thread.run_sync(experiment._lookup, config)
-    if hit is not None:
-        return _hit(experiment, hit)
-    lock = await anyio.to_thread.run_sync(storage.make_lock, experiment._cache_lock_path(config))
-    await _acquire_async(lock)
-    try:
-        hit = await anyio.to_thread.run_sync(experiment._lookup, config)
-        if hit is not None:
-            return _hit(experiment, hit)
-        return await _execute_async(experiment, config, args, kwargs)
-    finally:
-        lock.release()
-
-
 async def _acquire_async(lock: FileLock) -> None:
     """Wait for ``lock`` by polling, never by blocking a worker thread.
 
@@ -484,42 +592,6 @@ class _Attempt:
             self.abandoned = True
             if self.done and self.lock.is_locked:
                 self.lock.release()
-
-
-async def _execute_async(
-    experiment: Experiment[Any, Any],
-    config: dict[str, Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    call = Call(experiment, config)
-    scope = anyio.CancelScope()  # SIGTERM cancels it: the run is then recorded interrupted
-    with _sigterm_cancels(scope):
-        try:
-            run = await anyio.to_thread.run_sync(call.claim)
-        except BaseException as exc:  # a native asyncio cancel is not shielded
-            call.orphan(exc)
-            raise
-        cancelled = anyio.get_cancelled_exc_class()
-        token = enter(run)
-        try:
-            try:
-                await anyio.to_thread.run_sync(call.start)
-                with scope:
-                    result = await experiment.function(*args, **kwargs)
-                if scope.cancelled_caught:
-                    raise signals.Terminated()
-            except BaseException as exc:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(call.fail, exc, status_of(exc, cancelled))
-                raise
-            with anyio.CancelScope(shield=True):
-                result = await anyio.to_thread.run_sync(call.complete, result)
-        finally:
-            leave(token)
-    if signals.terminating():  # SIGTERM came while the record was being finished
-        raise signals.Terminated()
-    return result
 
 
 @contextlib.contextmanager

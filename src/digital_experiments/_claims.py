@@ -3,12 +3,11 @@
 With ``skip="completed"`` each distinct config is claimed by the driver, just
 before it is submitted, with an exclusive file
 ``<root>/.de/sweep-claims/<config_key>`` holding the holder's host, pid and a
-token (:func:`try_claim`, with a :class:`Ticket` from :func:`new_ticket`). The
-worker *adopts* the claim when it starts (:func:`adopt` rewrites the holder,
-same token; a job that finds another token was superseded and does not run) and
-removes it when the run ends (:func:`release`), after indexing a completed run
-under ``<root>/.de/cache/<config_key>``, where other sweeps look for it
-(:func:`indexed`).
+token (:func:`try_claim`). The worker *adopts* the claim when it starts
+(:func:`adopt` rewrites the holder, same token; a job that finds another token
+was superseded and does not run) and removes it when the run ends
+(:func:`release`), after indexing a completed run in the cache index
+(:mod:`digital_experiments._cache`), where other sweeps look for it.
 
 A claim whose holder is known dead (same host, pid gone) is taken over; one held
 by a live process or another host is waited for, and its run's record returned;
@@ -18,7 +17,7 @@ claim is lock-free (exclusive create); the rare transitions that could race (a
 takeover, adopting a claim whose holder is not known alive) also hold a file
 lock on the config.
 
-A :class:`Ticket` travels to the worker inside the sweep's job, so it must stay
+A :class:`Claim` travels to the worker inside the sweep's job, so it must stay
 a picklable module-level class.
 """
 
@@ -31,36 +30,34 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import storage
-from .core import Observation
-from .keys import same_code
-from .runs import COMPLETED
+from . import _layout as layout
+from . import _storage as storage
 
-if TYPE_CHECKING:
-    from .experiment import Experiment
-    from .plan import Entry
-
-CLAIMS = "sweep-claims"
 # an empty claim may be one being written in place (no hard links): wait this long
 _UNREADABLE_GRACE = 5.0
 
 
 @dataclass(frozen=True)
-class Ticket:
-    """A config's claim, as handed to the process that runs it."""
+class Claim:
+    """A sweep's claim on one config of one root, as handed to the process that runs it."""
 
-    path: str
-    token: str
+    root: str
+    key: str  # the config's key
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
     stale_after: float | None = None
 
+    @property
+    def path(self) -> str:
+        return str(layout.sweep_claim(Path(self.root), self.key))
 
-def new_ticket(exp: Experiment[Any, Any], entry: Entry, stale_after: float | None) -> Ticket:
-    path = storage.internal_dir(exp.root, CLAIMS, entry.key or "")
-    return Ticket(str(path), uuid.uuid4().hex, stale_after)
+    @property
+    def lock(self) -> Path:
+        """Held by the rare transitions that could race: a takeover, an adoption."""
+        return layout.lock(Path(self.root), f"sweep-{self.key}")
 
 
 def _claim_bytes(token: str) -> bytes:
@@ -101,88 +98,83 @@ def _stale(holder: dict[str, Any], mtime: float, stale_after: float | None) -> b
     return storage.process_gone(holder)
 
 
-def _lock_path(ticket: Ticket) -> Path:
-    path = Path(ticket.path)
-    return path.parent.parent / "locks" / f"sweep-{path.name}.lock"
-
-
-def try_claim(ticket: Ticket) -> bool:
-    """Claim the config of ``ticket``, taking over a stale claim; ``False`` if held."""
-    data = _claim_bytes(ticket.token)
-    holder, mtime = _read_claim(ticket.path)  # waiting on a held claim writes nothing
+def try_claim(claim: Claim) -> bool:
+    """Claim the config of ``claim``, taking over a stale claim; ``False`` if held."""
+    data = _claim_bytes(claim.token)
+    holder, mtime = _read_claim(claim.path)  # waiting on a held claim writes nothing
     if holder is None:
-        if storage.exclusive_write(ticket.path, data):
+        if storage.exclusive_write(claim.path, data):
             return True
-        holder, mtime = _read_claim(ticket.path)
-    if holder is not None and not _stale(holder, mtime, ticket.stale_after):
+        holder, mtime = _read_claim(claim.path)
+    if holder is not None and not _stale(holder, mtime, claim.stale_after):
         return False
     # Taking over is rare: a lock keeps two takers (and a job adopting a claim
     # from another host) from interleaving; exclusive create still decides.
-    with storage.file_lock(_lock_path(ticket)):
-        holder, mtime = _read_claim(ticket.path)
+    with storage.file_lock(claim.lock):
+        holder, mtime = _read_claim(claim.path)
         if holder is not None:
-            if not _stale(holder, mtime, ticket.stale_after):
+            if not _stale(holder, mtime, claim.stale_after):
                 return False
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(ticket.path)
-        return storage.exclusive_write(ticket.path, data)
+                os.unlink(claim.path)
+        return storage.exclusive_write(claim.path, data)
 
 
-def adopt(ticket: Ticket) -> bool:
-    """Make the running process the holder of ``ticket``'s claim; ``False`` if it was lost."""
-    holder, _ = _read_claim(ticket.path)
-    if not holder or holder.get("token") != ticket.token:
+def adopt(claim: Claim) -> bool:
+    """Make the running process the holder of ``claim``'s claim; ``False`` if it was lost."""
+    holder, _ = _read_claim(claim.path)
+    if not holder or holder.get("token") != claim.token:
         return False  # taken over meanwhile: someone else runs this config
     if _is_mine(holder):
         return True
     if storage.same_namespace(holder) and not storage.process_gone(holder):
         # a live holder's claim is never taken over (stale_after aside: the driver
         # touches it), so nobody else writes it now: no lock needed
-        storage.atomic_write(ticket.path, _claim_bytes(ticket.token), fsync=False)
+        storage.atomic_write(claim.path, _claim_bytes(claim.token), fsync=False)
         return True
     # a dead holder, or another host's: a takeover may be racing us (it holds the lock)
-    with storage.file_lock(_lock_path(ticket)):
-        holder, _ = _read_claim(ticket.path)
-        if not holder or holder.get("token") != ticket.token:
+    with storage.file_lock(claim.lock):
+        holder, _ = _read_claim(claim.path)
+        if not holder or holder.get("token") != claim.token:
             return False
-        storage.atomic_write(ticket.path, _claim_bytes(ticket.token), fsync=False)
+        storage.atomic_write(claim.path, _claim_bytes(claim.token), fsync=False)
     return True
 
 
-def release(ticket: Ticket, only_unadopted: bool = False) -> None:
-    """Remove ``ticket``'s claim if it is still this ticket's.
+def release(claim: Claim, only_unadopted: bool = False) -> None:
+    """Remove ``claim``'s claim if it is still this claim's.
 
     With ``only_unadopted`` the claim stays if a worker adopted it: that worker
     removes it when its run ends.
     """
-    holder, _ = _read_claim(ticket.path)
-    if not holder or holder.get("token") != ticket.token:
+    holder, _ = _read_claim(claim.path)
+    if not holder or holder.get("token") != claim.token:
         return
     if only_unadopted and not _is_mine(holder):
         return
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(ticket.path)
+        os.unlink(claim.path)
 
 
-def touch(ticket: Ticket) -> None:
-    holder, _ = _read_claim(ticket.path)
-    if holder and holder.get("token") == ticket.token:
+def touch(claim: Claim) -> None:
+    holder, _ = _read_claim(claim.path)
+    if holder and holder.get("token") == claim.token:
         with contextlib.suppress(OSError):
-            os.utime(ticket.path)
+            os.utime(claim.path)
 
 
 @contextlib.contextmanager
-def heartbeat(ticket: Ticket | None) -> Iterator[None]:
+def heartbeat(claim: Claim | None) -> Iterator[None]:
     """Keep touching the claim while the run lasts, so ``stale_after`` never expires it."""
-    if ticket is None or ticket.stale_after is None:
+    if claim is None or claim.stale_after is None:
         yield
         return
     stop = threading.Event()
-    interval = ticket.stale_after / 4
+    interval = claim.stale_after / 4
 
     def beat() -> None:
         while not stop.wait(interval):
-            touch(ticket)
+            touch(claim)
 
     thread = threading.Thread(target=beat, name="digital-experiments-claim", daemon=True)
     thread.start()
@@ -191,20 +183,3 @@ def heartbeat(ticket: Ticket | None) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-
-
-def indexed(exp: Experiment[Any, Any], entry: Entry) -> Observation | None:
-    """The completed run of ``entry`` that another sweep indexed, if any."""
-    try:
-        id = storage.internal_dir(exp.root, "cache", entry.key or "").read_text()
-    except OSError:
-        return None
-    try:
-        observation = exp.backend.load(id)
-    except Exception:
-        return None
-    if observation.metadata.get("status", COMPLETED) == COMPLETED and same_code(
-        observation.metadata, exp.code_identity
-    ):
-        return observation
-    return None

@@ -2,17 +2,16 @@
 
 A sweep first turns its grid (a dict of lists, or an iterable of config dicts)
 into call keyword arguments and checks their names against the function
-(:func:`_grid_configs`, :func:`_check_names`), so a typo fails before anything
-runs. :class:`Plan` then binds each config, merges repeats into one
-:class:`Entry` per distinct config (with ``skip="completed"``), and sets aside
-the configs that already completed with the current code: that is how calling
-the same sweep again after a crash or Ctrl-C runs only what is missing. It also
-keeps every config's observation in grid order, and the counts shown by
-:class:`Progress`, the optional tqdm bar.
+(:func:`grid_configs`, :func:`_check_names`), so a typo fails before anything
+runs. :class:`Plan` then binds each config and merges repeats into one
+:class:`Entry` per distinct config (with ``skip="completed"``);
+:meth:`Plan.resume` sets aside the configs that already completed with the
+current code: that is how calling the same sweep again after a crash or Ctrl-C
+runs only what is missing. A plan keeps every config's observation in grid
+order, and the counts :class:`Progress` shows.
 
-Nothing here runs a config or touches a claim: the driver in
-:mod:`digital_experiments.sweep` does, and :mod:`digital_experiments.claims`
-keeps two sweeps from running one config twice.
+Nothing here reads or writes a file: the engine in
+:mod:`digital_experiments._sweep` does.
 """
 
 from __future__ import annotations
@@ -20,30 +19,38 @@ from __future__ import annotations
 import inspect
 import itertools
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .core import Observation
-from .runs import COMPLETED
-
-if TYPE_CHECKING:
-    from .experiment import Experiment
+from ._records import Observation, is_completed
+from ._run import Recorder
 
 
-def _grid_configs(exp: Experiment[Any, Any], grid: Any) -> list[dict[str, Any]]:
+def dimensions(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """A dict grid's values per parameter, checked: each must be a non-string iterable."""
+    checked = {}
+    for name, dimension in grid.items():
+        if isinstance(dimension, (str, bytes)) or not isinstance(dimension, Iterable):
+            raise TypeError(
+                f"grid[{name!r}] is {dimension!r}: a dict grid maps each parameter "
+                f"to a list of values, such as {{{name!r}: [{dimension!r}]}}."
+            )
+        checked[name] = list(dimension)
+    return checked
+
+
+def combinations(dimensions: Mapping[str, list[Any]]) -> Iterator[dict[str, Any]]:
+    """Every combination of the values of ``dimensions``, in grid order."""
+    names = list(dimensions)
+    for point in itertools.product(*dimensions.values()):
+        yield dict(zip(names, point, strict=True))
+
+
+def grid_configs(grid: Any) -> list[dict[str, Any]]:
     """The call keyword arguments of every point of ``grid``, in grid order."""
     if isinstance(grid, Mapping):
-        names, values = [], []
-        for name, dimension in grid.items():
-            if isinstance(dimension, (str, bytes)) or not isinstance(dimension, Iterable):
-                raise TypeError(
-                    f"grid[{name!r}] is {dimension!r}: a dict grid maps each parameter "
-                    f"to a list of values, such as {{{name!r}: [{dimension!r}]}}."
-                )
-            names.append(name)
-            values.append(list(dimension))
-        return [dict(zip(names, point, strict=True)) for point in itertools.product(*values)]
+        return list(combinations(dimensions(grid)))
     if isinstance(grid, (str, bytes)) or not isinstance(grid, Iterable):
         raise TypeError(
             "grid= takes a dict of lists (every combination is run) or an iterable "
@@ -60,7 +67,7 @@ def _grid_configs(exp: Experiment[Any, Any], grid: Any) -> list[dict[str, Any]]:
     return configs
 
 
-def _check_names(exp: Experiment[Any, Any], configs: list[dict[str, Any]]) -> None:
+def _check_names(exp: Recorder, configs: list[dict[str, Any]]) -> None:
     parameters = inspect.signature(exp.function).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
@@ -88,9 +95,9 @@ class Entry:
 class Plan:
     """The configs of one sweep: validated, deduplicated, and their outcomes."""
 
-    def __init__(self, exp: Experiment[Any, Any], grid: Any, skip: str | None) -> None:
-        self.exp = exp
-        configs = _grid_configs(exp, grid)
+    def __init__(self, exp: Recorder, grid: Any, skip: str | None) -> None:
+        self.name = exp.name
+        configs = grid_configs(grid)
         _check_names(exp, configs)
         self.results: list[Observation | None] = [None] * len(configs)
         self.todo: list[Entry] = []
@@ -110,19 +117,21 @@ class Plan:
             by_key[key].positions.append(position)
         self.total = len(self.todo)
         self.done = self.failed = self.skipped = 0
-        self.progress: Progress | None = None
-        if skip is not None and self.todo:
-            # the latest completed run of each config with the current code
-            completed = {exp.config_key(o.config): o for o in exp.observations()}
-            todo = []
-            for entry in self.todo:
-                found = completed.get(entry.key)  # type: ignore[arg-type]
-                if found is None:
-                    todo.append(entry)
-                else:
-                    self._fill(entry, found)
-                    self.skipped += 1
-            self.todo = todo
+
+    def resume(self, completed: Iterable[Observation], key: Callable[[Observation], str]) -> None:
+        """Set aside the configs that ``completed`` (runs with the current code,
+        oldest first; ``key`` gives a run's config key) already ran: their
+        latest run is their observation."""
+        latest = {key(o): o for o in completed}
+        todo = []
+        for entry in self.todo:
+            found = latest.get(entry.key) if entry.key is not None else None
+            if found is None:
+                todo.append(entry)
+            else:
+                self._fill(entry, found)
+                self.skipped += 1
+        self.todo = todo
 
     def _fill(self, entry: Entry, observation: Observation) -> None:
         for position in entry.positions:
@@ -132,12 +141,10 @@ class Plan:
         self._fill(entry, observation)
         if skipped:
             self.skipped += 1
-        elif observation.metadata.get("status", COMPLETED) == COMPLETED:
+        elif is_completed(observation):
             self.done += 1
         else:
             self.failed += 1
-        if self.progress is not None:
-            self.progress.update(self)
 
     def observations(self) -> list[Observation]:
         missing = [i for i, o in enumerate(self.results) if o is None]
@@ -158,7 +165,7 @@ class Progress:
         self.bar = tqdm(
             total=plan.total,
             initial=plan.skipped,
-            desc=plan.exp.name,
+            desc=plan.name,
             unit="run",
             file=stream,
             dynamic_ncols=True,

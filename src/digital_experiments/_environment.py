@@ -438,12 +438,3 @@ def git_dirty(cwd: str | None = None) -> bool | None:
     if proc.returncode != 0:
         return None
     return bool(proc.stdout.strip())
-
-
-def capture() -> dict[str, Any]:
-    """The whole environment: ``{system, pip_freeze, git}``."""
-    environment: dict[str, Any] = {"system": system_info(), "pip_freeze": pip_freeze()}
-    git = git_info()
-    if git is not None:
-        environment["git"] = git
-    return environment

@@ -17,17 +17,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TextIO, TypeVar
 
+from . import _layout as layout
 from .errors import NoExperimentRunning
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-
-def artefact_location(root: Path, id: str) -> Path:
-    """Where the artefacts of run ``id`` under ``root`` live."""
-    return root / "storage" / id
 
 
 @dataclass(eq=False)
@@ -48,7 +44,7 @@ class Run:
 
     @property
     def directory(self) -> Path:
-        return artefact_location(self.root, self.id)
+        return layout.artefacts(self.root, self.id)
 
     def callback_state(self, callback: object) -> dict[str, Any]:
         """Per-run scratch space for ``callback`` (callbacks keep no run state)."""

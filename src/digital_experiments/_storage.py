@@ -1,6 +1,6 @@
 """The one place that knows the rules of the disk.
 
-* ids are *claimed* by an exclusive create of ``<root>/.de/ids/<id>``, one
+* ids are *reserved* by an exclusive create of ``<root>/.de/ids/<id>``, one
   namespace per root whatever the record formats, never assumed unique because
   clocks differ; ids are UTC times;
 * every file is written to a hidden temp file in the same folder, then renamed
@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _faults
+from . import _layout as layout
 from .errors import LockTimeoutError
 
 if TYPE_CHECKING:
     from filelock import FileLock
 
 ID_FORMAT = "%Y-%m-%d_%H-%M-%S_%f"
-INTERNAL = ".de"
 TEMP_PREFIX = ".tmp-"
 HOST = socket.gethostname()
 
@@ -66,17 +66,17 @@ def next_id(id: str, attempt: int = 1) -> str:
 
 
 _ID_LOCK = threading.Lock()
-_LAST_ID = ""  # the latest id this process claimed: it never tries one twice
+_LAST_ID = ""  # the latest id this process reserved: it never tries one twice
 
 
-def claim_id(root: Path, first_id: str) -> str:
-    """Claim the first free id at or after ``first_id`` in ``root`` (any backend, any format).
+def reserve_id(root: Path, first_id: str) -> str:
+    """Reserve the first free id at or after ``first_id`` in ``root`` (any backend, any format).
 
-    The claim is an exclusive create of ``<root>/.de/ids/<id>``: atomic on local
+    The reservation is an exclusive create of ``<root>/.de/ids/<id>``: atomic on local
     filesystems, NFS and FAT alike, and no hard link is needed.
     """
     global _LAST_ID
-    directory = os.path.join(root, INTERNAL, "ids")
+    directory = os.fspath(layout.reserved_ids(root))
     with _ID_LOCK:
         id = first_id if first_id > _LAST_ID else next_id(_LAST_ID)
     attempt = 0
@@ -84,7 +84,7 @@ def claim_id(root: Path, first_id: str) -> str:
         try:
             os.close(os.open(os.path.join(directory, id), _CREATE, 0o644))
             break
-        except FileNotFoundError:  # the first claim in this root
+        except FileNotFoundError:  # the first id in this root
             os.makedirs(directory, exist_ok=True)
         except FileExistsError:
             attempt += 1
@@ -92,10 +92,6 @@ def claim_id(root: Path, first_id: str) -> str:
     with _ID_LOCK:
         _LAST_ID = max(_LAST_ID, id)
     return id
-
-
-def internal_dir(root: Path, *parts: str) -> Path:
-    return root.joinpath(INTERNAL, *parts)
 
 
 # A temp name says exactly which process writes it, so a listing can remove
@@ -439,7 +435,7 @@ def environment_digest(environment: dict[str, Any]) -> tuple[str, str | None]:
 
 
 def _blob_path(root: Path, digest: str) -> Path:
-    return internal_dir(root, "environments", f"{digest}.json")
+    return layout.environment_blob(root, digest)
 
 
 def _blob_ok(data: bytes, digest: str) -> bool:

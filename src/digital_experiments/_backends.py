@@ -1,0 +1,491 @@
+"""Record formats: a registry plus the ``pickle``, ``json`` and ``yaml`` backends.
+
+A format only says how an :class:`Observation` becomes bytes and back;
+:class:`FileBackend` owns the safety (claims, temp files, fsync, rename) so no
+format can get it wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import pickle
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from . import _keys as keys
+from . import _layout as layout
+from . import _storage as storage
+from ._layout import is_id
+from ._records import Observation
+from .errors import UnknownBackendError
+
+
+class Backend(ABC):
+    """Stores and loads :class:`Observation` objects under ``root``.
+
+    Subclasses implement :meth:`record`, :meth:`load` and :meth:`all_ids`
+    (the 2.0.4 contract). File-based formats should subclass
+    :class:`digital_experiments.backends.FileBackend` instead, which adds
+    atomic writes, id claims and shared environments for free.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        The experiment's folder.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+    @abstractmethod
+    def record(self, observation: Observation) -> None:
+        """Store ``observation``, replacing any record with the same id."""
+
+    @abstractmethod
+    def load(self, id: str) -> Observation:
+        """Load the observation with id ``id``."""
+
+    @abstractmethod
+    def all_ids(self) -> list[str]:
+        """Every id stored under ``root``."""
+
+    def create(self, observation: Observation) -> Observation:
+        """Store ``observation`` as a new run, under a unique id.
+
+        The default reserves the id with an exclusive marker file under
+        ``<root>/.de/ids/`` and then calls :meth:`record`. Returns the
+        observation with the id it got (which may differ on a clash).
+        """
+        if type(self).claim is not Backend.claim:  # a 3.x subclass overrides the old name
+            return self.claim(observation)
+        return self._reserve_and_record(observation)
+
+    def claim(self, observation: Observation) -> Observation:
+        """Deprecated (3.x) name of :meth:`create`."""
+        warnings.warn("Backend.claim() is now Backend.create().", DeprecationWarning, stacklevel=2)
+        return self._reserve_and_record(observation)
+
+    def _reserve_and_record(self, observation: Observation) -> Observation:
+        created = observation._replace(id=storage.reserve_id(self.root, observation.id))
+        self.record(created)
+        return created
+
+    def delete(self, id: str) -> None:
+        """Remove the record ``id`` (not its artefacts)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete records.")
+
+    def iter_observations(self, ids: Iterable[str]) -> Iterator[Observation]:
+        """Load ``ids`` in order, skipping (with a warning) any unreadable record."""
+        for id in ids:
+            try:
+                yield self.load(id)
+            except FileNotFoundError:  # deleted since it was listed: not unreadable
+                continue
+            except Exception as exc:  # a foreign or torn file must not stop a listing
+                warnings.warn(
+                    f"Skipping unreadable record {id!r} in {str(self.root)!r}: {exc!r}",
+                    stacklevel=3,
+                )
+
+    def load_all(self) -> list[Observation]:
+        """Every readable observation, sorted by id."""
+        return list(self.iter_observations(sorted(self.all_ids())))
+
+    def artefacts(self, id: str) -> list[Path]:
+        """The files stored for run ``id`` (``[]`` if there are none).
+
+        ``<root>/storage/<id>`` may be a symbolic link (a run folder moved
+        elsewhere and linked back): its files are listed under the link's path.
+        Links to folders further down are not followed.
+
+        Raises
+        ------
+        ValueError
+            If ``id`` would point outside the experiment's storage folder.
+        """
+        if not id or id in (".", "..") or Path(id).name != id or "\0" in id or "\\" in id:
+            raise ValueError(
+                f"Invalid run id {id!r}: ids are plain names such as "
+                "'2026-01-01_12-00-00_000000', not paths."
+            )
+        directory = layout.artefacts(self.root, id)
+        found: list[Path] = []
+        # os.walk ignores unreadable folders (onerror) and never follows links
+        # below the top, so a dangling or looping link cannot make this raise
+        for folder, _, files in os.walk(directory, onerror=lambda _: None):
+            for name in files:
+                path = Path(folder, name)
+                if path.is_file():
+                    found.append(path)
+        return sorted(found)
+
+
+# The registry: name -> Backend subclass. Kept under its 2.0.4 name.
+_ALL_BACKENDS: dict[str, type[Backend]] = {}
+
+B = TypeVar("B", bound=type[Backend])
+
+
+def register_backend(name: str) -> Callable[[B], B]:
+    """Register a :class:`Backend` subclass under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        What users pass as ``@experiment(backend=name)``.
+
+    Examples
+    --------
+    >>> from digital_experiments import Backend, register_backend
+    >>> @register_backend("memory")
+    ... class MemoryBackend(Backend):
+    ...     store = {}
+    ...     def record(self, observation):
+    ...         self.store[observation.id] = observation
+    ...     def load(self, id):
+    ...         return self.store[id]
+    ...     def all_ids(self):
+    ...         return list(self.store)
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"Backend names are non-empty strings, not {name!r}.")
+
+    def decorator(cls: B) -> B:
+        if not (isinstance(cls, type) and issubclass(cls, Backend)):
+            raise TypeError(
+                f"@register_backend({name!r}) decorates Backend subclasses, "
+                f"not {cls!r}. Subclass digital_experiments.Backend."
+            )
+        _ALL_BACKENDS[name] = cls
+        return cls
+
+    return decorator
+
+
+def available_backends() -> list[str]:
+    """The names of every registered backend."""
+    return sorted(_ALL_BACKENDS)
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The backend class registered as ``name``."""
+    try:
+        return _ALL_BACKENDS[name]
+    except (KeyError, TypeError):
+        raise UnknownBackendError(
+            f"Unknown backend {name!r}. Available: {', '.join(available_backends())}. "
+            'Register your own with @register_backend("name").'
+        ) from None
+
+
+def instantiate_backend(name: str, root: Path) -> Backend:
+    """Create the backend registered as ``name`` for ``root``."""
+    return backend_class(name)(Path(root))
+
+
+class FileBackend(Backend):
+    """A backend storing one file per run: ``<root>/<id><suffix>``.
+
+    Subclasses set ``suffix`` and implement :meth:`dumps` and :meth:`loads`.
+    Writes are atomic (temp file, fsync, rename), ids are claimed with an
+    exclusive link, and identical environments are stored once under
+    ``<root>/.de/environments/`` and referenced from each record.
+    """
+
+    suffix: ClassVar[str]
+
+    @abstractmethod
+    def dumps(self, observation: Observation) -> bytes:
+        """Serialise ``observation``."""
+
+    @abstractmethod
+    def loads(self, data: bytes) -> Observation:
+        """Deserialise what :meth:`dumps` wrote."""
+
+    def path(self, id: str) -> Path:
+        return self.root / f"{id}{self.suffix}"
+
+    def record(self, observation: Observation) -> None:
+        data = self.dumps(self._pack(observation))
+        target = os.path.join(self.root, f"{observation.id}{self.suffix}")  # no Path: hot path
+        storage.atomic_write(target, data, fsync=True)
+
+    def create(self, observation: Observation) -> Observation:
+        """Reserve an id for ``observation`` in the root's one id namespace and
+        publish its record (temp file + rename, like every record)."""
+        id = storage.reserve_id(self.root, observation.id)
+        while os.path.lexists(self.path(id)):  # an older version's record
+            id = storage.reserve_id(self.root, id)
+        created = observation._replace(id=id)
+        data = self.dumps(self._pack(created))
+        storage.atomic_write(os.path.join(self.root, f"{id}{self.suffix}"), data, fsync=False)
+        return created
+
+    def load(self, id: str) -> Observation:
+        data = storage.read_bytes(os.path.join(self.root, f"{id}{self.suffix}"))
+        # the file name rules listings; an explicit load of a custom name (2.0.4 allowed any) works
+        return self._unpack(self.loads(data), id=id if is_id(id) else None)
+
+    def all_ids(self) -> list[str]:
+        """The names (without suffix) of the record files in ``root``.
+
+        The file name is the run's id, never what a record says inside. A
+        foreign file such as ``notes.pkl`` is listed too, so that reading it
+        warns (it is never returned as a run, and never deleted).
+        """
+        ids = []
+        try:
+            entries = os.scandir(self.root)
+        except FileNotFoundError:
+            return []
+        suffix = self.suffix
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):
+                    if storage.is_temp(name):
+                        storage.remove_stale_temp(self.root, name)
+                    continue
+                if name.endswith(suffix):
+                    ids.append(name[: -len(suffix)])
+        return ids
+
+    def delete(self, id: str) -> None:
+        """Remove the record ``id`` (not its artefacts).
+
+        Raises
+        ------
+        ValueError
+            If ``id`` is not an id such as ``'2026-01-01_12-00-00_000000'``
+            (a path, or anything else that could name a file outside ``root``).
+        """
+        if not is_id(id):
+            raise ValueError(
+                f"Invalid run id {id!r}: ids look like '2026-01-01_12-00-00_000000'. "
+                "Delete records by the ids all_ids() lists."
+            )
+        # unlinks a symlinked record itself, never what it points to
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.root, f"{id}{self.suffix}"))
+
+    def iter_observations(
+        self, ids: Iterable[str], *, environment: bool = True
+    ) -> Iterator[Observation]:
+        """Load ``ids`` in order, skipping (with a warning) any unreadable record.
+
+        A record that vanished since it was listed (deleted by a prune) is
+        skipped silently. With ``environment=False`` records keep no
+        ``metadata["environment"]``: faster when many runs are read and their
+        environment is not needed.
+        """
+        if type(self).load is not FileBackend.load:  # a subclass reads its own way
+            yield from super().iter_observations(ids)
+            return
+        prefix, suffix = os.path.join(self.root, ""), self.suffix
+        for id in ids:
+            try:
+                data = storage.read_bytes(f"{prefix}{id}{suffix}")
+            except FileNotFoundError:
+                continue  # deleted after it was listed: gone, not unreadable
+            except Exception as exc:  # a foreign or torn file must not stop a listing
+                self._warn_unreadable(id, exc)
+                continue
+            try:
+                observation = self._unpack(self.loads(data), environment, id=id)
+            except Exception as exc:
+                self._warn_unreadable(id, exc)
+                continue
+            yield observation
+
+    def _warn_unreadable(self, id: str, exc: Exception) -> None:
+        warnings.warn(
+            f"Skipping unreadable record {id!r} in {str(self.root)!r}: {exc!r}",
+            stacklevel=4,
+        )
+
+    def _pack(self, observation: Observation) -> Observation:
+        environment = observation.metadata.get("environment")
+        if not isinstance(environment, dict):
+            return observation
+        metadata = dict(observation.metadata)
+        del metadata["environment"]
+        metadata["environment_ref"] = storage.put_environment(self.root, environment)
+        return observation._replace(metadata=metadata)
+
+    def _unpack(
+        self, loaded: Any, environment: bool = True, *, id: str | None = None
+    ) -> Observation:
+        """Check a loaded record and attach its environment.
+
+        ``id`` is the file name's id: it wins over the id written inside (with a
+        warning, once per file), so a copied record never lists twice.
+
+        Raises
+        ------
+        TypeError
+            If the record is not an :class:`Observation` with a ``str`` id and
+            ``dict`` config and metadata, or its file is not named by an id:
+            listings skip it with a warning.
+        """
+        if not isinstance(loaded, Observation):
+            raise TypeError(f"not an Observation record: {type(loaded).__name__}")
+        if id is not None and not is_id(id):
+            raise TypeError(
+                f"{id + self.suffix!r} is not named by a run id such as "
+                "'2026-01-01_12-00-00_000000'; rename it to list it as a run"
+            )
+        observation: Observation = loaded
+        for field, kind in (("id", str), ("config", dict), ("metadata", dict)):
+            value = getattr(observation, field)
+            if not isinstance(value, kind):
+                raise TypeError(
+                    f"malformed record: {field} is {type(value).__name__} {value!r:.60}, "
+                    f"not a {kind.__name__}"
+                )
+        if id is not None and observation.id != id:
+            _warn_renamed(self.root, id, observation.id, self.suffix)
+            observation = observation._replace(id=id)
+        metadata = observation.metadata
+        if "environment_ref" in metadata:
+            ref = metadata.pop("environment_ref")
+            if environment:
+                valid = isinstance(ref, str) and ref.isalnum()
+                metadata["environment"] = storage.get_environment(self.root, ref) if valid else None
+        return observation
+
+
+_RENAMED_WARNED: set[tuple[str, str, str]] = set()
+
+
+def _warn_renamed(root: Path, id: str, written: str, suffix: str) -> None:
+    """Say once per file that a record's name and the id inside it disagree."""
+    key = (os.fspath(root), id, written)
+    if key in _RENAMED_WARNED:
+        return
+    _RENAMED_WARNED.add(key)
+    warnings.warn(
+        f"Record {id + suffix!r} in {str(root)!r} holds the id {written!r}: "
+        f"using its file name's id {id!r}. Rename the file to change a run's id.",
+        stacklevel=5,
+    )
+
+
+@register_backend("pickle")
+class PickleBackend(FileBackend):
+    """The default: ``<root>/<id>.pkl``; configs and results may be any picklable object."""
+
+    suffix = ".pkl"
+
+    def dumps(self, observation: Observation) -> bytes:
+        return pickle.dumps(observation, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def loads(self, data: bytes) -> Observation:
+        return pickle.loads(data)  # type: ignore[no-any-return]
+
+
+@register_backend("json")
+class JSONBackend(FileBackend):
+    """``<root>/<id>.json``: readable anywhere; values must be JSON-serialisable.
+
+    numpy arrays and scalars are stored as lists and numbers; ``nan`` and
+    ``inf`` as ``NaN`` and ``Infinity`` (as Python's json module reads them).
+    Loading a JSON record constructs no objects: it is safe to open from
+    anywhere.
+    """
+
+    suffix = ".json"
+
+    def dumps(self, observation: Observation) -> bytes:
+        text = json.dumps(observation._asdict(), indent=2, allow_nan=True, default=_json_default)
+        return text.encode()
+
+    def loads(self, data: bytes) -> Observation:
+        return Observation(**json.loads(data))
+
+
+def _json_default(value: Any) -> Any:
+    """numpy arrays and scalars as lists and numbers; anything else is refused."""
+    if keys.is_numpy(value):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+@functools.cache
+def _yaml() -> tuple[Any, Any, Any]:
+    """``(yaml, Dumper, Loader)``, imported on first use: PyYAML is slow to import.
+
+    Both are PyYAML's safe classes (the C ones where available) extended with
+    exactly what records need: tuples (``!!python/tuple``, as 2.0.4 wrote
+    them), numpy values written as lists and numbers, and subclasses of
+    dict, list, tuple, str, int and float written as their plain values (as
+    JSON writes them). Anything else is refused when writing, and no object
+    is ever constructed when reading.
+    """
+    import yaml
+
+    class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+        """Safe YAML plus tuples; multi-line strings as blocks; PyYAML's globals untouched."""
+
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        """Safe YAML plus ``!!python/tuple``."""
+
+    def represent_str(dumper: Any, data: str) -> Any:
+        style = "|" if "\n" in data.strip("\n") else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    def represent_tuple(dumper: Any, data: tuple[Any, ...]) -> Any:
+        return dumper.represent_sequence(_TUPLE_TAG, data)
+
+    def represent_other(dumper: Any, data: Any) -> Any:
+        value = keys.plain(data)  # numpy values, and subclasses of plain types
+        if value is not data:
+            return dumper.represent_data(value)
+        raise yaml.representer.RepresenterError(
+            f"cannot represent an object of type {type(data).__name__} in safe YAML: {data!r}"
+        )
+
+    def construct_tuple(loader: Any, node: Any) -> tuple[Any, ...]:
+        return tuple(loader.construct_sequence(node))
+
+    Dumper.add_representer(str, represent_str)
+    Dumper.add_representer(tuple, represent_tuple)
+    Dumper.add_representer(None, represent_other)
+    Loader.add_constructor(_TUPLE_TAG, construct_tuple)
+    return yaml, Dumper, Loader
+
+
+_TUPLE_TAG = "tag:yaml.org,2002:python/tuple"
+
+
+@register_backend("yaml")
+class YAMLBackend(FileBackend):
+    """``<root>/<id>.yaml``: human-friendly; values must be safe-YAML representable.
+
+    Stores what safe YAML does (dicts, lists, strings, numbers, booleans,
+    ``None``, bytes, dates, sets) plus tuples and numpy values (as lists and
+    numbers); other values are refused, as with JSON. Records are read with
+    a safe loader that constructs no arbitrary objects (only tuples), so they
+    are safe to open from anywhere; a record holding other Python tags is
+    skipped with a warning.
+    """
+
+    suffix = ".yaml"
+
+    def dumps(self, observation: Observation) -> bytes:
+        yaml, dumper, _ = _yaml()
+        text: str = yaml.dump(observation._asdict(), Dumper=dumper, indent=2, sort_keys=False)
+        return text.encode()
+
+    def loads(self, data: bytes) -> Observation:
+        yaml, _, loader = _yaml()
+        return Observation(**yaml.load(data, Loader=loader))  # a safe loader: see _yaml

@@ -1,0 +1,424 @@
+"""``@experiment`` and :class:`Experiment`: recording calls and querying runs."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
+
+from ._backends import Backend, instantiate_backend
+from ._callbacks import Callback, CodeVersioning, GitInfo, Logging, PipFreeze, SystemInfo, Timing
+from ._query import ANY_CODE, Since, Status, Where, select, to_dataframe
+from ._records import COMPLETED, Observation
+from ._run import Recorder, as_recorder
+from ._sweep import asweep, sweep
+from .errors import InvalidRootError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Experiment(Recorder, Generic[P, R]):
+    """A function whose every call is recorded, and the runs it recorded.
+
+    ``@experiment`` builds one of these and returns a plain function that
+    calls it (so the result pickles by reference and binds as a method); the
+    function carries :meth:`observations`, :meth:`to_dataframe`,
+    :meth:`artefacts`, :meth:`sweep` and :meth:`asweep` of its experiment.
+    How one call is recorded is the :class:`~digital_experiments._run.Recorder`
+    this class extends.
+
+    Parameters
+    ----------
+    function : callable
+        The function to record (sync or ``async``).
+    backend : Backend
+        Where records go.
+    callbacks : list of Callback
+        Called around every run, ``start`` in order and ``end`` in reverse.
+    cache : bool
+        Return stored results of configs already run with the current code.
+    """
+
+    function: Callable[P, R]
+
+    def __repr__(self) -> str:
+        return f"Experiment({self.name})"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.is_async:
+            return _result_async(self, args, kwargs)  # type: ignore[return-value]
+        return _result(self, args, kwargs)  # type: ignore[no-any-return]
+
+    # -- queries
+
+    def observations(
+        self,
+        current_code_only: bool = True,
+        *,
+        status: Status = COMPLETED,
+        where: Where | None = None,
+        since: Since | None = None,
+        limit: int | None = None,
+    ) -> list[Observation]:
+        """The recorded runs of this experiment, oldest first.
+
+        Parameters
+        ----------
+        current_code_only : bool
+            Only runs recorded with the function's current source code.
+        status : str or collection of str
+            ``"completed"`` (default), ``"failed"``, ``"interrupted"``,
+            ``"running"``, ``"abandoned"`` (running, but its process is gone),
+            a collection of these, or ``"all"``.
+        where : mapping or callable, optional
+            ``{"lr": 0.1}`` keeps runs whose config has those values (a
+            callable value is used as a predicate on the config value); a
+            callable receives each :class:`Observation` and returns a bool.
+        since : datetime, date or str, optional
+            Only runs started at or after this time: a ``datetime`` or ``date``
+            (naive ones are local time), an ISO string such as
+            ``"2026-11-28 23:59"`` or ``"2026-11-28T23:59+01:00"``, or an id prefix
+            such as ``"2026-11-28_12"`` (ids are in UTC); see
+            :func:`digital_experiments.query.since_floor`. Filtered on the id,
+            before any record is loaded.
+        limit : int, optional
+            Only the most recent ``limit`` matching runs (still oldest first).
+
+        Returns
+        -------
+        list of Observation
+
+        Examples
+        --------
+        >>> @experiment
+        ... def add(a, b=2):
+        ...     return a + b
+        >>> add(1)  # doctest: +SKIP
+        3
+        >>> add.observations()  # doctest: +SKIP
+        [Observation(2026-11-28_12-00-00_000000, {'a': 1, 'b': 2} → 3)]
+        """
+        code = self.code_identity if current_code_only else ANY_CODE
+        return select(self.backend, code=code, status=status, where=where, since=since, limit=limit)
+
+    def to_dataframe(
+        self,
+        current_code_only: bool = True,
+        include_metadata: bool = False,
+        normalising_sep: str = ".",
+        **filters: Any,
+    ) -> pd.DataFrame:
+        """The runs as a flat :class:`pandas.DataFrame`, one row per run.
+
+        Nested dicts are flattened into columns such as ``config.lr``.
+
+        Parameters
+        ----------
+        current_code_only : bool
+            As in :meth:`observations`.
+        include_metadata : bool
+            Add ``metadata.*`` columns.
+        normalising_sep : str
+            Joins nested keys in column names.
+        **filters
+            ``status``, ``where``, ``since`` and ``limit``, as in
+            :meth:`observations`.
+
+        Examples
+        --------
+        >>> add.to_dataframe()  # doctest: +SKIP
+                                   id  result  config.a  config.b
+        0  2026-11-28_12-00-00_000000       3         1         2
+        """
+        code = self.code_identity if current_code_only else ANY_CODE
+        # without metadata columns (or a where= that may read it) the shared
+        # environment is never looked at: do not attach it to every run
+        environment = include_metadata or callable(filters.get("where"))
+        observations = select(self.backend, code=code, environment=environment, **filters)
+        return to_dataframe(observations, include_metadata, normalising_sep)
+
+    def artefacts(self, id: str) -> list[Path]:
+        """The files the run ``id`` wrote to its :func:`current_dir`.
+
+        Returns ``[]`` for a run with no artefacts or an unknown id.
+
+        Raises
+        ------
+        ValueError
+            If ``id`` is a path (such as ``"../.."``) rather than an id.
+        """
+        return self.backend.artefacts(id)
+
+    # -- sweeps (see digital_experiments.sweep)
+
+    def sweep(self, grid: Any, **options: Any) -> list[Observation]:
+        """Run every config of ``grid``; see :func:`digital_experiments.sweep.sweep`."""
+        return sweep(self, grid, **options)
+
+    async def asweep(self, grid: Any, **options: Any) -> list[Observation]:
+        """Run every config of ``grid`` concurrently; see
+        :func:`digital_experiments.sweep.asweep`."""
+        return await asweep(self, grid, **options)
+
+
+def resolve_root(root: str | os.PathLike[str] | None, name: str) -> Path:
+    """``root`` if given, else ``$DE_ROOT/<name>``, else ``./experiments/<name>``.
+
+    Raises
+    ------
+    InvalidRootError
+        If the root is a URL (no remote store exists yet) or an existing file.
+    """
+    if root is not None:
+        if not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"root= takes a str or pathlib.Path, not {root!r}.")
+        path = _local_folder(os.fspath(root), "root=")
+    else:
+        base = os.environ.get("DE_ROOT")
+        path = (_local_folder(base, "$DE_ROOT") if base else Path("experiments")) / name
+    path = path.expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise InvalidRootError(
+            f"The experiment root {str(path)!r} is a file, not a folder. Pass root= a "
+            "folder (it is created if missing)."
+        )
+    return path
+
+
+def _local_folder(text: str | bytes, where: str) -> Path:
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise InvalidRootError(
+            f"{where} {text!r} is a URL, but runs are stored in a local (or mounted) "
+            "folder. Mount the bucket or share and pass its local path."
+        )
+    return Path(text)
+
+
+# ---------------------------------------------------------------- the decorator
+
+
+class ExperimentFunction(Protocol[P, R_co]):
+    """What ``@experiment`` returns: the function, plus the experiment's queries."""
+
+    experiment: Experiment[Any, Any]
+    backend: Backend
+    callbacks: list[Callback]
+    cache: bool
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def observations(
+        self,
+        current_code_only: bool = True,
+        *,
+        status: Status = ...,
+        where: Where | None = ...,
+        since: Since | None = ...,
+        limit: int | None = ...,
+    ) -> list[Observation]: ...
+    def to_dataframe(
+        self,
+        current_code_only: bool = True,
+        include_metadata: bool = False,
+        normalising_sep: str = ".",
+        **filters: Any,
+    ) -> pd.DataFrame: ...
+    def artefacts(self, id: str) -> list[Path]: ...
+    def sweep(self, grid: Any, **options: Any) -> list[Observation]: ...
+    async def asweep(self, grid: Any, **options: Any) -> list[Observation]: ...
+
+
+def _result(recorder: Recorder, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Record one call and return its result, or raise what the call raised."""
+    observation, error = recorder.record(args, kwargs)
+    if error is not None:
+        try:
+            raise error
+        finally:
+            del error  # no cycle through this frame
+    assert observation is not None  # a call that raised nothing has a record
+    return observation.result
+
+
+async def _result_async(recorder: Recorder, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    observation, error = await recorder.arecord(args, kwargs)
+    if error is not None:
+        try:
+            raise error
+        finally:
+            del error
+    assert observation is not None
+    return observation.result
+
+
+def _wrap(exp: Experiment[P, R]) -> ExperimentFunction[P, R]:
+    # A plain function, not an object: it pickles by reference (the module
+    # attribute *is* this function) and binds as a method. Its body calls only
+    # module-level functions so cloudpickle can ship it from __main__.
+    wrapper: Any
+    if exp.is_async:
+
+        @functools.wraps(exp.function)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await _result_async(exp, args, kwargs)
+
+    else:
+
+        @functools.wraps(exp.function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return _result(exp, args, kwargs)
+
+    wrapper.experiment = exp
+    wrapper.backend = exp.backend
+    wrapper.callbacks = exp.callbacks
+    wrapper.cache = exp.cache
+    wrapper.observations = exp.observations
+    wrapper.to_dataframe = exp.to_dataframe
+    wrapper.artefacts = exp.artefacts
+    wrapper.sweep = exp.sweep
+    wrapper.asweep = exp.asweep
+    return wrapper  # type: ignore[no-any-return]
+
+
+@overload
+def experiment(function: Callable[P, R]) -> ExperimentFunction[P, R]: ...
+
+
+@overload
+def experiment(
+    function: None = None,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    verbose: bool = False,
+    backend: str | Backend = "pickle",
+    cache: bool = False,
+    callbacks: Iterable[Callback] | None = None,
+) -> Callable[[Callable[P, R]], ExperimentFunction[P, R]]: ...
+
+
+def experiment(
+    function: Callable[P, R] | None = None,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    verbose: bool = False,
+    backend: str | Backend = "pickle",
+    cache: bool = False,
+    callbacks: Iterable[Callback] | None = None,
+) -> ExperimentFunction[P, R] | Callable[[Callable[P, R]], ExperimentFunction[P, R]]:
+    """Record every call of the decorated function.
+
+    Works on plain and ``async`` functions and on methods. Each call is stored
+    as one record, ``<root>/<id>.pkl`` by default, with its config, result,
+    timing, code, git state and environment.
+
+    Parameters
+    ----------
+    function : callable
+        The function to record (when used as a bare ``@experiment``).
+    root : str or pathlib.Path, optional
+        The experiment's folder. Default: ``$DE_ROOT/<name>`` if ``DE_ROOT``
+        is set, else ``./experiments/<name>``.
+    verbose : bool
+        Print a line when each run starts and ends.
+    backend : str or Backend
+        ``"pickle"`` (default), ``"json"``, ``"yaml"``, a name registered with
+        :func:`register_backend`, or a :class:`Backend` instance.
+    cache : bool
+        Return the stored result for a config already completed with the
+        current code instead of running it again (race-free across processes).
+    callbacks : list of Callback, optional
+        Extra callbacks, run after the built-in ones.
+
+    Returns
+    -------
+    function
+        The function, recording each call, with ``observations()``,
+        ``to_dataframe()``, ``artefacts(id)``, ``sweep()`` and ``asweep()``.
+
+    Examples
+    --------
+    >>> from digital_experiments import experiment
+    >>> @experiment
+    ... def add(a, b=2):
+    ...     return a + b
+    >>> @experiment(root="my-runs", backend="json", cache=True)
+    ... def mul(a, b):
+    ...     return a * b
+    """
+    if function is None:
+        return functools.partial(  # type: ignore[return-value]
+            experiment,
+            root=root,
+            verbose=verbose,
+            backend=backend,
+            cache=cache,
+            callbacks=callbacks,
+        )
+    return _wrap(_build(function, root, verbose, backend, cache, callbacks))
+
+
+def _build(
+    function: Callable[P, R],
+    root: str | os.PathLike[str] | None,
+    verbose: bool,
+    backend: str | Backend,
+    cache: bool,
+    callbacks: Iterable[Callback] | None,
+) -> Experiment[P, R]:
+    if not callable(function):
+        raise TypeError(f"@experiment decorates functions, not {function!r}.")
+    name = getattr(function, "__name__", None)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise TypeError(
+            f"@experiment records named functions, and {function!r} has no usable "
+            "__name__ (a functools.partial, a lambda or a callable object). Define a "
+            "function with def that calls it, and decorate that."
+        )
+    if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
+        raise TypeError(
+            f"@experiment cannot record generator function {name!r}: its body "
+            "runs after the call returns. Return a list instead."
+        )
+    extra = list(callbacks or [])
+    for callback in extra:
+        if not isinstance(callback, Callback):
+            raise TypeError(
+                f"callbacks= takes Callback instances, not {callback!r}. "
+                "Subclass digital_experiments.Callback."
+            )
+    store = (
+        backend
+        if isinstance(backend, Backend)
+        else instantiate_backend(backend, resolve_root(root, name))
+    )
+    # start in this order, end in reverse: Timing wraps the call most tightly
+    all_callbacks: list[Callback] = [
+        Logging(verbose),
+        CodeVersioning(),
+        GitInfo(),
+        PipFreeze(),
+        SystemInfo(),
+        *extra,
+        Timing(),
+    ]
+    for callback in all_callbacks:
+        callback.setup(function)
+    return Experiment(function, store, all_callbacks, cache)
+
+
+def as_experiment(obj: Any) -> Experiment[Any, Any]:
+    """The :class:`Experiment` behind a decorated function (or ``obj`` itself)."""
+    found = as_recorder(obj)
+    if not isinstance(found, Experiment):
+        raise TypeError(f"Expected an Experiment, not {found!r}.")
+    return found

@@ -1,0 +1,60 @@
+"""Where everything of an experiment lives on disk: the one module that knows the layout.
+
+::
+
+    <root>/<id>.<ext>                      one record per run (ext from the backend)
+    <root>/storage/<id>/                   the run's artefacts (its current_dir())
+    <root>/.de/ids/<id>                    reserved ids, one namespace per root
+    <root>/.de/environments/<digest>.json  environments shared by many records
+    <root>/.de/cache/<key>                 the id of a completed run of config key <key>
+    <root>/.de/sweep-claims/<key>          which process runs config key <key> in a sweep
+    <root>/.de/locks/<name>.lock           inter-process locks
+
+Ids look like ``YYYY-MM-DD_HH-MM-SS_ffffff`` (UTC), 2.0.4's shape.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+INTERNAL = ".de"
+ARTEFACTS = "storage"
+
+ID_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_\d{6}")
+"""A whole id: digits and separators only, so never a path."""
+
+
+def is_id(name: object) -> bool:
+    """Whether ``name`` is a run id (and so a safe file name: no separator, no ``..``)."""
+    return isinstance(name, str) and ID_PATTERN.fullmatch(name) is not None
+
+
+def internal(root: Path, *parts: str) -> Path:
+    """A path under the experiment's hidden ``.de`` folder."""
+    return Path(root).joinpath(INTERNAL, *parts)
+
+
+def artefacts(root: Path, id: str) -> Path:
+    """The folder of run ``id``'s artefacts."""
+    return Path(root) / ARTEFACTS / id
+
+
+def reserved_ids(root: Path) -> Path:
+    return internal(root, "ids")
+
+
+def environment_blob(root: Path, digest: str) -> Path:
+    return internal(root, "environments", f"{digest}.json")
+
+
+def cache_entry(root: Path, key: str) -> Path:
+    return internal(root, "cache", key)
+
+
+def sweep_claim(root: Path, key: str) -> Path:
+    return internal(root, "sweep-claims", key)
+
+
+def lock(root: Path, name: str) -> Path:
+    return internal(root, "locks", f"{name}.lock")

@@ -1,0 +1,380 @@
+"""Reading stored runs: the one code path behind :meth:`Experiment.observations
+<digital_experiments.Experiment.observations>`, :meth:`~digital_experiments.Experiment.to_dataframe`
+and the command line.
+
+:func:`load` reads an experiment folder without the function that wrote it.
+
+Examples
+--------
+>>> from digital_experiments import query
+>>> runs = query.load("experiments/train", status="failed")  # doctest: +SKIP
+>>> frame = query.to_dataframe(runs)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _keys as keys
+from . import _layout as layout
+from . import _storage as storage
+from ._backends import Backend, FileBackend, available_backends, backend_class
+from ._keys import same_code
+from ._layout import is_id
+from ._records import COMPLETED, STATUSES, Observation, status_of
+from .errors import DigitalExperimentsError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+Status = str | Collection[str]
+Since = str | datetime | date
+Where = Mapping[str, Any] | Callable[[Observation], bool]
+
+
+class _AnyCode:
+    def __repr__(self) -> str:
+        return "ANY_CODE"
+
+
+ANY_CODE: Any = _AnyCode()
+"""``select(code=ANY_CODE)`` keeps runs of every version of the code."""
+
+
+class NoSuchRoot(DigitalExperimentsError, FileNotFoundError):
+    """The folder given as an experiment root does not exist."""
+
+
+class InvalidSince(DigitalExperimentsError, ValueError):
+    """A ``since=`` value that is not a time."""
+
+
+_ID_PREFIX = re.compile(r"\d{4}(-\d{2}(-\d{2}_\d{2}(-\d{2}(-\d{2}(_\d{1,6})?)?)?)?)?")
+_ISO_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?"
+)
+_SMALLEST_ID = "2000-01-01_00-00-00_000000"
+
+
+def since_floor(since: Since) -> str:
+    """The smallest id a run started at or after ``since`` can have.
+
+    Ids are UTC. ``since`` is one of:
+
+    * a :class:`~datetime.datetime` (naive means local time) or a
+      :class:`~datetime.date` (local midnight);
+    * an ISO time with a space or ``T``: ``"2026-11-28"``, ``"2026-11-28 23:59"``
+      (the form of ``metadata["timing"]["start"]``), ``"2026-11-28T23:59:30+01:00"``;
+      local time unless it carries a UTC offset (or ``Z``);
+    * an id or a prefix of one, compared as it is (so in UTC):
+      ``"2026-11-28_12"``, ``"2026-11-28_12-30-00_000000"``.
+
+    Raises
+    ------
+    InvalidSince
+        For anything else, such as ``"yesterday"`` (a :class:`ValueError`).
+
+    Examples
+    --------
+    >>> since_floor("2026-11-28_12")
+    '2026-11-28_12'
+    """
+    if isinstance(since, datetime):
+        return storage.new_id(since)
+    if isinstance(since, date):
+        return storage.new_id(datetime.combine(since, time()))
+    if isinstance(since, str):
+        text = since.strip()
+        if _ISO_TIME.fullmatch(text):
+            try:
+                when = datetime.fromisoformat(text)
+            except ValueError:
+                pass
+            else:
+                return storage.new_id(when)
+        elif _ID_PREFIX.fullmatch(text):
+            try:  # the smallest id with this prefix must be a real time
+                datetime.strptime(text + _SMALLEST_ID[len(text) :], storage.ID_FORMAT)
+            except ValueError:
+                pass
+            else:
+                return text
+    raise InvalidSince(
+        f"since={since!r} is not a time. Pass a datetime or date, an ISO time such as "
+        "'2026-11-28 23:59' or '2026-11-28T23:59:30+01:00' (local time unless it has "
+        "an offset), or a prefix of a run id (UTC) such as '2026-11-28_12'."
+    )
+
+
+def select(
+    backend: Backend,
+    *,
+    code: Any = ANY_CODE,
+    status: Status = COMPLETED,
+    where: Where | None = None,
+    since: Since | None = None,
+    limit: int | None = None,
+    environment: bool = True,
+) -> list[Observation]:
+    """The runs stored in ``backend`` that match every filter, oldest first.
+
+    Ids are filtered (``since``) before any record is read, and with ``limit``
+    records are read newest first until enough match.
+
+    Parameters
+    ----------
+    backend : Backend
+        Where the runs are stored.
+    code : str or None, optional
+        Keep only runs recorded with this source code (default: any code).
+    status, where, since, limit
+        As in :meth:`Experiment.observations
+        <digital_experiments.Experiment.observations>`.
+    environment : bool
+        Attach the shared environment to ``metadata["environment"]``. Leaving
+        it out makes reading many runs faster when it is not needed.
+    """
+    wanted = _statuses(status)
+    keep = _predicate(where)
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, not {limit!r}.")
+    floor = None if since is None else since_floor(since)
+    ids = sorted(backend.all_ids())
+    if floor is not None:
+        ids = ids[bisect.bisect_left(ids, floor) :]
+    if limit is not None:
+        if limit == 0:
+            return []
+        ids.reverse()
+    if isinstance(backend, FileBackend):
+        records = backend.iter_observations(ids, environment=environment)
+    else:
+        records = backend.iter_observations(ids)
+    found: list[Observation] = []
+    for observation in records:
+        if code is not ANY_CODE and not same_code(observation.metadata, code):
+            continue
+        if wanted is not None and status_of(observation) not in wanted:
+            continue
+        if keep is not None and not keep(observation):
+            continue
+        found.append(observation)
+        if limit is not None and len(found) >= limit:
+            break
+    if limit is not None:
+        found.reverse()
+    return found
+
+
+def _statuses(status: Status) -> frozenset[str] | None:
+    names = {status} if isinstance(status, str) else set(status)
+    if "all" in names:
+        return None
+    unknown = names - set(STATUSES)
+    if unknown:
+        raise ValueError(
+            f"Unknown status {sorted(unknown)[0]!r}. Use one of "
+            f"{', '.join(STATUSES)}, a collection of them, or 'all'."
+        )
+    return frozenset(names)
+
+
+def _predicate(where: Where | None) -> Callable[[Observation], bool] | None:
+    if where is None or callable(where):
+        return where
+    if not isinstance(where, Mapping):
+        raise TypeError(
+            f"where= takes a mapping such as {{'lr': 0.1}} or a callable, not {where!r}."
+        )
+    items = list(where.items())
+
+    def keep(observation: Observation) -> bool:
+        for key, wanted in items:
+            if key not in observation.config:
+                return False
+            value = observation.config[key]
+            if not (wanted(value) if callable(wanted) else _matches(value, wanted)):
+                return False
+        return True
+
+    return keep
+
+
+def _matches(value: Any, wanted: Any) -> bool:
+    """``value == wanted`` for plain values; numpy arrays and the like by content."""
+    if keys.is_numpy(value) or keys.is_numpy(wanted):
+        return keys.same_config(value, wanted)
+    try:
+        equal = value == wanted
+    except Exception:  # a value whose == raises: compare by content
+        return keys.same_config(value, wanted)
+    return equal if isinstance(equal, bool) else keys.same_config(value, wanted)
+
+
+# ---------------------------------------------------------------- a root without its function
+
+
+def open_root(root: str | os.PathLike[str], backend: str | None = None) -> FileBackend:
+    """The file backend of the experiment folder ``root``.
+
+    The format is found from the suffix of the records (``.pkl``, ``.json``,
+    ``.yaml``, or that of any registered :class:`~digital_experiments.backends.FileBackend`);
+    pass ``backend`` to choose it when a folder holds several.
+
+    Raises
+    ------
+    NoSuchRoot
+        If ``root`` is not a folder.
+    ValueError
+        If the folder holds records of several formats and ``backend`` is not given.
+    """
+    path = Path(root).expanduser().absolute()
+    if not path.is_dir():
+        raise NoSuchRoot(
+            f"No experiment folder at {str(path)!r}. Pass the folder holding the "
+            "records, such as experiments/<function name>."
+        )
+    formats = _file_formats()
+    if backend is not None:
+        if backend not in formats:
+            raise ValueError(
+                f"Unknown file backend {backend!r}. Available: {', '.join(sorted(formats))}."
+            )
+        return formats[backend](path)
+    found = record_formats(path)
+    if len(found) > 1:
+        counts = ", ".join(f"{count} {name}" for name, count in found.most_common())
+        raise ValueError(
+            f"{str(path)!r} holds records of several formats ({counts}). Choose one with backend=."
+        )
+    name = next(iter(found), "pickle")
+    return formats[name](path)
+
+
+def _file_formats() -> dict[str, type[FileBackend]]:
+    classes = {name: backend_class(name) for name in available_backends()}
+    return {
+        name: cls
+        for name, cls in classes.items()
+        if isinstance(cls, type) and issubclass(cls, FileBackend) and hasattr(cls, "suffix")
+    }
+
+
+def record_formats(folder: str | os.PathLike[str]) -> Counter[str]:
+    """How many records of each format (``pickle``, ``json``...) ``folder`` holds.
+
+    Only files named ``<id><suffix>`` count, as in :meth:`FileBackend.all_ids
+    <digital_experiments.backends.FileBackend.all_ids>`.
+    """
+    by_suffix = {cls.suffix: name for name, cls in _file_formats().items()}
+    found: Counter[str] = Counter()
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            stem, suffix = os.path.splitext(entry.name)
+            if suffix in by_suffix and is_id(stem):
+                found[by_suffix[suffix]] += 1
+    return found
+
+
+def is_experiment_folder(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` is an experiment's folder: it holds records or ``.de/``."""
+    path = Path(folder)
+    try:
+        return layout.internal(path).is_dir() or bool(record_formats(path))
+    except OSError:
+        return False
+
+
+def experiment_folders(folder: str | os.PathLike[str]) -> list[Path]:
+    """The experiment folders directly inside ``folder``, by name.
+
+    ``folder`` is a folder of experiments, such as ``$DE_ROOT`` or
+    ``./experiments`` (each experiment writes to ``<folder>/<function name>``).
+    """
+    path = Path(folder)
+    with os.scandir(path) as entries:
+        names = sorted(
+            entry.name for entry in entries if not entry.name.startswith(".") and entry.is_dir()
+        )
+    return [path / name for name in names if is_experiment_folder(path / name)]
+
+
+def load(
+    root: str | os.PathLike[str],
+    *,
+    status: Status = COMPLETED,
+    where: Where | None = None,
+    since: Since | None = None,
+    limit: int | None = None,
+    backend: str | None = None,
+) -> list[Observation]:
+    """The runs stored in the experiment folder ``root``, oldest first.
+
+    Like :meth:`Experiment.observations <digital_experiments.Experiment.observations>`
+    with ``current_code_only=False``, without needing the function.
+
+    Parameters
+    ----------
+    root : str or pathlib.Path
+        An experiment folder, such as ``experiments/<function name>``.
+    status, where, since, limit
+        As in :meth:`Experiment.observations <digital_experiments.Experiment.observations>`.
+    backend : str, optional
+        The record format, when the folder holds several (see :func:`open_root`).
+
+    Examples
+    --------
+    >>> from digital_experiments import query
+    >>> failed = query.load("experiments/train", status="failed")  # doctest: +SKIP
+    """
+    return select(open_root(root, backend), status=status, where=where, since=since, limit=limit)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def to_dataframe(
+    observations: Sequence[Observation], include_metadata: bool = False, sep: str = "."
+) -> pd.DataFrame:
+    """``observations`` as a flat :class:`pandas.DataFrame`, one row per run.
+
+    The same table as ``pandas.json_normalize([o._asdict() for o in observations],
+    sep=sep)`` (2.0.4's), built faster.
+    """
+    import pandas as pd  # heavy: imported only when needed
+
+    rows = []
+    for observation in observations:
+        row = observation._asdict()
+        if not include_metadata:
+            del row["metadata"]
+        rows.append(_flatten(row, sep))
+    frame: pd.DataFrame = pd.DataFrame(rows) if rows else pd.DataFrame()
+    return frame
+
+
+def _flatten(row: dict[str, Any], sep: str) -> dict[str, Any]:
+    # pandas' json_normalize order: top-level plain values first, then nested
+    # dicts depth first; an empty dict leaves no column
+    flat = {key: value for key, value in row.items() if not isinstance(value, dict)}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            _flatten_into(flat, value, str(key), sep)
+    return flat
+
+
+def _flatten_into(flat: dict[str, Any], nested: dict[Any, Any], prefix: str, sep: str) -> None:
+    for key, value in nested.items():
+        name = f"{prefix}{sep}{key}"
+        if isinstance(value, dict):
+            _flatten_into(flat, value, name, sep)
+        else:
+            flat[name] = value
