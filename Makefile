@@ -11,10 +11,10 @@ EXAMPLES := examples/quickstart.py examples/backends_and_artefacts.py examples/p
 
 help:
 	@echo "make demo   - create .venv, install, run the examples"
-	@echo "make test   - create .venv, install dev extras, run ruff, mypy, pytest and 2.0.4's suite"
+	@echo "make test   - create .venv, install dev extras, run ruff, import-linter, mypy, pytest and 2.0.4's suite"
 	@echo "make docs   - build the Sphinx docs offline, warnings as errors"
 	@echo "make bench  - benchmarks against digital-experiments 2.0.4"
-	@echo "make mutate - mutation testing (slow); MODULE=context for one module"
+	@echo "make mutate - mutation testing (slow); MODULE=_context for one module"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,7 @@ demo: $(VENV)/.installed-demo
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples benchmarks docs/conf.py
 	$(BIN)/ruff format --check src tests examples benchmarks docs/conf.py
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -62,8 +63,8 @@ docs: $(STAMP)
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py
 
-# Mutation testing with mutmut over storage, runs, claims, sweep and context
-# ([tool.mutmut] in pyproject.toml). MODULE=context mutates one module only.
+# Mutation testing with mutmut over _storage, _run, _claims, _sweep and _context
+# ([tool.mutmut] in pyproject.toml). MODULE=_context mutates one module only.
 # Children spawned by tests import the mutated copy through PYTHONPATH; the
 # folder must exist before Python starts, or the import system skips it.
 MODULE ?=

@@ -248,14 +248,14 @@ def test_current_run_outside_a_run_names_what_needs_one() -> None:
         current_run("time_block()")
 
 
-def test_a_run_crosses_processes_with_its_id_root_and_name(tmp_path: Path) -> None:
-    """A pickled Run keeps id, root and name, and gets fresh (unshared) state."""
+def test_a_run_crosses_processes_with_its_id_and_root(tmp_path: Path) -> None:
+    """A pickled Run keeps id and root, and gets fresh (unshared) state."""
     from digital_experiments._context import Run
 
-    run = Run("2026-01-01_00-00-00_000000", tmp_path, "train")
+    run = Run("2026-01-01_00-00-00_000000", tmp_path)
     run.callback_state(object())["x"] = 1
     copy = pickle.loads(pickle.dumps(run))
-    assert (copy.id, copy.root, copy.name) == (run.id, run.root, "train")
+    assert (copy.id, copy.root) == (run.id, run.root)
     assert copy.state == {}
 
 

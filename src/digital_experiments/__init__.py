@@ -25,7 +25,6 @@ from .errors import (
     CallbackError,
     DigitalExperimentsError,
     InvalidRootError,
-    LockTimeoutError,
     NoExperimentRunning,
     StorageError,
     UnknownBackendError,
@@ -46,7 +45,6 @@ __all__ = [
     "Experiment",
     "GitInfo",
     "InvalidRootError",
-    "LockTimeoutError",
     "Logging",
     "NoExperimentRunning",
     "Observation",
@@ -65,3 +63,11 @@ __all__ = [
     "register_backend",
     "time_block",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "LockTimeoutError":  # removed in 3.2; errors warns and gives TimeoutError
+        from . import errors
+
+        return getattr(errors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

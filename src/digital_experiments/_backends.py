@@ -464,6 +464,15 @@ def _yaml() -> tuple[Any, Any, Any]:
     return yaml, Dumper, Loader
 
 
+def yaml_text(value: Any) -> str:
+    """``value`` as readable YAML, written as the ``yaml`` backend writes records."""
+    yaml, dumper, _ = _yaml()
+    text: str = yaml.dump(
+        value, Dumper=dumper, sort_keys=False, allow_unicode=True, default_flow_style=False
+    )
+    return text
+
+
 _TUPLE_TAG = "tag:yaml.org,2002:python/tuple"
 
 

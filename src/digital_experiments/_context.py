@@ -36,7 +36,6 @@ class Run:
 
     id: str
     root: Path
-    name: str = ""
     timing: dict[str, dict[str, Any]] = field(default_factory=dict)
     sinks: list[TextIO] = field(default_factory=list)
     state: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -52,10 +51,10 @@ class Run:
             return self.state.setdefault(id(callback), {})
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"id": self.id, "root": self.root, "name": self.name}
+        return {"id": self.id, "root": self.root}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["id"], state["root"], state["name"])  # type: ignore[misc]
+        self.__init__(state["id"], state["root"])  # type: ignore[misc]
 
 
 _RUN: ContextVar[Run | None] = ContextVar("digital_experiments_run", default=None)

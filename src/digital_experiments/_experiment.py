@@ -33,8 +33,8 @@ class Experiment(Recorder, Generic[P, R]):
     calls it (so the result pickles by reference and binds as a method); the
     function carries :meth:`observations`, :meth:`to_dataframe`,
     :meth:`artefacts`, :meth:`sweep` and :meth:`asweep` of its experiment.
-    How one call is recorded is the :class:`~digital_experiments._run.Recorder`
-    this class extends.
+    How one call is recorded is the ``Recorder`` this class extends
+    (``digital_experiments._run``, see ``docs/architecture.md``).
 
     Parameters
     ----------

@@ -90,7 +90,7 @@ class Recorder:
 
     @property
     def index(self) -> CacheIndex:
-        """The cache index of :attr:`backend` (which code may replace)."""
+        """The cache index of ``backend`` (which code may replace)."""
         if self._index.backend is not self.backend:
             self._index = CacheIndex(self.backend, self.code_identity)
         return self._index
@@ -304,7 +304,7 @@ class _Call:
                 f"Could not create a record in {str(exp.backend.root)!r}: {exc}. "
                 "Check that the folder is writable, or pass another root=."
             ) from exc
-        self.run = Run(observation.id, exp.backend.root, exp.name)
+        self.run = Run(observation.id, exp.backend.root)
         self.owner = os.getpid()
         with self._lock:
             self._begun, orphaned = True, self._orphaned

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 from . import _faults
 from . import _layout as layout
-from .errors import LockTimeoutError
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -350,8 +349,11 @@ def is_current_process(info: Any) -> bool:
 # ---------------------------------------------------------------- locks
 
 
-def make_lock(path: Path, timeout: float = -1) -> FileLock:
+def make_lock(path: Path) -> FileLock:
     """A new inter-process lock object on ``path``; use one per acquisition.
+
+    Locks wait as long as their holder runs: a holder killed with -9 frees
+    them, so a wait ends when the run it waits for ends, however long that is.
 
     flock() locks each open file description, so two lock objects exclude each
     other even inside one process. ``thread_local=False`` lets an async caller
@@ -360,20 +362,7 @@ def make_lock(path: Path, timeout: float = -1) -> FileLock:
     path.parent.mkdir(parents=True, exist_ok=True)
     from filelock import FileLock  # imported on first use: slow to import
 
-    return FileLock(path, timeout=timeout, thread_local=False, poll_interval=0.005)
-
-
-def acquire(lock: FileLock) -> None:
-    """Acquire ``lock``, turning filelock's timeout into :class:`LockTimeoutError`."""
-    from filelock import Timeout
-
-    try:
-        lock.acquire()
-    except Timeout as exc:
-        raise LockTimeoutError(
-            f"Could not lock {lock.lock_file!r} within {lock.timeout} s: another "
-            "process holds it. Wait for it to finish, or pass a longer timeout."
-        ) from exc
+    return FileLock(path, thread_local=False, poll_interval=0.005)
 
 
 def try_acquire(lock: FileLock) -> bool:
@@ -388,10 +377,10 @@ def try_acquire(lock: FileLock) -> bool:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, timeout: float = -1) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """Hold an inter-process lock on ``path`` for the body."""
-    lock = make_lock(path, timeout)
-    acquire(lock)
+    lock = make_lock(path)
+    lock.acquire()
     try:
         yield
     finally:

@@ -53,13 +53,13 @@ from ._backends import Backend
 from ._claims import Claim, adopt, heartbeat, release, touch, try_claim
 from ._plan import Entry, Plan, Progress
 from ._query import select
-from ._records import FAILED, Observation, error_info, is_completed, status_of
+from ._records import COMPLETED, FAILED, Observation, error_info, is_completed, status_of
 from ._run import Ending, Recorder, as_recorder
 from .errors import StorageError
 
 __all__ = ["asweep", "sweep"]
 
-SKIPS = ("completed", None)
+SKIPS = (COMPLETED, None)
 ON_ERRORS = ("record", "raise")
 # how often a sweep looks again at configs that another process holds: from
 # POLL_INTERVAL, slower and slower up to MAX_POLL_INTERVAL (a long SLURM run

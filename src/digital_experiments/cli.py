@@ -31,12 +31,20 @@ from typing import Any, TextIO
 from . import __version__
 from . import _layout as layout
 from . import _query as query
-from ._backends import FileBackend
-from ._records import STATUSES, status_of
-from .core import Observation
+from ._backends import FileBackend, yaml_text
+from ._records import (
+    ABANDONED,
+    COMPLETED,
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    STATUSES,
+    Observation,
+    status_of,
+)
 
 PROG = "digital-experiments"
-PRUNABLE = ("failed", "abandoned", "interrupted")
+PRUNABLE = (FAILED, ABANDONED, INTERRUPTED)
 # formats whose loading constructs no objects; anything else needs trust
 SAFE_SUFFIXES = (".json", ".yaml")
 EXPORT_FORMATS = ("csv", "json", "parquet")
@@ -159,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--include-metadata", action="store_true", help="add the metadata (timing, environment...)"
     )
-    filter_arguments(export, "completed")
+    filter_arguments(export, COMPLETED)
     export.set_defaults(command=cmd_export)
 
     prune = commands.add_parser(
@@ -220,7 +228,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         json.dump(_plain(record), sys.stdout, indent=2, ensure_ascii=False)
         print()
     else:
-        sys.stdout.write(_yaml_text(_plain(record)))
+        sys.stdout.write(yaml_text(_plain(record)))
     return 0
 
 
@@ -565,7 +573,7 @@ def _result_text(run: Observation) -> str:
     error = run.metadata.get("error") if isinstance(run.metadata, dict) else None
     if isinstance(error, dict) and run.result is None:
         return f"{error.get('type', 'Error')}: {error.get('message', '')}".rstrip(": ")
-    if status_of(run) in ("running", "abandoned"):
+    if status_of(run) in (RUNNING, ABANDONED):
         return "-"
     return repr(run.result)
 
@@ -591,13 +599,3 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
-
-
-def _yaml_text(value: Any) -> str:
-    from ._backends import _yaml
-
-    yaml, dumper, _ = _yaml()
-    text: str = yaml.dump(
-        value, Dumper=dumper, sort_keys=False, allow_unicode=True, default_flow_style=False
-    )
-    return text

@@ -73,10 +73,6 @@ class StorageError(_CarriesResult, OSError):
     """
 
 
-class LockTimeoutError(DigitalExperimentsError, TimeoutError):
-    """A file lock could not be acquired in time."""
-
-
 class CallbackError(_CarriesResult, RuntimeError):
     """A callback's ``end`` raised after the run itself completed.
 
@@ -87,3 +83,18 @@ class CallbackError(_CarriesResult, RuntimeError):
 
 class InvalidRootError(DigitalExperimentsError, ValueError):
     """``root=`` is not a folder this library can store runs in."""
+
+
+def __getattr__(name: str) -> Any:
+    # 3.x exported LockTimeoutError, but no lock ever timed out: locks wait for
+    # their holder, and a holder killed with -9 frees them
+    if name == "LockTimeoutError":
+        import warnings
+
+        warnings.warn(
+            "LockTimeoutError is gone: no lock times out. Catch TimeoutError if you must.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return TimeoutError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
