@@ -89,8 +89,8 @@ def test_load_all_skips_unreadable_records_with_a_warning(tmp_path: Path) -> Non
     assert [o.id for o in loaded] == ["a", "b"]
 
 
-def test_default_claim_gives_unique_ids(tmp_path: Path) -> None:
-    """``Backend.claim`` reserves a unique id even when two observations ask for the same one."""
+def test_default_create_gives_unique_ids(tmp_path: Path) -> None:
+    """``Backend.create`` reserves a unique id even when two observations ask for the same one."""
     backend = ListBackend(tmp_path)
     first = backend.create(Observation("2026-01-01_00-00-00_000000", {}, None, {}))
     second = backend.create(Observation("2026-01-01_00-00-00_000000", {}, None, {}))
@@ -175,3 +175,30 @@ def test_custom_backend_skips_a_record_deleted_since_listing_silently(tmp_path: 
     backend = Vanishing(tmp_path)
     backend.record(Observation("kept", {}, 1, {}))
     assert [o.id for o in backend.iter_observations(["gone", "kept"])] == ["kept"]
+
+
+def test_a_backend_written_for_3_x_claim_still_creates_runs(tmp_path: Path) -> None:
+    """3.x called the hook ``claim``: a subclass overriding it is still used by ``create``,
+    and calling ``claim`` warns and gives a unique id."""
+
+    class OldStyle(ListBackend):
+        def claim(self, observation: Observation) -> Observation:
+            self.claimed = observation.id
+            self.record(observation)
+            return observation
+
+    old = OldStyle(tmp_path / "old")
+    assert old.create(Observation("2026-01-01_00-00-00_000000", {}, None, {})).id == old.claimed
+    backend = ListBackend(tmp_path / "new")
+    with pytest.warns(DeprecationWarning, match=r"Backend.claim\(\) is now Backend.create\(\)"):
+        first = backend.claim(Observation("2026-01-01_00-00-00_000000", {}, None, {}))
+    assert set(backend.records) == {first.id}
+
+
+def test_lock_timeout_error_is_gone_but_still_importable() -> None:
+    """No lock times out any more; 3.x code importing LockTimeoutError gets TimeoutError."""
+    import digital_experiments
+
+    with pytest.warns(DeprecationWarning, match="no lock times out"):
+        assert digital_experiments.LockTimeoutError is TimeoutError
+    assert "LockTimeoutError" not in digital_experiments.__all__

@@ -1,7 +1,7 @@
 """Record formats: a registry plus the ``pickle``, ``json`` and ``yaml`` backends.
 
 A format only says how an :class:`Observation` becomes bytes and back;
-:class:`FileBackend` owns the safety (claims, temp files, fsync, rename) so no
+:class:`FileBackend` owns the safety (id reservations, temp files, fsync, rename) so no
 format can get it wrong.
 """
 
@@ -32,7 +32,7 @@ class Backend(ABC):
     Subclasses implement :meth:`record`, :meth:`load` and :meth:`all_ids`
     (the 2.0.4 contract). File-based formats should subclass
     :class:`digital_experiments.backends.FileBackend` instead, which adds
-    atomic writes, id claims and shared environments for free.
+    atomic writes, id reservations and shared environments for free.
 
     Parameters
     ----------
@@ -197,7 +197,7 @@ class FileBackend(Backend):
     """A backend storing one file per run: ``<root>/<id><suffix>``.
 
     Subclasses set ``suffix`` and implement :meth:`dumps` and :meth:`loads`.
-    Writes are atomic (temp file, fsync, rename), ids are claimed with an
+    Writes are atomic (temp file, fsync, rename), ids are reserved with an
     exclusive link, and identical environments are stored once under
     ``<root>/.de/environments/`` and referenced from each record.
     """

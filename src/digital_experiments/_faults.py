@@ -12,7 +12,7 @@ import). Actions:
 ``name=action@N`` acts only on the N-th time the point is reached (1-based).
 With ``DE_FAULTS_MIN_BYTES`` set, only writes of at least that many bytes
 count (a test then stops at its N-th *large* record, whatever small files,
-such as claims and ``running`` records, are written in between).
+such as sweep claims and ``running`` records, are written in between).
 """
 
 from __future__ import annotations

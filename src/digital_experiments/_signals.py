@@ -8,7 +8,7 @@ Only the main thread receives signals, so everything here acts there alone.
   recorded ``interrupted`` and the process then exits with 143. Our handler is
   installed only where nobody else handles SIGTERM, and removed only if it is
   still the one installed (a handler the user sets inside a run stays).
-* While a record is being claimed or finished (end callbacks, publishing),
+* While a run begins or its record is finished (end callbacks, publishing),
   SIGTERM and Ctrl-C are held and delivered once the record is written, so a
   signal never leaves a record ``running`` in a live process.
 """

@@ -50,7 +50,7 @@ def new_id(now: datetime | None = None) -> str:
 
 
 def next_id(id: str, attempt: int = 1) -> str:
-    """An id after ``id``, for the ``attempt``-th retry after a lost claim.
+    """An id after ``id``, for the ``attempt``-th retry after a lost reservation.
 
     It jumps a random number of microseconds that grows with the attempts, so
     processes racing under a frozen or coarse clock spread out at once instead
@@ -304,7 +304,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def process_info() -> dict[str, Any]:
-    """This process, as recorded in ``running`` records and claims (JSON-able)."""
+    """This process, as recorded in ``running`` records and sweep claims (JSON-able)."""
     me = _identity()
     return {"host": HOST, "pid": me.pid, "boot": me.boot, "pidns": me.pidns, "start": me.start}
 
