@@ -502,3 +502,15 @@ def test_subclasses_of_plain_types_are_stored_as_plain_values(tmp_path: Path, na
     assert list(loaded["p"]) == [1, 2]
     assert loaded["level"] == 3
     assert type(loaded["level"]) is int
+
+
+def test_pickle_records_name_observation_where_2_0_4_did(tmp_path: Path) -> None:
+    """A pickle record refers to ``digital_experiments.core.Observation``, the path
+    2.0.4 and every 3.x release read, whatever module defines the class now."""
+    backend = PickleBackend(tmp_path)
+    backend.record(Observation("2026-01-01_00-00-00_000000", {"x": 1}, 2, {}))
+    data = (tmp_path / "2026-01-01_00-00-00_000000.pkl").read_bytes()
+    assert b"digital_experiments.core" in data
+    assert b"digital_experiments._records" not in data
+    loaded = backend.load("2026-01-01_00-00-00_000000")
+    assert pickle.loads(pickle.dumps(loaded)) == loaded

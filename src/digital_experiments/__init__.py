@@ -9,6 +9,7 @@ Examples
 """
 
 from ._context import current_dir, current_id, propagate, time_block
+from ._metrics import log
 from .backends import Backend, register_backend
 from .callbacks import (
     Callback,
@@ -59,6 +60,7 @@ __all__ = [
     "current_dir",
     "current_id",
     "experiment",
+    "log",
     "propagate",
     "register_backend",
     "time_block",

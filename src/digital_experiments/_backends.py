@@ -21,8 +21,9 @@ from typing import Any, ClassVar, TypeVar
 from . import _keys as keys
 from . import _layout as layout
 from . import _storage as storage
+from ._annotations import annotated, read_annotations
 from ._layout import is_id
-from ._records import Observation
+from ._records import Observation, stored
 from .errors import UnknownBackendError
 
 
@@ -236,6 +237,10 @@ class FileBackend(Backend):
         # the file name rules listings; an explicit load of a custom name (2.0.4 allowed any) works
         return self._unpack(self.loads(data), id=id if is_id(id) else None)
 
+    def load_from(self, path: Path, id: str) -> Observation:
+        """The record of run ``id`` stored at ``path`` (such as the root's trash)."""
+        return self._unpack(self.loads(storage.read_bytes(os.fspath(path))), id=id)
+
     def all_ids(self) -> list[str]:
         """The names (without suffix) of the record files in ``root``.
 
@@ -356,12 +361,24 @@ class FileBackend(Backend):
             _warn_renamed(self.root, id, observation.id, self.suffix)
             observation = observation._replace(id=id)
         metadata = observation.metadata
+        metadata.update(self._annotations(observation.id))
         if "environment_ref" in metadata:
             ref = metadata.pop("environment_ref")
             if environment:
                 valid = isinstance(ref, str) and ref.isalnum()
                 metadata["environment"] = storage.get_environment(self.root, ref) if valid else None
-        return observation
+        return stored(observation, self.root)
+
+    def _annotations(self, id: str) -> dict[str, Any]:
+        """Run ``id``'s tags and notes; the folder is listed again only when it changed."""
+        try:
+            stamp = os.stat(layout.internal(self.root, "annotations")).st_mtime_ns
+        except OSError:
+            return {}
+        known: tuple[int, set[str]] | None = getattr(self, "_annotated", None)
+        if known is None or known[0] != stamp:
+            known = self._annotated = (stamp, annotated(self.root))
+        return read_annotations(self.root, id) if id in known[1] else {}
 
 
 _RENAMED_WARNED: set[tuple[str, str, str]] = set()

@@ -19,6 +19,7 @@ from . import _storage as storage
 from ._backends import Backend
 from ._query import select
 from ._records import Observation, is_completed
+from ._trash import load_trashed
 
 
 class CacheIndex:
@@ -49,7 +50,8 @@ class CacheIndex:
             self._scanned[key] = observation.id
 
     def find(self, key: str) -> Observation | None:
-        """The completed run the index holds for ``key``, if its record agrees."""
+        """The completed run the index holds for ``key``, if its record agrees (a sweep
+        asks: a run deleted meanwhile still counts, from the trash)."""
         found = self._load(self._indexed(key))
         return found if found is not None and keys.same_code(found.metadata, self.code) else None
 
@@ -84,7 +86,12 @@ class CacheIndex:
         for id in ids:
             try:
                 observation = self.backend.load(id)
-            except Exception:  # gone, or unreadable: the index only saves a scan
+            except FileNotFoundError:  # deleted since: it still ran, a sweep need not again
+                try:
+                    observation = load_trashed(self.backend, id)
+                except Exception:
+                    continue
+            except Exception:  # unreadable: the index only saves a scan
                 continue
             if is_completed(observation):
                 return observation

@@ -40,6 +40,7 @@ class Run:
     sinks: list[TextIO] = field(default_factory=list)
     state: dict[int, dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    leaving: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def directory(self) -> Path:
@@ -49,6 +50,17 @@ class Run:
         """Per-run scratch space for ``callback`` (callbacks keep no run state)."""
         with self.lock:
             return self.state.setdefault(id(callback), {})
+
+    def on_leave(self, flush: Callable[[], None]) -> None:
+        """Call ``flush`` whenever a propagated call of this run ends (in its process)."""
+        with self.lock:
+            self.leaving.append(flush)
+
+    def flush(self) -> None:
+        with self.lock:
+            flushes = list(self.leaving)
+        for flush in flushes:
+            flush()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"id": self.id, "root": self.root}
@@ -241,6 +253,7 @@ class propagate(Generic[P, R]):  # lower case: used like a function
             return self.fn(*args, **kwargs)
         finally:
             _RUN.reset(token)
+            self.run.flush()  # what it logged is written before its process moves on
 
     def __repr__(self) -> str:
         return f"propagate({self.fn!r}, run={self.run.id!r})"

@@ -6,14 +6,19 @@ import functools
 import inspect
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from ._backends import Backend, instantiate_backend
+from . import _annotations as marks
+from . import _trash as trashcan
+from ._backends import Backend, FileBackend, instantiate_backend
 from ._callbacks import Callback, CodeVersioning, GitInfo, Logging, PipFreeze, SystemInfo, Timing
+from ._compare import call_arguments, compare
+from ._keys import same_code
+from ._layout import is_id
 from ._query import ANY_CODE, Since, Status, Where, select, to_dataframe
-from ._records import COMPLETED, Observation
+from ._records import COMPLETED, Observation, Observations
 from ._run import Recorder, as_recorder
 from ._sweep import asweep, sweep
 from .errors import InvalidRootError
@@ -68,7 +73,8 @@ class Experiment(Recorder, Generic[P, R]):
         where: Where | None = None,
         since: Since | None = None,
         limit: int | None = None,
-    ) -> list[Observation]:
+        sort: str | None = None,
+    ) -> Observations:
         """The recorded runs of this experiment, oldest first.
 
         Parameters
@@ -79,7 +85,10 @@ class Experiment(Recorder, Generic[P, R]):
             ``"completed"`` (default), ``"failed"``, ``"interrupted"``,
             ``"running"``, ``"abandoned"`` (running, but its process is gone),
             a collection of these, or ``"all"``.
-        where : mapping or callable, optional
+        where : str, mapping or callable, optional
+            A query such as ``'config.lr < 0.01 and result.loss <= 0.2 and
+            tags.best == true'`` (the language of ``docs/queries.md``; an unknown
+            field or a syntax error is a ``ValueError`` pointing at the spot);
             ``{"lr": 0.1}`` keeps runs whose config has those values (a
             callable value is used as a predicate on the config value); a
             callable receives each :class:`Observation` and returns a bool.
@@ -91,7 +100,11 @@ class Experiment(Recorder, Generic[P, R]):
             :func:`digital_experiments.query.since_floor`. Filtered on the id,
             before any record is loaded.
         limit : int, optional
-            Only the most recent ``limit`` matching runs (still oldest first).
+            Only the most recent ``limit`` matching runs (still oldest first);
+            with ``sort``, the first ``limit`` in that order.
+        sort : str, optional
+            Order by these fields, such as ``"-result.loss"`` (``-``: descending)
+            or ``"config.lr,-result.acc"``; runs without the field come last.
 
         Returns
         -------
@@ -108,13 +121,23 @@ class Experiment(Recorder, Generic[P, R]):
         [Observation(2026-11-28_12-00-00_000000, {'a': 1, 'b': 2} → 3)]
         """
         code = self.code_identity if current_code_only else ANY_CODE
-        return select(self.backend, code=code, status=status, where=where, since=since, limit=limit)
+        return select(
+            self.backend,
+            code=code,
+            status=status,
+            where=where,
+            since=since,
+            limit=limit,
+            sort=sort,
+        )
 
     def to_dataframe(
         self,
         current_code_only: bool = True,
         include_metadata: bool = False,
         normalising_sep: str = ".",
+        metrics: str | None = None,
+        columns: Sequence[str] | None = None,
         **filters: Any,
     ) -> pd.DataFrame:
         """The runs as a flat :class:`pandas.DataFrame`, one row per run.
@@ -129,8 +152,14 @@ class Experiment(Recorder, Generic[P, R]):
             Add ``metadata.*`` columns.
         normalising_sep : str
             Joins nested keys in column names.
+        metrics : str, optional
+            ``"last"``, ``"min"`` or ``"max"``: add a ``metrics.<name>`` column
+            per metric the runs logged (see :func:`~digital_experiments.log`).
+        columns : list of str, optional
+            Keep only these columns, in this order (``"config"`` keeps every
+            ``config.*`` column).
         **filters
-            ``status``, ``where``, ``since`` and ``limit``, as in
+            ``status``, ``where``, ``since``, ``limit`` and ``sort``, as in
             :meth:`observations`.
 
         Examples
@@ -144,7 +173,9 @@ class Experiment(Recorder, Generic[P, R]):
         # environment is never looked at: do not attach it to every run
         environment = include_metadata or callable(filters.get("where"))
         observations = select(self.backend, code=code, environment=environment, **filters)
-        return to_dataframe(observations, include_metadata, normalising_sep)
+        return to_dataframe(
+            observations, include_metadata, normalising_sep, metrics=metrics, columns=columns
+        )
 
     def artefacts(self, id: str) -> list[Path]:
         """The files the run ``id`` wrote to its :func:`current_dir`.
@@ -157,6 +188,104 @@ class Experiment(Recorder, Generic[P, R]):
             If ``id`` is a path (such as ``"../.."``) rather than an id.
         """
         return self.backend.artefacts(id)
+
+    # -- looking back
+
+    def compare(self, *ids: str) -> pd.DataFrame:
+        """The fields that differ between runs ``ids``, side by side (one column per run).
+
+        Config, result, tags, the last value of each metric, and the code (as a
+        digest), packages and git state they ran with.
+
+        Raises
+        ------
+        ValueError
+            For fewer than two ids, or an id with no run.
+        """
+        return compare(self._load_each(ids))
+
+    def rerun(self, id: str, check_code: bool = True) -> Observation:
+        """Call the function again with the config run ``id`` recorded; the new run.
+
+        The new record's metadata says ``rerun_of: id``. The call raises what
+        the function raises, as any call does.
+
+        Raises
+        ------
+        ValueError
+            If the code differs from the one run ``id`` ran with (pass
+            ``check_code=False`` to rerun anyway), or the function is a method.
+        """
+        (old,) = self._load_each([id])
+        if check_code and not same_code(old.metadata, self.code_identity):
+            raise ValueError(
+                f"Run {id!r} of {self.name} ran other code than the function has now, so a "
+                "rerun would not reproduce it. Pass check_code=False to rerun it anyway."
+            )
+        args, kwargs = call_arguments(self.function, old.config)
+        observation, error = self.record(args, kwargs, extra={"rerun_of": id})
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error
+        assert observation is not None
+        return observation
+
+    def _load_each(self, ids: Iterable[str]) -> list[Observation]:
+        found = []
+        for id in ids:
+            try:
+                found.append(self.backend.load(id))
+            except FileNotFoundError:
+                raise ValueError(f"No run {id!r} in {str(self.root)!r}.") from None
+        return found
+
+    # -- tags, notes and deletion
+
+    def tag(self, id: str, **values: Any) -> dict[str, Any]:
+        """Set tags of run ``id`` (``None`` removes one); its tags now.
+
+        Tags appear in ``metadata["tags"]`` and can be queried
+        (``where='tags.best == true'``). Records stay as written: tags are
+        stored beside them, and concurrent taggers never lose each other's tags.
+        """
+        self._check_run(id)
+        return marks.tag(self.root, id, values)
+
+    def note(self, id: str, text: str) -> list[str]:
+        """Add a note to run ``id``; its notes now (in ``metadata["notes"]``)."""
+        self._check_run(id)
+        return marks.note(self.root, id, text)
+
+    def delete(self, *ids: str) -> list[str]:
+        """Move runs ``ids`` (record, artefacts, metrics, tags) to the root's trash.
+
+        Returns the ids that were deleted (an unknown id is skipped).
+
+        Raises
+        ------
+        ValueError
+            If a run is ``running`` in a live process.
+        """
+        return [id for id in ids if trashcan.delete(self.backend, id)]
+
+    def restore(self, id: str) -> Observation:
+        """Move run ``id`` back from the trash."""
+        return trashcan.restore(self.backend, id)
+
+    def trash(self) -> list[str]:
+        """The ids of the runs in the trash."""
+        return trashcan.trashed(self.backend)
+
+    def purge(self) -> int:
+        """Empty the trash for good; how many runs were in it."""
+        return trashcan.purge(self.backend)
+
+    def _check_run(self, id: str) -> None:
+        missing = isinstance(self.backend, FileBackend) and not self.backend.path(id).exists()
+        if not is_id(id) or missing:
+            raise ValueError(f"No run {id!r} in {str(self.root)!r}.")
 
     # -- sweeps (see digital_experiments.sweep)
 
@@ -225,15 +354,26 @@ class ExperimentFunction(Protocol[P, R_co]):
         where: Where | None = ...,
         since: Since | None = ...,
         limit: int | None = ...,
-    ) -> list[Observation]: ...
+        sort: str | None = ...,
+    ) -> Observations: ...
     def to_dataframe(
         self,
         current_code_only: bool = True,
         include_metadata: bool = False,
         normalising_sep: str = ".",
+        metrics: str | None = None,
+        columns: Sequence[str] | None = None,
         **filters: Any,
     ) -> pd.DataFrame: ...
     def artefacts(self, id: str) -> list[Path]: ...
+    def compare(self, *ids: str) -> pd.DataFrame: ...
+    def rerun(self, id: str, check_code: bool = True) -> Observation: ...
+    def tag(self, id: str, **values: Any) -> dict[str, Any]: ...
+    def note(self, id: str, text: str) -> list[str]: ...
+    def delete(self, *ids: str) -> list[str]: ...
+    def restore(self, id: str) -> Observation: ...
+    def trash(self) -> list[str]: ...
+    def purge(self) -> int: ...
     def sweep(self, grid: Any, **options: Any) -> list[Observation]: ...
     async def asweep(self, grid: Any, **options: Any) -> list[Observation]: ...
 
@@ -282,12 +422,27 @@ def _wrap(exp: Experiment[P, R]) -> ExperimentFunction[P, R]:
     wrapper.backend = exp.backend
     wrapper.callbacks = exp.callbacks
     wrapper.cache = exp.cache
-    wrapper.observations = exp.observations
-    wrapper.to_dataframe = exp.to_dataframe
-    wrapper.artefacts = exp.artefacts
-    wrapper.sweep = exp.sweep
-    wrapper.asweep = exp.asweep
+    for name in METHODS:
+        setattr(wrapper, name, getattr(exp, name))
     return wrapper  # type: ignore[no-any-return]
+
+
+# what the decorated function offers of its experiment
+METHODS = (
+    "observations",
+    "to_dataframe",
+    "artefacts",
+    "compare",
+    "rerun",
+    "tag",
+    "note",
+    "delete",
+    "restore",
+    "trash",
+    "purge",
+    "sweep",
+    "asweep",
+)
 
 
 @overload

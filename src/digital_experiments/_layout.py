@@ -9,6 +9,9 @@
     <root>/.de/cache/<key>                 the id of a completed run of config key <key>
     <root>/.de/sweep-claims/<key>          which process runs config key <key> in a sweep
     <root>/.de/locks/<name>.lock           inter-process locks
+    <root>/.de/metrics/<id>.jsonl          metrics logged by run <id>
+    <root>/.de/annotations/<id>.json       tags and notes of run <id>
+    <root>/.de/trash/<id>/                 a deleted run: record, artefacts, metrics, notes
 
 Ids look like ``YYYY-MM-DD_HH-MM-SS_ffffff`` (UTC), 2.0.4's shape.
 """
@@ -58,3 +61,15 @@ def sweep_claim(root: Path, key: str) -> Path:
 
 def lock(root: Path, name: str) -> Path:
     return internal(root, "locks", f"{name}.lock")
+
+
+def metrics(root: Path, id: str) -> Path:
+    return internal(root, "metrics", f"{id}.jsonl")
+
+
+def annotation_file(root: Path, id: str) -> Path:
+    return internal(root, "annotations", f"{id}.json")
+
+
+def trash(root: Path, id: str = "") -> Path:
+    return internal(root, "trash", id) if id else internal(root, "trash")

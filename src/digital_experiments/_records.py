@@ -6,10 +6,16 @@ them); this module names them once and is the one place that reads them.
 
 from __future__ import annotations
 
+import html
 import traceback
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from . import _metrics as metrics
 from . import _storage as storage
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RUNNING = "running"
 COMPLETED = "completed"
@@ -47,6 +53,25 @@ class Observation(NamedTuple):
     def __repr__(self) -> str:
         return f"Observation({self.id}, {self.config} → {self.result})"
 
+    def _repr_html_(self) -> str:
+        return html_table([self])
+
+    def metrics(self) -> pd.DataFrame:
+        """The metrics this run logged, as a long DataFrame: ``step, name, value, time``.
+
+        Raises
+        ------
+        ValueError
+            If the observation was not loaded from a folder (it has no ``root``).
+        """
+        root = root_of(self)
+        if root is None:
+            raise ValueError(
+                f"Run {self.id!r} was not loaded from an experiment folder, so its "
+                "metrics cannot be found: load it with observations() or query.load()."
+            )
+        return metrics.frame(root, self.id)
+
     @property
     def status(self) -> str:
         """The run's status; records of 2.0.4 carry none and were completed.
@@ -55,6 +80,34 @@ class Observation(NamedTuple):
         it does for ``observations(status=...)``.
         """
         return status_of(self)
+
+
+# Pickle records name the class by this path, as 2.0.4 and 3.x wrote it: keep it,
+# so every version reads every other's records.
+Observation.__module__ = "digital_experiments.core"
+
+
+class _Stored(Observation):
+    """An observation loaded from a folder, which it remembers (for :meth:`metrics`).
+
+    Equal to, and shown like, the plain :class:`Observation` with its fields.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses processes as a plain one
+        return (Observation, tuple(self))
+
+
+def stored(observation: Observation, root: Path) -> Observation:
+    """``observation`` marked as loaded from ``root``."""
+    marked = _Stored(*observation)
+    marked.__dict__["root"] = root
+    return marked
+
+
+def root_of(observation: Observation) -> Path | None:
+    """The folder ``observation`` was loaded from, if it was."""
+    root: Path | None = getattr(observation, "__dict__", {}).get("root")
+    return root
 
 
 def status_of(observation: Observation) -> str:
@@ -87,3 +140,44 @@ def error_info(exc: BaseException) -> dict[str, str]:
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(exc)),
     }
+
+
+class Observations(list[Observation]):
+    """A list of observations that shows as a table in a notebook."""
+
+    def _repr_html_(self) -> str:
+        return html_table(self)
+
+
+COLOURS = {
+    RUNNING: "#1f6feb",
+    COMPLETED: "#1a7f37",
+    FAILED: "#cf222e",
+    INTERRUPTED: "#9a6700",
+    ABANDONED: "#6e7781",
+}
+
+
+def html_table(observations: list[Observation], limit: int = 200) -> str:
+    """Observations as an HTML table (id, status, config, result), statuses coloured."""
+    rows = []
+    for observation in observations[:limit]:
+        status = status_of(observation)
+        colour = COLOURS.get(status, "inherit")
+        cells = [
+            f"<td><code>{html.escape(observation.id)}</code></td>",
+            f'<td style="color:{colour};font-weight:bold">{html.escape(status)}</td>',
+            f"<td>{html.escape(_short(observation.config))}</td>",
+            f"<td>{html.escape(_short(observation.result))}</td>",
+        ]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    more = len(observations) - limit
+    if more > 0:
+        rows.append(f'<tr><td colspan="4">... and {more} more</td></tr>')
+    head = "<tr><th>id</th><th>status</th><th>config</th><th>result</th></tr>"
+    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _short(value: Any, width: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."

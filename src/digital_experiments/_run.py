@@ -27,6 +27,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from . import _metrics as metrics
 from . import _signals as signals
 from . import _storage as storage
 from ._backends import Backend, FileBackend, PickleBackend
@@ -126,28 +127,33 @@ class Recorder:
 
     # -- one call
 
-    def record(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ending:
+    def record(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], extra: Mapping[str, Any] | None = None
+    ) -> Ending:
         """Make and record one call of a sync function.
 
         Returns the run's final observation (a cache hit's stored one) and the
-        exception the call raised; Ctrl-C, exits and SIGTERM propagate.
+        exception the call raised; Ctrl-C, exits and SIGTERM propagate. ``extra``
+        is added to the run's metadata (such as ``rerun_of``).
         """
         config = self.bind(args, kwargs)
         if not self.cache:
-            return self._execute(config, args, kwargs)
+            return self._execute(config, args, kwargs, extra)
         hit = self.index.lookup(config)
         if hit is None:
             with storage.file_lock(self.index.lock_path(config)):
                 hit = self.index.lookup(config)
                 if hit is None:
-                    return self._execute(config, args, kwargs)
+                    return self._execute(config, args, kwargs, extra)
         return self._hit(hit), None
 
-    async def arecord(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ending:
+    async def arecord(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], extra: Mapping[str, Any] | None = None
+    ) -> Ending:
         """:meth:`record` for an ``async`` function; cancellation propagates."""
         config = self.bind(args, kwargs)
         if not self.cache:
-            return await self._execute_async(config, args, kwargs)
+            return await self._execute_async(config, args, kwargs, extra)
         hit = await anyio.to_thread.run_sync(self.index.lookup, config)
         if hit is None:
             path = self.index.lock_path(config)
@@ -156,7 +162,7 @@ class Recorder:
             try:
                 hit = await anyio.to_thread.run_sync(self.index.lookup, config)
                 if hit is None:
-                    return await self._execute_async(config, args, kwargs)
+                    return await self._execute_async(config, args, kwargs, extra)
             finally:
                 lock.release()
         return self._hit(hit), None
@@ -169,9 +175,13 @@ class Recorder:
         return hit
 
     def _execute(
-        self, config: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        config: dict[str, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        extra: Mapping[str, Any] | None,
     ) -> Ending:
-        call = _Call(self, config)
+        call = _Call(self, config, extra)
         token = None
         with signals.sigterm_interrupts():
             try:
@@ -194,9 +204,13 @@ class Recorder:
         return call.final, None
 
     async def _execute_async(
-        self, config: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        config: dict[str, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        extra: Mapping[str, Any] | None,
     ) -> Ending:
-        call = _Call(self, config)
+        call = _Call(self, config, extra)
         scope = anyio.CancelScope()  # SIGTERM cancels it: the run is then recorded interrupted
         error: Exception | None = None
         with _sigterm_cancels(scope):
@@ -264,8 +278,11 @@ class _Call:
     the run that exits never rewrites its parent's record.
     """
 
-    def __init__(self, recorder: Recorder, config: dict[str, Any]) -> None:
+    def __init__(
+        self, recorder: Recorder, config: dict[str, Any], extra: Mapping[str, Any] | None = None
+    ) -> None:
         self.recorder = recorder
+        self.extra = dict(extra or {})
         self.config = config  # as passed: the function receives these very objects
         self.snapshot: dict[str, Any] = config  # as recorded: taken before the function runs
         self.run: Run
@@ -291,6 +308,7 @@ class _Call:
         self.snapshot = snapshot(exp.backend, self.config)
         started = datetime.now()
         metadata = {
+            **self.extra,
             "status": RUNNING,
             **exp.code_identity,
             "process": storage.process_info(),
@@ -337,10 +355,13 @@ class _Call:
         Whatever goes wrong here, the record ends ``completed`` or ``failed`` and
         the exception raised carries ``result``.
         """
-        observation = Observation(self.run.id, self.snapshot, result, {"status": COMPLETED})
+        observation = Observation(
+            self.run.id, self.snapshot, result, {**self.extra, "status": COMPLETED}
+        )
         if os.getpid() != self.owner:
             self.final = observation  # a forked child: its parent publishes the run
             return
+        self._flush_metrics()
         failure = self._end_callbacks(observation)
         if failure is not None:
             callback, exc = failure
@@ -363,8 +384,12 @@ class _Call:
         if os.getpid() != self.owner:
             return  # a forked child: its parent publishes the run
         observation = Observation(
-            self.run.id, self.snapshot, None, {"status": status, "error": error_info(exc)}
+            self.run.id,
+            self.snapshot,
+            None,
+            {**self.extra, "status": status, "error": error_info(exc)},
         )
+        self._flush_metrics()
         failure = self._end_callbacks(observation)
         if failure is not None:  # must not hide the run's own exception
             callback, cb_exc = failure
@@ -376,6 +401,16 @@ class _Call:
         self._write_final(observation)
 
     # -- helpers
+
+    def _flush_metrics(self) -> None:
+        try:
+            metrics.finish(self.run)
+        except OSError as exc:  # the points are lost, never the run
+            warnings.warn(
+                f"Could not write the metrics of run {self.run.id!r}: {exc}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _end_callbacks(self, observation: Observation) -> tuple[Callback, Exception] | None:
         """Call every ``end`` callback (in reverse); the first that raised, and how."""

@@ -55,6 +55,7 @@ from ._plan import Entry, Plan, Progress
 from ._query import select
 from ._records import COMPLETED, FAILED, Observation, error_info, is_completed, status_of
 from ._run import Ending, Recorder, as_recorder
+from ._trash import load_trashed
 from .errors import StorageError
 
 __all__ = ["asweep", "sweep"]
@@ -410,6 +411,8 @@ def _load(exp: Recorder, id: str) -> Observation:
         try:
             return exp.backend.load(id)
         except FileNotFoundError as exc:
+            with contextlib.suppress(Exception):  # deleted since it ended: still its run
+                return load_trashed(exp.backend, id)
             if delay is None:
                 raise StorageError(
                     f"Run {id!r} of {exp.name} was recorded by a worker under "

@@ -17,6 +17,7 @@ Exit codes: 0 success, 1 failure (unknown id, export failed), 2 usage error
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import shutil
@@ -29,9 +30,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from . import _annotations as marks
 from . import _layout as layout
 from . import _query as query
+from . import _trash as trashcan
 from ._backends import FileBackend, yaml_text
+from ._compare import call_text, compare
 from ._records import (
     ABANDONED,
     COMPLETED,
@@ -42,6 +46,7 @@ from ._records import (
     Observation,
     status_of,
 )
+from ._tables import FORMATS, render, text, wants_colour
 
 PROG = "digital-experiments"
 PRUNABLE = (FAILED, ABANDONED, INTERRUPTED)
@@ -134,6 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
             "offset) or a prefix of a run id (UTC) such as 2026-11-28_12",
         )
 
+    def query_arguments(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--where",
+            help='only runs matching this query, such as "config.lr < 0.01 and '
+            "status == 'completed'\" (see docs/queries.md)",
+        )
+        command.add_argument(
+            "--sort", help="order by these fields, such as -result.loss (- for descending)"
+        )
+        command.add_argument(
+            "--top", type=_non_negative, metavar="N", help="only the first N runs (with --sort)"
+        )
+        command.add_argument(
+            "--columns", help="only these columns, comma separated (config: all config.*)"
+        )
+
     listing = commands.add_parser(
         "list",
         help="a table of the runs (or of the experiments)",
@@ -143,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     root_argument(listing, optional=True)
     filter_arguments(listing, "all")
+    query_arguments(listing)
+    listing.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="table (default), csv, json or md (Markdown)",
+    )
     listing.set_defaults(command=cmd_list)
 
     show = commands.add_parser(
@@ -153,7 +181,61 @@ def build_parser() -> argparse.ArgumentParser:
     root_argument(show, optional=True)
     show.add_argument("id", metavar="ID", help="the run's id, or an unambiguous prefix of it")
     show.add_argument("--json", action="store_true", help="print the record as JSON")
+    show.add_argument(
+        "--call", action="store_true", help="print a call ready to paste: train(lr=0.1, ...)"
+    )
     show.set_defaults(command=cmd_show)
+
+    diff = commands.add_parser(
+        "diff",
+        help="what differs between two runs",
+        description="The fields where two runs differ (config, result, tags, last "
+        "metrics, code, packages, git), then a unified diff of their code.",
+    )
+    root_argument(diff)
+    diff.add_argument("ids", metavar="ID", nargs=2, help="two run ids (or unambiguous prefixes)")
+    diff.set_defaults(command=cmd_diff)
+
+    tag = commands.add_parser(
+        "tag",
+        help="set tags of a run",
+        description="Set tags of a run: NAME=VALUE, the value read as JSON when it can "
+        "be (1, 0.5, true, null removes the tag), else as text.",
+    )
+    root_argument(tag)
+    tag.add_argument("id", metavar="ID", help="the run's id, or an unambiguous prefix of it")
+    tag.add_argument("tags", metavar="NAME=VALUE", nargs="+", help="tags to set")
+    tag.set_defaults(command=cmd_tag)
+
+    note = commands.add_parser("note", help="add a note to a run", description="Add a note.")
+    root_argument(note)
+    note.add_argument("id", metavar="ID", help="the run's id, or an unambiguous prefix of it")
+    note.add_argument("text", metavar="TEXT", help="the note")
+    note.set_defaults(command=cmd_note)
+
+    remove = commands.add_parser(
+        "rm",
+        help="move runs to the trash",
+        description="Move runs (record, artefacts, metrics, tags) to the root's trash, "
+        "from where `trash restore` brings them back. A running run is refused.",
+    )
+    root_argument(remove)
+    remove.add_argument("ids", metavar="ID", nargs="*", help="run ids (or unambiguous prefixes)")
+    remove.add_argument("--where", help="the runs matching this query (see docs/queries.md)")
+    remove.add_argument("--yes", "-y", action="store_true", help="do not ask first")
+    remove.set_defaults(command=cmd_rm, default_status="all")
+
+    bin_ = commands.add_parser(
+        "trash",
+        help="list, restore or purge deleted runs",
+        description="The root's trash: `list` the deleted runs, `restore ID` one, or "
+        "`purge` them all for good.",
+    )
+    root_argument(bin_)
+    bin_.add_argument("action", choices=("list", "restore", "purge"), help="what to do")
+    bin_.add_argument("ids", metavar="ID", nargs="*", help="for restore: the run ids")
+    bin_.add_argument("--yes", "-y", action="store_true", help="purge without asking")
+    bin_.set_defaults(command=cmd_trash)
 
     export = commands.add_parser(
         "export",
@@ -168,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--include-metadata", action="store_true", help="add the metadata (timing, environment...)"
     )
     filter_arguments(export, COMPLETED)
+    query_arguments(export)
     export.set_defaults(command=cmd_export)
 
     prune = commands.add_parser(
@@ -198,6 +281,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         return _list_experiments(folders, args)
     backend = _open(args)
     runs = _select(backend, args)
+    if args.format != "table" or args.columns:
+        rows = [_row(run) for run in runs]
+        sys.stdout.write(render(rows, _columns(rows, args.columns), args.format))
+        return 0
     _print_table(runs, sys.stdout)
     counts = Counter(status_of(run) for run in runs)
     summary = ", ".join(f"{n} {status}" for status, n in counts.most_common())
@@ -216,6 +303,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if not runs:
         raise CommandError(f"Could not read run {id!r} in {str(backend.root)!r} (see above).")
     run = runs[0]
+    if args.call:
+        print(call_text(backend.root.name, run.config))
+        return 0
     record = {
         "id": run.id,
         "status": status_of(run),
@@ -249,9 +339,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         text = json.dumps(_plain(records), indent=2, ensure_ascii=False) + "\n"
         _write_text(text, args.output)
     else:
-        frame = query.to_dataframe(runs, include_metadata=args.include_metadata)
+        frame = query.to_dataframe(runs, include_metadata=args.include_metadata, metrics="last")
         if len(frame):
             frame.insert(1, "status", [status_of(run) for run in runs])
+        if args.columns:
+            try:
+                frame = frame[query.select_columns(list(frame.columns), _names(args.columns))]
+            except ValueError as exc:
+                raise CommandError(str(exc), code=2) from None
         try:
             if args.format == "csv":
                 _write_text(frame.to_csv(index=False), args.output)
@@ -304,6 +399,125 @@ def _prunable(backend: FileBackend, statuses: frozenset[str]) -> list[Observatio
             if status_of(run) in statuses:
                 runs.append(run._replace(id=id))
     return runs
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    backend = _open(args)
+    ids = [_resolve_id(backend, id) for id in args.ids]
+    runs = [run for id in ids for run in backend.iter_observations([id])]
+    if len(runs) != 2:
+        raise CommandError("Could not read both runs (see above).")
+    frame = compare(runs)
+    if len(frame):
+        rows: list[dict[str, Any]] = [
+            {"field": str(name), **{str(id): text(v) for id, v in row.items()}}
+            for name, row in frame.iterrows()
+        ]
+        sys.stdout.write(render(rows, ["field", *ids], "table"))
+    else:
+        print("The two runs have the same config, result, metrics, code and environment.")
+    before, after = (str(run.metadata.get("code") or "") for run in runs)
+    if before != after:
+        sys.stdout.writelines(
+            difflib.unified_diff(
+                before.splitlines(keepends=True),
+                after.splitlines(keepends=True),
+                fromfile=f"{ids[0]} code",
+                tofile=f"{ids[1]} code",
+            )
+        )
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    backend = _open(args, check=False)
+    id = _resolve_id(backend, args.id)
+    values = {}
+    for item in args.tags:
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip():
+            raise CommandError(f"Tags are NAME=VALUE, not {item!r}.", code=2)
+        values[name.strip()] = _tag_value(value)
+    try:
+        tags = marks.tag(backend.root, id, values)
+    except TypeError as exc:
+        raise CommandError(str(exc), code=2) from None
+    print(f"{id}: " + (", ".join(f"{k}={v!r}" for k, v in tags.items()) or "no tags"))
+    return 0
+
+
+def _tag_value(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, (str, int, float, bool, type(None))) else text
+
+
+def cmd_note(args: argparse.Namespace) -> int:
+    backend = _open(args, check=False)
+    id = _resolve_id(backend, args.id)
+    try:
+        notes = marks.note(backend.root, id, args.text)
+    except TypeError as exc:
+        raise CommandError(str(exc), code=2) from None
+    print(f"{id}: {_plural(len(notes), 'note')}")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    if bool(args.ids) == bool(args.where):
+        raise CommandError("Give run ids, or --where QUERY (not both).", code=2)
+    if args.where:
+        backend = _open(args)
+        args.status, args.since, args.limit, args.top, args.sort = None, None, None, None, None
+        ids = [run.id for run in _select(backend, args)]
+    else:
+        backend = _open(args, check=False)
+        ids = [_resolve_id(backend, id) for id in args.ids]
+    if not ids:
+        print("No runs match: nothing deleted.")
+        return 0
+    if not args.yes and not _confirm(f"Move {_plural(len(ids), 'run')} to the trash? [y/N] "):
+        print("Nothing deleted.")
+        return 0
+    deleted = 0
+    for id in ids:
+        try:
+            deleted += trashcan.delete(backend, id)
+        except trashcan.RunningError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+    print(f"Moved {_plural(deleted, 'run')} to the trash ({PROG} trash {backend.root} list).")
+    return 0 if deleted == len(ids) else 1
+
+
+def cmd_trash(args: argparse.Namespace) -> int:
+    backend = _open(args, check=False)
+    if args.action == "list":
+        ids = trashcan.trashed(backend)
+        for id in ids:
+            print(id)
+        print(f"{_plural(len(ids), 'run')} in the trash")
+    elif args.action == "restore":
+        if not args.ids:
+            raise CommandError("trash restore takes the ids of the runs to restore.", code=2)
+        for id in args.ids:
+            try:
+                trashcan.restore(backend, id)
+            except (FileNotFoundError, FileExistsError) as exc:
+                raise CommandError(str(exc)) from None
+            print(f"Restored {id}")
+    else:
+        count = len(trashcan.trashed(backend))
+        if (
+            count
+            and not args.yes
+            and not _confirm(f"Delete the {_plural(count, 'run')} in the trash for good? [y/N] ")
+        ):
+            print("Nothing purged.")
+            return 0
+        print(f"Purged {_plural(trashcan.purge(backend), 'run')}.")
+    return 0
 
 
 # ---------------------------------------------------------------- helpers
@@ -453,11 +667,48 @@ def _select(
             backend,
             status=statuses,
             since=args.since,
-            limit=args.limit,
+            limit=_limit(args),
+            where=getattr(args, "where", None),
+            sort=getattr(args, "sort", None),
             environment=environment,
         )
-    except ValueError as exc:  # an unknown status
+    except ValueError as exc:  # an unknown status, field or sort, a bad query
         raise CommandError(str(exc), code=2) from None
+
+
+def _limit(args: argparse.Namespace) -> int | None:
+    top: int | None = getattr(args, "top", None)
+    limit: int | None = args.limit
+    if top is not None and limit is not None:
+        return min(top, limit)
+    return top if top is not None else limit
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _row(run: Observation) -> dict[str, Any]:
+    """A run's flat fields, as ``list --format`` and ``--columns`` show them."""
+    row = query.fields(run, "last")
+    row["duration"] = _duration(run)
+    return row
+
+
+_SHOWN = ("config", "result", "tags", "metrics")  # the namespaces list shows by default
+
+
+def _columns(rows: list[dict[str, Any]], wanted: str | None) -> list[str]:
+    seen: list[str] = []
+    for row in rows:
+        seen.extend(name for name in row if name not in seen)
+    if wanted:
+        try:
+            return query.select_columns(seen or ["id"], _names(wanted))
+        except ValueError as exc:
+            raise CommandError(str(exc), code=2) from None
+    shown = [c for c in seen if c.split(".")[0] in _SHOWN]
+    return ["id", "status", "duration", *shown]
 
 
 def _status_names(values: list[str]) -> list[str]:
@@ -524,28 +775,25 @@ def _write_text(text: str, output: Path | None) -> None:
 
 # ---------------------------------------------------------------- formatting
 
-_COLUMNS = ("id", "status", "duration", "config", "result")
-
 
 def _print_table(runs: list[Observation], out: TextIO) -> None:
+    metrics = [query.metrics_of(run) for run in runs]
+    columns = ["id", "status", "duration", "config", "result"]
+    if any(metrics):
+        columns.append("metrics")
     rows = [
-        (run.id, status_of(run), _duration(run), _config_text(run), _result_text(run))
-        for run in runs
+        {
+            "id": run.id,
+            "status": status_of(run),
+            "duration": _duration(run),
+            "config": _config_text(run),
+            "result": _result_text(run),
+            "metrics": ", ".join(f"{k}={text(v)}" for k, v in summary.items()),
+        }
+        for run, summary in zip(runs, metrics, strict=True)
     ]
-    if not rows:
-        return
-    width = shutil.get_terminal_size((120, 24)).columns
-    fixed = [max(len(row[i]) for row in [_COLUMNS, *rows]) for i in range(3)]
-    room = max(width - sum(fixed) - 8, 30)  # what is left for config and result
-    config_width = min(max(len(row[3]) for row in [_COLUMNS, *rows]), max(room // 2, room - 40))
-    widths = [*fixed, config_width]
-    for row in [_COLUMNS, *rows]:
-        cells = [_cut(cell, w).ljust(w) for cell, w in zip(row[:4], widths, strict=True)]
-        out.write("  ".join([*cells, _cut(row[4], room - config_width)]).rstrip() + "\n")
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+    if rows:
+        out.write(render(rows, columns, "table", wants_colour(out)))
 
 
 def _duration(run: Observation) -> str:
@@ -585,6 +833,9 @@ def _json_record(run: Observation, include_metadata: bool) -> dict[str, Any]:
         "config": run.config,
         "result": run.result,
     }
+    summary = query.metrics_of(run)
+    if summary:
+        record["metrics"] = summary
     if include_metadata:
         record["metadata"] = run.metadata
     return record

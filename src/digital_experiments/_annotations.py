@@ -1,0 +1,85 @@
+"""Tags and notes: what people add to a run after the fact.
+
+Records stay immutable: a run's tags and notes live beside it, in
+``<root>/.de/annotations/<id>.json`` (``{"tags": {...}, "notes": [...]}``).
+Every change is a read-modify-write under a lock on that run, published by an
+atomic rename, so concurrent taggers merge and a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from . import _layout as layout
+from . import _storage as storage
+
+_JSON_TYPES = (str, int, float, bool, type(None))
+
+
+def read_annotations(root: Path, id: str) -> dict[str, Any]:
+    """``{"tags": ..., "notes": ...}`` of run ``id`` (only the keys it has)."""
+    try:
+        data = json.loads(storage.read_bytes(os.fspath(layout.annotation_file(root, id))))
+    except (FileNotFoundError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    found: dict[str, Any] = {}
+    if isinstance(data.get("tags"), dict) and data["tags"]:
+        found["tags"] = data["tags"]
+    if isinstance(data.get("notes"), list) and data["notes"]:
+        found["notes"] = data["notes"]
+    return found
+
+
+def annotated(root: Path) -> set[str]:
+    """The ids of the runs under ``root`` that have tags or notes."""
+    try:
+        names = os.listdir(layout.internal(root, "annotations"))
+    except OSError:
+        return set()
+    return {name[:-5] for name in names if name.endswith(".json") and layout.is_id(name[:-5])}
+
+
+def tag(root: Path, id: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``values`` into run ``id``'s tags (``None`` removes a tag); its tags now."""
+    for name, value in values.items():
+        if not isinstance(value, _JSON_TYPES):
+            raise TypeError(
+                f"Tag {name}={value!r}: tags are str, int, float, bool or None (which "
+                "removes the tag). Keep other values in an artefact or a note."
+            )
+
+    def change(data: dict[str, Any]) -> None:
+        tags = data.setdefault("tags", {})
+        for name, value in values.items():
+            if value is None:
+                tags.pop(name, None)
+            else:
+                tags[name] = value
+
+    tags: dict[str, Any] = _update(root, id, change).get("tags", {})
+    return tags
+
+
+def note(root: Path, id: str, text: str) -> list[str]:
+    """Add ``text`` to run ``id``'s notes; its notes now."""
+    if not isinstance(text, str) or not text.strip():
+        raise TypeError(f"A note is non-empty text, not {text!r}.")
+    notes: list[str] = _update(root, id, lambda data: data.setdefault("notes", []).append(text))[
+        "notes"
+    ]
+    return notes
+
+
+def _update(root: Path, id: str, change: Any) -> dict[str, Any]:
+    path = layout.annotation_file(root, id)
+    with storage.file_lock(layout.lock(root, f"annotations-{id}")):
+        data = read_annotations(root, id)
+        change(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage.atomic_write(path, json.dumps(data, sort_keys=True).encode())
+    return data

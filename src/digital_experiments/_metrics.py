@@ -1,0 +1,186 @@
+"""Metrics over steps: :func:`log` inside a run, and reading them back.
+
+Each run's points live in ``<root>/.de/metrics/<id>.jsonl``, one JSON array
+``[step, name, value, time]`` per line. :func:`log` only appends to a buffer
+in memory; the buffer is written (one ``write`` of whole lines, ``O_APPEND``)
+when a second has passed since the last write, when a propagated call ends
+and, synced to disk, when the run ends. So a crash loses at most the last
+second of points, never tears a line another writer wrote (appends of whole
+lines), and a reader skips a torn last line. Several processes of one run
+(through :class:`~digital_experiments.propagate`) append to the same file.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import numbers
+import os
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _layout as layout
+from ._context import Run, current_run
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FLUSH_EVERY = 1.0  # seconds: how much a crash may lose
+COLUMNS = ("step", "name", "value", "time")
+_KEY = object()  # the buffer's slot in each run's callback state
+
+
+class _Buffer:
+    """The points logged in one run by this process, not yet written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.points: list[tuple[int, str, float, float]] = []
+        self.steps: dict[str, int] = {}  # the next default step of each name
+        self.written = time.monotonic()
+
+    def add(self, step: int | None, values: dict[str, Any], now: float) -> bool:
+        """Buffer ``values``; whether a second has passed since the last write."""
+        with self.lock:
+            for name, value in values.items():
+                at = self.steps.get(name, 0) if step is None else step
+                self.steps[name] = at + 1
+                self.points.append((at, name, value, now))
+            return time.monotonic() - self.written >= FLUSH_EVERY
+
+    def write(self, sync: bool) -> None:
+        with self.lock:
+            points, self.points = self.points, []
+            self.written = time.monotonic()
+            if not points and not sync:
+                return
+            data = "".join(json.dumps(point) + "\n" for point in points).encode()
+            _append(self.path, data, sync)
+
+
+def _append(path: Path, data: bytes, sync: bool) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except FileNotFoundError:  # the first points of this root
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _buffer(run: Run) -> _Buffer:
+    state = run.callback_state(_KEY)
+    buffer: _Buffer | None = state.get("buffer")
+    if buffer is None:
+        buffer = state["buffer"] = _Buffer(layout.metrics(run.root, run.id))
+        run.on_leave(functools.partial(buffer.write, True))
+    return buffer
+
+
+def log(step: int | None = None, **values: Any) -> None:
+    """Record metric values of the current run, such as a loss per epoch.
+
+    Parameters
+    ----------
+    step : int, optional
+        The step the values belong to. Default: for each name, one more than
+        the last step logged for it in this process (``0`` first).
+    **values : float
+        Metric names and their values (numbers).
+
+    Raises
+    ------
+    NoExperimentRunning
+        Outside a run. Inside a pool worker, wrap the function with
+        :class:`~digital_experiments.propagate`.
+    TypeError
+        If a value is not a number, or ``step`` is not an int.
+
+    Examples
+    --------
+    >>> from digital_experiments import experiment, log
+    >>> @experiment
+    ... def train(epochs=3):
+    ...     for epoch in range(epochs):
+    ...         log(loss=1 / (epoch + 1), accuracy=epoch / epochs)
+    ...     return "done"
+    """
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        raise TypeError(f"log(step=...) takes an int, not {step!r}.")
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(
+                f"Metric {name!r} is {value!r}: log() records numbers (int or float). "
+                "Store other values in the result, or as an artefact in current_dir()."
+            )
+    clean = {name: _number(value) for name, value in values.items()}
+    run = current_run("log()")
+    buffer = _buffer(run)
+    if buffer.add(step, clean, time.time()):
+        buffer.write(sync=False)
+
+
+def _number(value: Any) -> float | int:
+    if isinstance(value, int):
+        return value
+    return float(value)  # numpy scalars become Python numbers
+
+
+def finish(run: Run) -> None:
+    """Write the run's remaining points and sync them: the run is ending."""
+    buffer = run.callback_state(_KEY).get("buffer")
+    if buffer is not None:
+        buffer.write(sync=True)
+
+
+def read(root: Path, id: str) -> list[tuple[int, str, float, float]]:
+    """The points of run ``id``, in the order they were written (``[]`` if none)."""
+    try:
+        with open(layout.metrics(root, id), "rb") as file:
+            lines = file.read().splitlines()
+    except FileNotFoundError:
+        return []
+    points = []
+    for line in lines:
+        try:
+            step, name, value, when = json.loads(line)
+        except ValueError:  # a torn last line: the rest is intact
+            continue
+        points.append((step, name, value, when))
+    return points
+
+
+def summary(root: Path, id: str, how: str) -> dict[str, float]:
+    """``{name: value}``: each metric's ``last``, ``min`` or ``max`` value."""
+    found: dict[str, float] = {}
+    if how == "last":
+        latest: dict[str, int] = {}
+        for step, name, value, _ in read(root, id):
+            if step >= latest.get(name, step):
+                latest[name] = step
+                found[name] = value
+        return found
+    pick = min if how == "min" else max
+    for _, name, value, _ in read(root, id):
+        if isinstance(value, float) and math.isnan(value):
+            continue
+        found[name] = pick(found[name], value) if name in found else value
+    return found
+
+
+def frame(root: Path, id: str) -> pd.DataFrame:
+    """The points of run ``id`` as a long DataFrame: ``step, name, value, time``."""
+    import pandas as pd  # heavy: imported only when needed
+
+    points: pd.DataFrame = pd.DataFrame(read(root, id), columns=list(COLUMNS))
+    return points
