@@ -69,12 +69,14 @@ def delete(backend: Backend, id: str) -> bool:
             "'abandoned' and can be deleted."
         )
     trash = layout.trash(store.root, id)
+    if observation is None and not (trash / record.name).exists():
+        return False  # no such run
     trash.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(record, trash / record.name)
     except FileNotFoundError:
         if not (trash / record.name).exists():
-            return False  # no such run (or another deleter was first and purged it)
+            return False  # another deleter was first, and purged it
     for here, there in _parts(store.root, id):
         _move(here, there)
     return True

@@ -127,9 +127,10 @@ def _tokens(text: str) -> list[_Token]:
                 _point(f"Unexpected {text[column]!r}{hint} in where=:", text, column, 1)
             )
         kind, value = match.lastgroup, match.group(match.lastgroup)
+        start = match.start(kind)
         if kind == "name" and value in _KEYWORDS:
             kind = "keyword"
-        tokens.append(_Token(kind, value, match.start(kind)))
+        tokens.append(_Token(kind, value, start))
         at = match.end()
     tokens.append(_Token("end", "end of the query", len(text)))
     return tokens
