@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,16 @@ def annotated(root: Path) -> set[str]:
     return {name[:-5] for name in names if name.endswith(".json") and layout.is_id(name[:-5])}
 
 
-def tag(root: Path, id: str, values: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``values`` into run ``id``'s tags (``None`` removes a tag); its tags now."""
+def locked(root: Path, id: str) -> AbstractContextManager[None]:
+    """Hold run ``id``'s annotation lock (a delete moves them under it too)."""
+    return storage.file_lock(layout.lock(root, f"annotations-{id}"))
+
+
+def tag(root: Path, id: str, values: dict[str, Any], record: Path | None = None) -> dict[str, Any]:
+    """Merge ``values`` into run ``id``'s tags (``None`` removes a tag); its tags now.
+
+    With ``record``, refuse (``ValueError``) if that file is gone when the lock is held:
+    the run was deleted meanwhile."""
     for name, value in values.items():
         if not isinstance(value, _JSON_TYPES):
             raise TypeError(
@@ -61,23 +70,27 @@ def tag(root: Path, id: str, values: dict[str, Any]) -> dict[str, Any]:
             else:
                 tags[name] = value
 
-    tags: dict[str, Any] = _update(root, id, change).get("tags", {})
+    tags: dict[str, Any] = _update(root, id, change, record).get("tags", {})
     return tags
 
 
-def note(root: Path, id: str, text: str) -> list[str]:
-    """Add ``text`` to run ``id``'s notes; its notes now."""
+def note(root: Path, id: str, text: str, record: Path | None = None) -> list[str]:
+    """Add ``text`` to run ``id``'s notes; its notes now (``record`` as for :func:`tag`)."""
     if not isinstance(text, str) or not text.strip():
         raise TypeError(f"A note is non-empty text, not {text!r}.")
-    notes: list[str] = _update(root, id, lambda data: data.setdefault("notes", []).append(text))[
-        "notes"
-    ]
+
+    def add(data: dict[str, Any]) -> None:
+        data.setdefault("notes", []).append(text)
+
+    notes: list[str] = _update(root, id, add, record)["notes"]
     return notes
 
 
-def _update(root: Path, id: str, change: Any) -> dict[str, Any]:
+def _update(root: Path, id: str, change: Any, record: Path | None) -> dict[str, Any]:
     path = layout.annotation_file(root, id)
-    with storage.file_lock(layout.lock(root, f"annotations-{id}")):
+    with locked(root, id):
+        if record is not None and not record.exists():
+            raise ValueError(f"No run {id!r} in {str(root)!r} (deleted?).")
         data = read_annotations(root, id)
         change(data)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from .errors import InvalidRootError
 if TYPE_CHECKING:
     import pandas as pd
 
+ID_EXAMPLE = "2026-01-01_12-00-00_000000"
 P = ParamSpec("P")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
@@ -250,13 +251,11 @@ class Experiment(Recorder, Generic[P, R]):
         (``where='tags.best == true'``). Records stay as written: tags are
         stored beside them, and concurrent taggers never lose each other's tags.
         """
-        self._check_run(id)
-        return marks.tag(self.root, id, values)
+        return marks.tag(self.root, id, values, self._record_path(id))
 
     def note(self, id: str, text: str) -> list[str]:
         """Add a note to run ``id``; its notes now (in ``metadata["notes"]``)."""
-        self._check_run(id)
-        return marks.note(self.root, id, text)
+        return marks.note(self.root, id, text, self._record_path(id))
 
     def delete(self, *ids: str) -> list[str]:
         """Move runs ``ids`` (record, artefacts, metrics, tags) to the root's trash.
@@ -282,10 +281,11 @@ class Experiment(Recorder, Generic[P, R]):
         """Empty the trash for good; how many runs were in it."""
         return trashcan.purge(self.backend)
 
-    def _check_run(self, id: str) -> None:
-        missing = isinstance(self.backend, FileBackend) and not self.backend.path(id).exists()
-        if not is_id(id) or missing:
-            raise ValueError(f"No run {id!r} in {str(self.root)!r}.")
+    def _record_path(self, id: str) -> Path | None:
+        """Where run ``id``'s record is (``None`` for a backend without files)."""
+        if not is_id(id):
+            raise ValueError(f"No run {id!r} in {str(self.root)!r}: ids look like {ID_EXAMPLE!r}.")
+        return self.backend.path(id) if isinstance(self.backend, FileBackend) else None
 
     # -- sweeps (see digital_experiments.sweep)
 

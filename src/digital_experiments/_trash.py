@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 from . import _layout as layout
+from ._annotations import locked
 from ._backends import Backend, FileBackend
 from ._records import RUNNING, Observation, status_of
 
@@ -72,13 +73,14 @@ def delete(backend: Backend, id: str) -> bool:
     if observation is None and not (trash / record.name).exists():
         return False  # no such run
     trash.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(record, trash / record.name)
-    except FileNotFoundError:
-        if not (trash / record.name).exists():
-            return False  # another deleter was first, and purged it
-    for here, there in _parts(store.root, id):
-        _move(here, there)
+    with locked(store.root, id):  # a tagger now either came first, or finds no run
+        try:
+            os.rename(record, trash / record.name)
+        except FileNotFoundError:
+            if not (trash / record.name).exists():
+                return False  # another deleter was first, and purged it
+        for here, there in _parts(store.root, id):
+            _move(here, there)
     return True
 
 
@@ -99,9 +101,10 @@ def restore(backend: Backend, id: str) -> Observation:
         raise FileNotFoundError(f"No run {id!r} in the trash of {str(store.root)!r}.")
     if record.exists():
         raise FileExistsError(f"Run {id!r} is in {str(store.root)!r} already.")
-    for here, there in _parts(store.root, id):
-        _move(there, here)
-    os.rename(trashed, record)  # last: the run is back, whole
+    with locked(store.root, id):
+        for here, there in _parts(store.root, id):
+            _move(there, here)
+        os.rename(trashed, record)  # last: the run is back, whole
     with contextlib.suppress(OSError):
         layout.trash(store.root, id).rmdir()
     return store.load(id)

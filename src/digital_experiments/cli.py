@@ -439,8 +439,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
             raise CommandError(f"Tags are NAME=VALUE, not {item!r}.", code=2)
         values[name.strip()] = _tag_value(value)
     try:
-        tags = marks.tag(backend.root, id, values)
-    except TypeError as exc:
+        tags = marks.tag(backend.root, id, values, backend.path(id))
+    except (TypeError, ValueError) as exc:
         raise CommandError(str(exc), code=2) from None
     print(f"{id}: " + (", ".join(f"{k}={v!r}" for k, v in tags.items()) or "no tags"))
     return 0
@@ -458,8 +458,8 @@ def cmd_note(args: argparse.Namespace) -> int:
     backend = _open(args, check=False)
     id = _resolve_id(backend, args.id)
     try:
-        notes = marks.note(backend.root, id, args.text)
-    except TypeError as exc:
+        notes = marks.note(backend.root, id, args.text, backend.path(id))
+    except (TypeError, ValueError) as exc:
         raise CommandError(str(exc), code=2) from None
     print(f"{id}: {_plural(len(notes), 'note')}")
     return 0
