@@ -60,6 +60,10 @@ def test_an_unknown_field_is_an_error_pointing_at_it(train: Any) -> None:
     assert "config.lr" in str(info.value).split("Known fields:")[1]
     with pytest.raises(ValueError, match=re.escape("Unknown field 'cfg.lr'")):
         query.load(train.experiment.root, where="cfg.lr == 1")
+    # no runs yet: any field of a known namespace may exist later
+    assert train.observations(where="config.lr < 1", since="2999") == []
+    with pytest.raises(ValueError, match=re.escape("Unknown field 'cfg.lr'")):
+        train.observations(where="cfg.lr < 1", since="2999")
 
 
 @pytest.mark.parametrize(

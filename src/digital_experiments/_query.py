@@ -154,7 +154,10 @@ def select(
         expression = compile_where(where)
         found = select(backend, code=code, status=status, since=since, environment=environment)
         rows = [fields(o, "last" if _names_metrics(expression.fields) else None) for o in found]
-        expression.check_fields(_known(rows))
+        known = _known(rows)
+        if not rows:  # no run to say which fields exist: check the namespaces only
+            known |= {f for f in expression.fields if f.split(".")[0] in NAMESPACES}
+        expression.check_fields(known)
         kept = Observations(o for o, row in zip(found, rows, strict=True) if expression(row))
         return _ordered(kept, sort, limit)
     if sort is not None:
