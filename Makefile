@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 EXAMPLES := examples/quickstart.py examples/backends_and_artefacts.py examples/parallel_sweep.py \
-	examples/sweep_dask.py
+	examples/metrics_and_queries.py examples/sweep_dask.py
 
 .PHONY: help install demo test lint typecheck pytest compat docs bench clean mutate
 

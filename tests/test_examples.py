@@ -28,7 +28,9 @@ def run_example(name: str, cwd: Path, de_root: Path | None = None) -> str:
     return proc.stdout
 
 
-@pytest.mark.parametrize("name", ["quickstart.py", "backends_and_artefacts.py"])
+@pytest.mark.parametrize(
+    "name", ["quickstart.py", "backends_and_artefacts.py", "metrics_and_queries.py"]
+)
 def test_example_exists(name: str) -> None:
     """The example is in examples/ and guarded by ``if __name__ == "__main__"``."""
     assert 'if __name__ == "__main__":' in (EXAMPLES / name).read_text()
@@ -139,3 +141,17 @@ def test_make_demo_installs_what_the_examples_import() -> None:
                 if not dists & installs:
                     missing.append((name, module))
     assert missing == []
+
+
+def test_metrics_and_queries(tmp_path: Path) -> None:
+    """The results example finds, tags, compares, reruns, deletes and restores runs."""
+    out = run_example("metrics_and_queries.py", tmp_path)
+    assert "8 runs recorded" in out
+    assert "converged with 30 steps, lr: [0.1, 0.3]" in out
+    assert "best: lr=0.3 steps=30" in out
+    assert "its loss curve: 30 steps" in out
+    assert "tagged best: [True]" in out
+    assert "['config.lr', 'config.steps', 'metrics.loss']" in out
+    assert "rerun of the best: same result True, rerun_of True" in out
+    assert "deleted the worst: 8 runs left, 1 in the trash" in out
+    assert "restored it: 9 runs" in out

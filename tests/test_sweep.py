@@ -937,3 +937,38 @@ def test_the_heartbeat_keeps_a_live_claim_past_stale_after(tmp_path: Path) -> No
         sweep.join(60)
     (run,) = long.observations()
     assert run.result == 1
+
+
+def test_the_progress_bar_is_tqdm_auto_in_a_notebook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a Jupyter kernel (stderr is no terminal there) the sweep shows tqdm.auto's bar."""
+    import types
+
+    import tqdm.auto
+
+    class ZMQInteractiveShell:  # what IPython's get_ipython() returns in a kernel
+        pass
+
+    shown: list[Any] = []
+
+    class Bar(tqdm.auto.tqdm):  # type: ignore[misc, name-defined]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**kwargs, "disable": True})
+            shown.append(kwargs)
+
+    fake = types.ModuleType("IPython")
+    fake.get_ipython = ZMQInteractiveShell  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "IPython", fake)
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+
+    @experiment(root=tmp_path)
+    def f(x: int) -> int:
+        return x
+
+    assert [run.result for run in f.sweep({"x": [1, 2, 3]})] == [1, 2, 3]
+    assert shown[0]["total"] == 3
+    shown.clear()
+    monkeypatch.delitem(sys.modules, "IPython")
+    f.sweep({"x": [4]})  # not a notebook, and stderr is no terminal: no bar
+    assert shown == []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,15 +154,22 @@ class Plan:
 
 
 class Progress:
-    """A tqdm bar on stderr: done / failed / skipped and an ETA; only on a terminal."""
+    """A tqdm bar: done / failed / skipped and an ETA. On stderr when it is a
+    terminal; in a Jupyter notebook, tqdm's notebook bar."""
 
     def __init__(self, plan: Plan, enabled: bool) -> None:
         self.bar: Any = None
         stream = sys.stderr
-        if not (enabled and stream is not None and _isatty(stream)):
+        if not enabled:
             return
-        from tqdm import tqdm  # imported only when a bar is shown
-
+        if in_notebook():
+            with warnings.catch_warnings():  # tqdm warns when ipywidgets is missing
+                warnings.simplefilter("ignore")
+                from tqdm.auto import tqdm
+        elif stream is not None and _isatty(stream):
+            from tqdm import tqdm  # imported only when a bar is shown
+        else:
+            return
         self.bar = tqdm(
             total=plan.total,
             initial=plan.skipped,
@@ -192,3 +200,11 @@ def _isatty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (IPython's ZMQ shell)."""
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None)
+    shell = get() if callable(get) else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
