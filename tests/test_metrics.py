@@ -213,3 +213,43 @@ def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
         (1, "x", 2.0, 1.6),
     ]
     assert isinstance(metrics.frame(tmp_path, "2026-01-01_00-00-00_000000"), pd.DataFrame)
+
+
+def test_special_floats_round_trip(tmp_path: Path) -> None:
+    @experiment(root=tmp_path)
+    def f() -> None:
+        log(a=float("nan"), b=float("inf"), c=float("-inf"), d=1e-300, e=2**70)
+
+    f()
+    values = dict(zip(*(f.observations()[0].metrics()[k] for k in ("name", "value")), strict=True))
+    assert values["a"] != values["a"]  # nan
+    assert (values["b"], values["c"], values["d"], values["e"]) == (
+        float("inf"),
+        float("-inf"),
+        1e-300,
+        2**70,
+    )
+
+
+def test_points_are_written_once_flush_every_has_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With FLUSH_EVERY = 0 every log() writes at once: readers see points mid-run."""
+    monkeypatch.setattr(metrics, "FLUSH_EVERY", 0.0)
+    seen: list[int] = []
+
+    @experiment(root=tmp_path)
+    def f() -> None:
+        from digital_experiments import current_id
+
+        for step in range(3):
+            log(x=step)
+            seen.append(len(metrics.read(tmp_path, current_id())))
+
+    f()
+    assert seen == [1, 2, 3]
+    monkeypatch.setattr(metrics, "FLUSH_EVERY", 3600.0)
+    seen.clear()
+    f()
+    assert seen == [0, 0, 0]  # buffered: written when the run ends
+    assert len(f.observations()[-1].metrics()) == 3

@@ -41,6 +41,7 @@ class Run:
     state: dict[int, dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     leaving: list[Callable[[], None]] = field(default_factory=list)
+    points: Any = None  # the metrics logged and not yet written (digital_experiments._metrics)
 
     @property
     def directory(self) -> Path:

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 FLUSH_EVERY = 1.0  # seconds: how much a crash may lose
 COLUMNS = ("step", "name", "value", "time")
-_KEY = object()  # the buffer's slot in each run's callback state
 
 
 class _Buffer:
@@ -41,25 +40,44 @@ class _Buffer:
         self.lock = threading.Lock()
         self.points: list[tuple[int, str, float, float]] = []
         self.steps: dict[str, int] = {}  # the next default step of each name
-        self.written = time.monotonic()
+        self.written = time.time()
 
     def add(self, step: int | None, values: dict[str, Any], now: float) -> bool:
         """Buffer ``values``; whether a second has passed since the last write."""
         with self.lock:
+            steps, points = self.steps, self.points
             for name, value in values.items():
-                at = self.steps.get(name, 0) if step is None else step
-                self.steps[name] = at + 1
-                self.points.append((at, name, value, now))
-            return time.monotonic() - self.written >= FLUSH_EVERY
+                at = steps.get(name, 0) if step is None else step
+                steps[name] = at + 1
+                points.append((at, name, value, now))
+            return now - self.written >= FLUSH_EVERY
 
     def write(self, sync: bool) -> None:
         with self.lock:
             points, self.points = self.points, []
-            self.written = time.monotonic()
+            self.written = time.time()
             if not points and not sync:
                 return
-            data = "".join(json.dumps(point) + "\n" for point in points).encode()
-            _append(self.path, data, sync)
+            _append(self.path, _encode(points), sync)
+
+
+_NAMES: dict[str, str] = {}  # metric name -> its JSON text
+_SPECIAL = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # as json writes them
+
+
+def _encode(points: list[tuple[int, str, float, float]]) -> bytes:
+    """JSON lines ``[step, name, value, time]``, built directly (json.dumps per point
+    would double the cost of log())."""
+    lines = []
+    for step, name, value, when in points:
+        text = _NAMES.get(name)
+        if text is None:
+            text = _NAMES[name] = json.dumps(name)
+        number = repr(value)
+        if number[-1] in "fn":  # nan, inf, -inf
+            number = _SPECIAL[number]
+        lines.append(f"[{step}, {text}, {number}, {when!r}]\n")
+    return "".join(lines).encode()
 
 
 def _append(path: Path, data: bytes, sync: bool) -> None:
@@ -79,11 +97,12 @@ def _append(path: Path, data: bytes, sync: bool) -> None:
 
 
 def _buffer(run: Run) -> _Buffer:
-    state = run.callback_state(_KEY)
-    buffer: _Buffer | None = state.get("buffer")
-    if buffer is None:
-        buffer = state["buffer"] = _Buffer(layout.metrics(run.root, run.id))
-        run.on_leave(functools.partial(buffer.write, True))
+    with run.lock:
+        buffer: _Buffer | None = run.points
+        if buffer is not None:
+            return buffer
+        buffer = run.points = _Buffer(layout.metrics(run.root, run.id))
+    run.on_leave(functools.partial(buffer.write, True))
     return buffer
 
 
@@ -118,15 +137,18 @@ def log(step: int | None = None, **values: Any) -> None:
     if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
         raise TypeError(f"log(step=...) takes an int, not {step!r}.")
     for name, value in values.items():
+        kind = type(value)
+        if kind is float or kind is int:
+            continue  # the common case, checked cheaply
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(
                 f"Metric {name!r} is {value!r}: log() records numbers (int or float). "
                 "Store other values in the result, or as an artefact in current_dir()."
             )
-    clean = {name: _number(value) for name, value in values.items()}
+        values[name] = _number(value)
     run = current_run("log()")
-    buffer = _buffer(run)
-    if buffer.add(step, clean, time.time()):
+    buffer = run.points or _buffer(run)
+    if buffer.add(step, values, time.time()):
         buffer.write(sync=False)
 
 
@@ -138,7 +160,7 @@ def _number(value: Any) -> float | int:
 
 def finish(run: Run) -> None:
     """Write the run's remaining points and sync them: the run is ending."""
-    buffer = run.callback_state(_KEY).get("buffer")
+    buffer: _Buffer | None = run.points
     if buffer is not None:
         buffer.write(sync=True)
 
