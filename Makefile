@@ -62,6 +62,7 @@ docs: $(STAMP)
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/results_bench.py
 
 # Mutation testing with mutmut over _storage, _run, _claims, _sweep and _context
 # ([tool.mutmut] in pyproject.toml). MODULE=_context mutates one module only.

@@ -17,7 +17,7 @@
 A run without the field fails every comparison on it; values that cannot be
 compared (text with a number, ``true`` with ``1``) compare false, never raise.
 Queries are parsed here, never evaluated by Python: nothing in one can run code.
-An unknown field or a syntax error is a :class:`WhereError` (a ``ValueError``)
+An unknown field or a syntax error is a ``WhereError`` (a ``ValueError``)
 that shows the query with a caret under the spot.
 """
 
