@@ -245,13 +245,26 @@ def _ordered(found: Observations, sort: str | None, limit: int | None) -> Observ
         return (
             found if limit is None else Observations(found[len(found) - limit :] if limit else [])
         )
+    metrics = "last" if _names_metrics([k.strip().lstrip("-") for k in sort.split(",")]) else None
+    order = sort_order([fields(o, metrics) for o in found], sort)
+    ordered = Observations(found[i] for i in order)
+    return ordered if limit is None else Observations(ordered[:limit])
+
+
+def sort_order(rows: Sequence[Mapping[str, Any]], sort: str) -> list[int]:
+    """The positions of ``rows`` (flat fields) in ``sort`` order, such as
+    ``"-result.loss,config.lr"`` (``-``: descending; missing values last).
+
+    Raises
+    ------
+    ValueError
+        For a field no row has.
+    """
     keys = [key.strip() for key in sort.split(",") if key.strip()]
     if not keys:
         raise ValueError(f"sort= names a field such as '-result.loss', not {sort!r}.")
-    metrics = "last" if _names_metrics([k.lstrip("-") for k in keys]) else None
-    rows = [fields(o, metrics) for o in found]
     known = _known(rows)
-    order = list(range(len(found)))
+    order = list(range(len(rows)))
     for key in reversed(keys):  # stable sorts, last key first
         name, descending = key.lstrip("-"), key.startswith("-")
         if not any(name == k or k.startswith(name + ".") for k in known):
@@ -260,8 +273,7 @@ def _ordered(found: Observations, sort: str | None, limit: int | None) -> Observ
                 f"{', '.join(sorted(known)[:30])}"
             )
         order = _sorted_by(order, [row.get(name) for row in rows], descending)
-    ordered = Observations(found[i] for i in order)
-    return ordered if limit is None else Observations(ordered[:limit])
+    return order
 
 
 def _sorted_by(order: list[int], values: list[Any], descending: bool) -> list[int]:

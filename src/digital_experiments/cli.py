@@ -253,6 +253,25 @@ def build_parser() -> argparse.ArgumentParser:
     query_arguments(export)
     export.set_defaults(command=cmd_export)
 
+    view = commands.add_parser(
+        "ui",
+        help="see the runs in a browser",
+        description="Serve a live, read-only web view of the runs (needs the ui extra: "
+        'pip install "digital-experiments[ui]"). Pickle records run code when loaded: '
+        "serve only roots you trust.",
+    )
+    view.add_argument(
+        "root",
+        metavar="ROOT",
+        type=Path,
+        nargs="?",
+        help="an experiment folder, or a folder of them (default: $DE_ROOT, else ./experiments)",
+    )
+    view.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    view.add_argument("--port", type=int, default=8765, help="default 8765")
+    view.add_argument("--open", action="store_true", help="open the page in a browser")
+    view.set_defaults(command=cmd_ui)
+
     prune = commands.add_parser(
         "prune",
         help="delete failed, abandoned or interrupted runs",
@@ -462,6 +481,22 @@ def cmd_note(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc), code=2) from None
     print(f"{id}: {_plural(len(notes), 'note')}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    root = _root(args)
+    if not root.is_dir():
+        raise CommandError(f"No folder {str(root)!r}: pass ROOT, or set $DE_ROOT.", code=2)
+    try:
+        from .ui import serve
+    except ImportError as exc:
+        raise CommandError(
+            f"The web view needs the ui extra ({exc.name} is missing): "
+            'pip install "digital-experiments[ui]"',
+            code=2,
+        ) from None
+    serve(root, host=args.host, port=args.port, open_browser=args.open)
     return 0
 
 

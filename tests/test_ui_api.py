@@ -1,0 +1,198 @@
+"""The web view's JSON API, through Starlette's test client (no browser)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("starlette")
+
+from starlette.testclient import TestClient
+
+from digital_experiments import current_dir, experiment, log
+from digital_experiments.ui import create_app
+from digital_experiments.ui._index import RunIndex
+
+# a 2 x 2 red PNG
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEklEQVR4nGP4z8DAwMDAwMAAAAwAAd7KxjgAAAAASUVORK5CYII="
+)
+
+
+def fit(lr: float, depth: int = 2) -> dict[str, float]:
+    for step in range(4):
+        log(loss=lr * (4 - step))
+    (current_dir() / "curve.png").write_bytes(PNG)
+    (current_dir() / "notes" / "log.txt").parent.mkdir()
+    (current_dir() / "notes" / "log.txt").write_text(f"lr={lr}\n")
+    if lr > 1:
+        raise ValueError(f"lr={lr} diverges")
+    return {"loss": lr * depth}
+
+
+def make_root(root: Path) -> list[str]:
+    f = experiment(root=root / "fit", backend="json")(fit)
+    for lr, depth in [(0.1, 2), (0.3, 1), (0.01, 4)]:
+        f(lr, depth)
+    with pytest.raises(ValueError, match="diverges"):
+        f(5.0)
+    return [run.id for run in f.observations(status="all")]
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Any:
+    ids = make_root(tmp_path / "root")
+    with TestClient(create_app(tmp_path / "root")) as test_client:
+        test_client.ids = ids
+        test_client.root = tmp_path / "root"
+        yield test_client
+
+
+def test_experiments_lists_counts_by_status(client: Any) -> None:
+    data = client.get("/api/experiments").json()
+    (fit_,) = data["experiments"]
+    assert fit_["name"] == "fit"
+    assert fit_["runs"] == 4
+    assert fit_["statuses"] == {"completed": 3, "failed": 1}
+    assert fit_["latest"] == client.ids[-1]
+
+
+def test_runs_are_sorted_filtered_and_paged(client: Any) -> None:
+    data = client.get("/api/experiments/fit/runs", params={"sort": "-result.loss"}).json()
+    assert data["total"] == data["matched"] == 4
+    assert [row["result.loss"] for row in data["rows"][:3]] == [0.3, 0.2, 0.04]
+    assert data["rows"][3]["status"] == "failed"
+    assert data["rows"][3]["error"] == "ValueError: lr=5.0 diverges"
+    assert {"config.lr", "result.loss", "metrics.loss"} <= set(data["numeric"])
+    assert data["columns"][:3] == ["id", "status", "duration"]
+    page = client.get("/api/experiments/fit/runs", params={"offset": 1, "limit": 2}).json()
+    assert [row["id"] for row in page["rows"]] == client.ids[1:3]
+    only = client.get("/api/experiments/fit/runs", params={"where": "config.lr < 0.2"}).json()
+    assert only["matched"] == 2
+    assert {row["config.lr"] for row in only["rows"]} == {0.1, 0.01}
+
+
+def test_a_bad_query_is_a_400_pointing_at_it(client: Any) -> None:
+    response = client.get("/api/experiments/fit/runs", params={"where": "config.lrr < 1"})
+    assert response.status_code == 400
+    assert "Unknown field 'config.lrr'" in response.json()["error"]
+    assert "^^^^^^^^^^" in response.json()["error"]
+    assert client.get("/api/experiments/nope/runs").status_code == 404
+
+
+def test_points_give_whole_columns_for_plots(client: Any) -> None:
+    data = client.get(
+        "/api/experiments/fit/points", params={"columns": "config.lr,result.loss"}
+    ).json()
+    assert data["ids"] == client.ids
+    assert data["config.lr"] == [0.1, 0.3, 0.01, 5.0]
+    assert data["result.loss"][:3] == [0.2, 0.3, 0.04]
+
+
+def test_one_run_in_full_with_artefacts_and_metrics(client: Any) -> None:
+    id = client.ids[0]
+    run = client.get(f"/api/experiments/fit/runs/{id}").json()
+    assert run["config"] == {"lr": 0.1, "depth": 2}
+    assert run["status"] == "completed"
+    assert "def fit" in run["code"]
+    assert {a["path"]: a["kind"] for a in run["artefacts"]} == {
+        "curve.png": "image",
+        "notes/log.txt": "text",
+    }
+    image = client.get(f"/api/experiments/fit/runs/{id}/artefacts/curve.png")
+    assert image.headers["content-type"] == "image/png"
+    assert image.content == PNG
+    assert client.get(f"/api/experiments/fit/runs/{id}/artefacts/notes/log.txt").text == "lr=0.1\n"
+    metrics = client.get(f"/api/experiments/fit/runs/{id}/metrics").json()["metrics"]
+    assert metrics["loss"]["steps"] == [0, 1, 2, 3]
+    failed = client.get(f"/api/experiments/fit/runs/{client.ids[-1]}").json()
+    assert "ValueError: lr=5.0 diverges" in failed["error"]["traceback"]
+
+
+def test_artefact_paths_cannot_leave_the_run(client: Any, tmp_path: Path) -> None:
+    id = client.ids[0]
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    folder = client.root / "fit" / "storage" / id
+    (folder / "link.txt").symlink_to(secret)
+    (folder / "up").symlink_to(tmp_path)
+    other = client.ids[1]
+    for path in (
+        "../../../secret.txt",
+        "..%2F..%2F..%2Fsecret.txt",
+        "%2Fetc%2Fpasswd",
+        "link.txt",
+        "up/secret.txt",
+        f"../{other}/curve.png",
+        "notes",
+        "nothing.txt",
+    ):
+        response = client.get(f"/api/experiments/fit/runs/{id}/artefacts/{path}")
+        assert response.status_code == 404, path
+        assert "top secret" not in response.text
+    listed = client.get(f"/api/experiments/fit/runs/{id}").json()["artefacts"]
+    assert "link.txt" not in [a["path"] for a in listed]
+    assert client.get("/api/experiments/fit/runs/..%2F..%2Fsecret").status_code == 404
+
+
+def test_compare_gives_the_fields_that_differ(client: Any) -> None:
+    a, b = client.ids[:2]
+    data = client.get("/api/experiments/fit/compare", params={"ids": f"{a},{b}"}).json()
+    assert data["ids"] == [a, b]
+    pairs = zip(data["values"][a], data["values"][b], strict=True)
+    values = dict(zip(data["fields"], pairs, strict=True))
+    assert values["config.lr"] == (0.1, 0.3)
+    assert "code" not in values
+    assert client.get("/api/experiments/fit/compare", params={"ids": a}).status_code == 400
+
+
+def test_a_corrupt_record_shows_as_unreadable(client: Any) -> None:
+    broken = "2026-01-01_00-00-00_000000"
+    (client.root / "fit" / f"{broken}.json").write_text('{"id": "half')
+    index = client.app.state.root.index("fit")
+    index.refresh()
+    data = client.get("/api/experiments/fit/runs").json()
+    assert [u["id"] for u in data["unreadable"]] == [broken]
+    assert data["total"] == 4
+    run = client.get(f"/api/experiments/fit/runs/{broken}").json()
+    assert run["unreadable"].startswith("JSONDecodeError")
+    assert client.get("/api/experiments").json()["experiments"][0]["unreadable"] == 1
+
+
+def test_nothing_writes(client: Any) -> None:
+    """Every route answers GET only."""
+    for route in client.app.routes:
+        methods = getattr(route, "methods", None) or {"GET", "HEAD"}
+        assert methods <= {"GET", "HEAD"}, route.path
+    assert client.post("/api/experiments").status_code == 405
+
+
+def test_the_index_rereads_only_what_changed(tmp_path: Path) -> None:
+    ids = make_root(tmp_path)
+    index = RunIndex(tmp_path / "fit")
+    assert index.refresh()
+    assert len(index.snapshot()) == 4
+    version = index.version
+    assert not index.refresh()  # nothing changed: not even a scan
+    assert index.version == version
+    os.unlink(tmp_path / "fit" / f"{ids[0]}.json")
+    assert index.refresh()
+    assert [row["id"] for row in index.snapshot()] == ids[1:]
+    assert index.version == version + 1
+
+
+def test_ui_command_refuses_a_missing_root_and_names_the_extra(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "digital_experiments", "ui", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "No folder" in done.stderr
