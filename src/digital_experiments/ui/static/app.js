@@ -20,6 +20,10 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+function fill(node, ...children) {
+  node.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined));
+}
+
 async function api(path) {
   const response = await fetch(path);
   const data = await response.json();
@@ -70,7 +74,7 @@ function stopStream() {
 
 async function showExperiments() {
   stopStream();
-  crumbs.replaceChildren();
+  fill(crumbs);
   const data = await api("/api/experiments");
   const rows = data.experiments.map((e) => el("tr", { "data-experiment": e.name },
     el("td", {}, el("a", { href: `#/e/${encodeURIComponent(e.name)}` }, e.name)),
@@ -78,7 +82,7 @@ async function showExperiments() {
     el("td", { class: "badges" }, Object.entries(e.statuses).map(([s, n]) => el("span", {}, status(s), " ", n)),
       e.unreadable ? el("span", {}, status("unreadable"), " ", e.unreadable) : null),
     el("td", {}, e.latest || "–")));
-  main.replaceChildren(
+  fill(main, 
     el("h1", {}, "Experiments"), el("p", { class: "muted" }, data.root),
     rows.length ? el("table", { id: "experiments" },
       el("thead", {}, el("tr", {}, el("th", {}, "experiment"), el("th", {}, "runs"), el("th", {}, "statuses"), el("th", {}, "latest run"))),
@@ -91,7 +95,7 @@ const view = { name: null, where: "", sort: "", offset: 0, selected: new Set() }
 
 async function showRuns(name) {
   if (view.name !== name) Object.assign(view, { name, where: "", sort: "", offset: 0, selected: new Set() });
-  crumbs.replaceChildren(" / ", el("a", { href: `#/e/${encodeURIComponent(name)}` }, name));
+  fill(crumbs, " / ", el("a", { href: `#/e/${encodeURIComponent(name)}` }, name));
   const whereBox = el("input", { type: "text", id: "where", placeholder: 'where, e.g. config.lr < 0.01 and status == "completed"', value: view.where });
   const message = el("div", { class: "error", id: "where-error" });
   const table = el("div", { id: "runs-table" });
@@ -103,7 +107,7 @@ async function showRuns(name) {
     el("div", { class: "plot wide", id: "curves" }));
   const apply = () => { view.where = whereBox.value; view.offset = 0; loadRuns(name); };
   whereBox.addEventListener("keydown", (event) => { if (event.key === "Enter") apply(); });
-  main.replaceChildren(
+  fill(main, 
     el("h1", {}, name),
     el("div", { class: "toolbar" }, whereBox, el("button", { id: "apply", onclick: apply }, "Filter"),
       el("button", { id: "compare", onclick: () => {
@@ -147,9 +151,9 @@ async function loadRuns(name) {
     })));
   const unreadable = data.unreadable.map((u) => el("tr", { "data-id": u.id }, el("td", {}, ""),
     el("td", {}, u.id), el("td", {}, status("unreadable", u.error)), el("td", { colspan: data.columns.length - 2, class: "muted" }, u.error)));
-  document.getElementById("runs-table").replaceChildren(el("table", { id: "runs" }, el("thead", {}, head), el("tbody", {}, body, unreadable)));
+  fill(document.getElementById("runs-table"), el("table", { id: "runs" }, el("thead", {}, head), el("tbody", {}, body, unreadable)));
   const last = Math.min(data.offset + data.rows.length, data.matched);
-  document.getElementById("pager").replaceChildren(
+  fill(document.getElementById("pager"), 
     el("button", { id: "previous", onclick: () => { view.offset = Math.max(0, view.offset - 100); loadRuns(name); }, ...(data.offset ? {} : { disabled: "" }) }, "‹ previous"),
     el("span", { id: "counts" }, `runs ${data.matched ? data.offset + 1 : 0}–${last} of ${data.matched}` + (data.matched !== data.total ? ` (${data.total} in all)` : "")),
     el("button", { id: "next", onclick: () => { view.offset += 100; loadRuns(name); }, ...(last < data.matched ? {} : { disabled: "" }) }, "next ›"));
@@ -163,7 +167,7 @@ function fillPickers(numeric) {
     if (id === "colour") select.append(el("option", { value: "" }, "none"));
     for (const column of numeric) select.append(el("option", { value: column }, column));
     const configs = numeric.filter((c) => c.startsWith("config."));
-    const results = numeric.filter((c) => !c.startsWith("config."));
+    const results = [...numeric.filter((c) => c.startsWith("result.")), ...numeric.filter((c) => c.startsWith("metrics."))];
     if (id === "x" && configs.length) select.value = configs[0];
     if (id === "y" && results.length) select.value = results[0];
     else if (fallback >= 0 && numeric[fallback]) select.value = select.value || numeric[fallback];
@@ -177,13 +181,13 @@ async function drawPlots(name) {
   const columns = [...new Set([x, y, colour, ...numeric].filter(Boolean))];
   const params = new URLSearchParams({ where: view.where, columns: columns.join(",") });
   const data = await api(`/api/experiments/${encodeURIComponent(name)}/points?${params}`);
-  const marker = colour ? { color: data[colour], colorscale: "Viridis", showscale: true, colorbar: { title: colour } } : {};
+  const marker = colour ? { color: data[colour], colorscale: "Viridis", showscale: true, colorbar: { title: { text: colour } } } : {};
   Plotly.newPlot("scatter", [{ x: data[x], y: data[y], text: data.ids, mode: "markers", type: "scatter", marker }],
-    { title: `${y} against ${x}`, xaxis: { title: x }, yaxis: { title: y }, margin: { t: 40 } }, { responsive: true });
+    { title: { text: `${y} against ${x}` }, xaxis: { title: { text: x } }, yaxis: { title: { text: y } }, margin: { t: 40 } }, { responsive: true });
   const dims = numeric.filter((c) => data[c]).map((c) => ({ label: c, values: data[c] }));
   if (dims.length >= 2) {
     Plotly.newPlot("parallel", [{ type: "parcoords", dimensions: dims, line: colour ? { color: data[colour], colorscale: "Viridis" } : {} }],
-      { title: "parallel coordinates", margin: { t: 60 } }, { responsive: true });
+      { title: { text: "parallel coordinates" }, margin: { t: 60 } }, { responsive: true });
   }
   const chosen = [...view.selected];
   const traces = [];
@@ -191,7 +195,7 @@ async function drawPlots(name) {
     const metrics = (await api(`/api/experiments/${encodeURIComponent(name)}/runs/${id}/metrics`)).metrics;
     for (const [metric, curve] of Object.entries(metrics)) traces.push({ x: curve.steps, y: curve.values, name: `${metric} · ${id}`, mode: "lines" });
   }
-  Plotly.newPlot("curves", traces, { title: chosen.length ? "metrics of the selected runs" : "select runs to see their metric curves", xaxis: { title: "step" }, margin: { t: 40 } }, { responsive: true });
+  Plotly.newPlot("curves", traces, { title: { text: chosen.length ? "metrics of the selected runs" : "select runs to see their metric curves" }, xaxis: { title: { text: "step" } }, margin: { t: 40 } }, { responsive: true });
 }
 
 // ---------------------------------------------------------------- one run
@@ -217,10 +221,10 @@ function block(title, value, open = true) {
 
 async function showRun(name, id) {
   stopStream();
-  crumbs.replaceChildren(" / ", el("a", { href: `#/e/${encodeURIComponent(name)}` }, name), " / ", id);
+  fill(crumbs, " / ", el("a", { href: `#/e/${encodeURIComponent(name)}` }, name), " / ", id);
   const run = await api(`/api/experiments/${encodeURIComponent(name)}/runs/${id}`);
   if (run.unreadable) {
-    main.replaceChildren(el("h1", {}, id), el("p", {}, status("unreadable")), el("pre", { class: "error" }, run.unreadable));
+    fill(main, el("h1", {}, id), el("p", {}, status("unreadable")), el("pre", { class: "error" }, run.unreadable));
     return;
   }
   const base = `/api/experiments/${encodeURIComponent(name)}/runs/${id}/artefacts/`;
@@ -231,7 +235,7 @@ async function showRun(name, id) {
     return el("section", { "data-artefact": a.path }, el("h2", {}, el("a", { href: url, download: a.path.split("/").pop() }, a.path), el("span", { class: "muted" }, ` ${a.size} bytes`)), preview);
   });
   const code = run.code ? el("section", {}, el("h2", {}, "Code"), el("pre", { id: "code" })) : null;
-  main.replaceChildren(
+  fill(main, 
     el("h1", {}, id), el("p", {}, status(run.status)),
     block("Config", run.config), block("Result", run.result), block("Timing", run.timing),
     run.error ? el("section", {}, el("h2", {}, "Error"), el("pre", { class: "error", id: "traceback" }, run.error.traceback || `${run.error.type}: ${run.error.message}`)) : null,
@@ -245,7 +249,7 @@ async function showRun(name, id) {
   }
   const metrics = (await api(`/api/experiments/${encodeURIComponent(name)}/runs/${id}/metrics`)).metrics;
   const traces = Object.entries(metrics).map(([metric, curve]) => ({ x: curve.steps, y: curve.values, name: metric, mode: "lines" }));
-  if (traces.length) Plotly.newPlot("run-curves", traces, { title: "metrics", xaxis: { title: "step" }, margin: { t: 40 } }, { responsive: true });
+  if (traces.length) Plotly.newPlot("run-curves", traces, { title: { text: "metrics" }, xaxis: { title: { text: "step" } }, margin: { t: 40 } }, { responsive: true });
   else document.getElementById("run-curves").remove();
 }
 
@@ -253,9 +257,9 @@ async function showRun(name, id) {
 
 async function showCompare(name, ids) {
   stopStream();
-  crumbs.replaceChildren(" / ", el("a", { href: `#/e/${encodeURIComponent(name)}` }, name), " / compare");
+  fill(crumbs, " / ", el("a", { href: `#/e/${encodeURIComponent(name)}` }, name), " / compare");
   const data = await api(`/api/experiments/${encodeURIComponent(name)}/compare?ids=${ids}`);
-  main.replaceChildren(el("h1", {}, `${data.ids.length} runs compared`),
+  fill(main, el("h1", {}, `${data.ids.length} runs compared`),
     data.fields.length ? el("table", { id: "compare-table" },
       el("thead", {}, el("tr", {}, el("th", {}, "field"), data.ids.map((id) => el("th", {}, el("a", { href: `#/e/${encodeURIComponent(name)}/run/${id}` }, id))))),
       el("tbody", {}, data.fields.map((field, i) => el("tr", { "data-field": field }, el("td", {}, field), data.ids.map((id) => el("td", {}, text(data.values[id][i])))))))
@@ -272,7 +276,7 @@ async function route() {
     else if (parts[0] === "e" && parts[1]) await showRuns(parts[1]);
     else await showExperiments();
   } catch (error) {
-    main.replaceChildren(el("p", { class: "error" }, error.message));
+    fill(main, el("p", { class: "error" }, error.message));
   }
 }
 
