@@ -109,8 +109,11 @@ def test_experiments_to_runs_to_one_run(site: Any) -> None:
     expect(page.locator("#runs tbody tr")).to_have_count(4)
     failed = page.locator(f'tr[data-id="{ids[-1]}"] [data-status="failed"]')
     expect(failed).to_have_attribute("title", "ValueError: lr=5.0 diverges")  # on hover
+    expect(page.locator("#x")).to_have_value("config.lr")
+    expect(page.locator("#y")).to_have_value("result.loss")
     page.locator("#plot").click()
-    expect(page.locator("#scatter .scatterlayer .point")).to_have_count(4)
+    # one point per run with both values: the failed run has no result.loss
+    expect(page.locator("#scatter .scatterlayer .point")).to_have_count(3)
     shot(page, "runs")
     page.locator(f'tr[data-id="{ids[0]}"] a').click()
     expect(page.locator("h1")).to_have_text(ids[0])

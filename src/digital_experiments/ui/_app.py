@@ -226,21 +226,24 @@ def create_app(root: str | os.PathLike[str]) -> Starlette:
         )
 
     async def events(request: Request) -> Response:
-        """Server-sent events: ``{"version": n}`` each time the experiment's runs change."""
-        index = state.index(request.path_params["name"])
+        """Server-sent events: ``{"version": n}`` each time the experiment's runs change
+        (an experiment not there yet is waited for: a sweep may be about to start it)."""
+        name = request.path_params["name"]
 
         async def stream() -> AsyncIterator[str]:
-            seen = -1
-            quiet = 0.0
+            index, seen, quiet = None, -1, 0.0
             while not await request.is_disconnected():
-                if index.version != seen:
+                if index is None:
+                    with contextlib.suppress(LookupError):
+                        index = await anyio.to_thread.run_sync(state.index, name)
+                if index is not None and index.version != seen:
                     seen = index.version
                     yield f"data: {json.dumps({'version': seen})}\n\n"
                     quiet = 0.0
                 elif quiet >= 15:
                     yield ": keep-alive\n\n"
                     quiet = 0.0
-                await asyncio.sleep(0.1)  # reads a counter: the disk is the watcher's
+                await asyncio.sleep(0.1 if index is not None else 0.5)  # the disk is the watcher's
                 quiet += 0.1
 
         return StreamingResponse(stream(), media_type="text/event-stream")

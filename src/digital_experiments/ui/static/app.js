@@ -58,7 +58,7 @@ function stream(name, onChange) {
   source.onerror = () => { live.textContent = "reconnecting…"; live.classList.remove("on"); };
   source.onmessage = (event) => {
     const version = JSON.parse(event.data).version;
-    if (seen !== null && version !== seen) onChange();
+    if (version !== seen) onChange(); // the first one too: the page may predate the runs
     seen = version;
   };
 }
