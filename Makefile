@@ -60,9 +60,10 @@ test: lint typecheck pytest compat
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -n -b html docs docs/_build/html
 
-bench: $(VENV)/.installed
+bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/results_bench.py
+	$(BIN)/python benchmarks/ui_bench.py
 
 # Mutation testing with mutmut over _storage, _run, _claims, _sweep and _context
 # ([tool.mutmut] in pyproject.toml). MODULE=_context mutates one module only.

@@ -35,7 +35,7 @@ from .errors import (
 # after the submodule is imported, so the name is the decorator, not the module
 from .experiment import Experiment, experiment
 
-__version__ = "3.3.0"
+__version__ = "3.4.0"
 
 __all__ = [
     "Backend",

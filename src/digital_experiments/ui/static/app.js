@@ -182,7 +182,8 @@ async function drawPlots(name) {
   const params = new URLSearchParams({ where: view.where, columns: columns.join(",") });
   const data = await api(`/api/experiments/${encodeURIComponent(name)}/points?${params}`);
   const marker = colour ? { color: data[colour], colorscale: "Viridis", showscale: true, colorbar: { title: { text: colour } } } : {};
-  Plotly.newPlot("scatter", [{ x: data[x], y: data[y], text: data.ids, mode: "markers", type: "scatter", marker }],
+  const type = data.ids.length > 5000 ? "scattergl" : "scatter"; // WebGL for big sweeps
+  Plotly.newPlot("scatter", [{ x: data[x], y: data[y], text: data.ids, mode: "markers", type, marker }],
     { title: { text: `${y} against ${x}` }, xaxis: { title: { text: x } }, yaxis: { title: { text: y } }, margin: { t: 40 } }, { responsive: true });
   const dims = numeric.filter((c) => data[c]).map((c) => ({ label: c, values: data[c] }));
   if (dims.length >= 2) {
