@@ -7,95 +7,153 @@
 
 * **Fields** are dotted names: ``id``, ``status``, ``config.<name>``, ``result``
   (or ``result.<key>`` when the result is a dict), ``tags.<name>``, ``notes``,
-  ``metrics.<name>`` (the last value logged) and ``metadata.<key>...``.
+  ``metrics.<name>`` (the last value logged) and ``metadata.<key>...``. Names
+  hold letters, digits, ``_`` and ``-``. A prefix such as ``config`` stands for
+  everything under it.
 * **Comparisons**: ``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in [..]``,
   ``not in [..]``; a bare field is true when the run has it and it is truthy.
 * **Values**: numbers (``-1``, ``0.01``, ``1e-3``), strings in single or double
-  quotes (with ``\\`` escapes), ``true``, ``false``, ``null`` and lists ``[..]``.
-* **Logic**: ``not``, then ``and``, then ``or``; parentheses group.
+  quotes (escapes ``\\"``, ``\\'``, ``\\\\``, ``\\n``, ``\\t``), ``true``,
+  ``false``, ``null`` and lists ``[1, 2]``. Text is always quoted:
+  ``status == "completed"``, ``id == "2026-01-31_12-00-00_000000"``.
+* **Logic**: ``not`` binds tightest, then ``and``, then ``or``; parentheses
+  group, so ``a or b and c`` means ``a or (b and c)``.
 
-A run without the field fails every comparison on it; values that cannot be
-compared (text with a number, ``true`` with ``1``) compare false, never raise.
+A run without the field fails every comparison on it (``!=`` and ``not in``
+too), while ``not (...)`` negates the whole of what it wraps. Values that cannot
+be compared (text with a number, ``null`` with a number, ``true`` with ``1``)
+compare false, never raise; ints and floats compare as numbers.
+
 Queries are parsed here, never evaluated by Python: nothing in one can run code.
-An unknown field or a syntax error is a ``WhereError`` (a ``ValueError``)
-that shows the query with a caret under the spot.
+An unknown field or a syntax error is a ``WhereError`` (a ``ValueError``) that
+shows the query with a caret under the spot.
 """
 
 from __future__ import annotations
 
+import difflib
+import operator
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
 from .errors import DigitalExperimentsError
 
 _TOKEN = re.compile(
-    r"""\s*(?:
+    r"""
     (?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
     |(?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
-    |(?P<op>==|!=|<=|>=|<|>|\(|\)|\[|\]|,)
+    |(?P<op>==|!=|<=|>=|<|>|[()\[\],])
     |(?P<name>[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)
-    )""",
-    re.VERBOSE,
+    """,
+    re.VERBOSE | re.DOTALL,
 )
-_KEYWORDS = {"and", "or", "not", "in", "true", "false", "null"}
+_KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false", "null"})
 _CONSTANTS = {"true": True, "false": False, "null": None}
+_PYTHON_CONSTANTS = {"True": "true", "False": "false", "None": "null"}
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
+_ORDERS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_STRAY = {"=": "comparisons use ==", "&": "use and", "|": "use or", "!": "use not or !="}
+_MAX_DEPTH = 100  # nested "(" and "not": deep enough for people, shallow enough for the stack
+_MAX_SHOWN = 30
 
 
 class WhereError(DigitalExperimentsError, ValueError):
-    """A ``where=`` query that cannot be used: a syntax error, or an unknown field."""
+    """A ``where=`` query that cannot be used: a syntax error, or an unknown field.
+
+    The message names the problem and repeats the query with a caret line
+    under the offending spot, followed by a hint when one helps.
+    """
 
 
 @dataclass(frozen=True)
 class _Token:
     kind: str  # number, string, op, name, keyword, end
     text: str
-    at: int  # column of its first character
+    at: int  # index of its first character
+
+    @property
+    def end(self) -> int:
+        return self.at + len(self.text)
 
 
 @dataclass(frozen=True)
 class _Compare:
     field: str
     op: str  # ==, !=, <, <=, >, >=, in, not in, truthy
-    value: Any
+    value: Any  # a tuple for in / not in
     at: int
 
 
 @dataclass(frozen=True)
 class _Logic:
     op: str  # and, or, not
-    parts: tuple[Any, ...]
+    parts: tuple[_Node, ...]
+
+
+_Node: TypeAlias = "_Compare | _Logic"
 
 
 @dataclass(frozen=True)
 class Where:
-    """A compiled query: call it with a run's flat fields to test the run."""
+    """A compiled ``where=`` query: call it with a run's flat fields to test the run.
+
+    Made by :func:`compile_where`. It holds only plain data (no closures), so
+    it pickles and can be sent to other processes.
+
+    Attributes
+    ----------
+    text : str
+        The query as written.
+    fields : frozenset of str
+        Every field the query names.
+    """
 
     text: str
-    tree: Any
     fields: frozenset[str]
+    tree: _Node = field(repr=False)
 
     def __call__(self, row: Mapping[str, Any]) -> bool:
+        """Whether the run whose flat fields (``{"config.lr": 0.1, ...}``) are ``row`` matches."""
         return _evaluate(self.tree, row)
 
     def check_fields(self, known: Collection[str]) -> None:
-        """Raise :class:`WhereError` for a field that no run has."""
-        names = set(known)
+        """Raise :class:`WhereError` for the first field that is not ``known``.
+
+        A field is known when it is in ``known`` or is a prefix of a known
+        field (``config`` when ``config.lr`` is known); a field below a known
+        one (``result.loss.x`` when only ``result.loss`` is known) is not.
+        """
+        present = set(known)
+        names = sorted(present)
         for node in _comparisons(self.tree):
-            name = node.field
-            if name in names or any(k.startswith(name + ".") for k in names):
+            prefix = node.field + "."
+            if node.field in present or any(k.startswith(prefix) for k in names):
                 continue
-            shown = ", ".join(sorted(names)[:30]) + (", ..." if len(names) > 30 else "")
-            raise WhereError(
-                _point(f"Unknown field {name!r} in where=:", self.text, node.at, len(name))
-                + f"\nKnown fields: {shown}"
+            shown = ", ".join(names[:_MAX_SHOWN]) or "(none)"
+            if len(names) > _MAX_SHOWN:
+                shown += f", ... ({len(names) - _MAX_SHOWN} more)"
+            message = _point(
+                f"Unknown field {node.field!r} in where=:", self.text, node.at, len(node.field)
             )
+            message += f"\nKnown fields: {shown}"
+            close = difflib.get_close_matches(node.field, names, n=1)
+            raise WhereError(message + (f"\nDid you mean {close[0]!r}?" if close else ""))
 
 
 def compile_where(text: str) -> Where:
-    """Parse the query ``text``.
+    """Parse a ``where=`` query.
+
+    Parameters
+    ----------
+    text : str
+        The query, such as ``'config.lr < 0.1 and status == "completed"'``.
+
+    Returns
+    -------
+    Where
+        The predicate; check its fields with :meth:`Where.check_fields`.
 
     Raises
     ------
@@ -105,114 +163,135 @@ def compile_where(text: str) -> Where:
     if not isinstance(text, str):
         raise TypeError(f"A where= query is a string, not {text!r}.")
     parser = _Parser(text, _tokens(text))
-    tree = parser.expression()
+    tree = parser.expression(0)
     end = parser.peek()
     if end.kind != "end":
-        raise parser.error(f"Unexpected {end.text!r}", end)
-    return Where(text, tree, frozenset(n.field for n in _comparisons(tree)))
+        unmatched = "\nThis ')' closes no '('." if end.text == ")" else ""
+        hint = parser.stray_hint() or unmatched
+        raise parser.error(f"Unexpected {end.text!r}", end, hint)
+    return Where(text, frozenset(n.field for n in _comparisons(tree)), tree)
 
 
 def _tokens(text: str) -> list[_Token]:
-    tokens, at = [], 0
-    while at < len(text):
-        if text[at:].strip() == "":
+    tokens: list[_Token] = []
+    at = 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text):
             break
         match = _TOKEN.match(text, at)
-        if match is None or match.lastgroup is None:
-            column = len(text) - len(text[at:].lstrip())
-            if text[column] in "\"'":
-                raise WhereError(_point("Unclosed string in where=:", text, column, 1))
-            hint = " (comparisons use ==)" if text[column] == "=" else ""
-            raise WhereError(
-                _point(f"Unexpected {text[column]!r}{hint} in where=:", text, column, 1)
-            )
-        kind, value = match.lastgroup, match.group(match.lastgroup)
-        start = match.start(kind)
-        if kind == "name" and value in _KEYWORDS:
-            kind = "keyword"
-        tokens.append(_Token(kind, value, start))
+        if match is None:
+            char = text[at]
+            if char in "\"'":
+                problem = "Unclosed string"
+            else:
+                problem = f"Unexpected {char!r}" + (f" ({_STRAY[char]})" if char in _STRAY else "")
+            raise WhereError(_point(f"{problem} at column {at + 1} in where=:", text, at))
+        kind, word = match.lastgroup or "", match.group()
+        tokens.append(_Token("keyword" if word in _KEYWORDS else kind, word, at))
         at = match.end()
     tokens.append(_Token("end", "end of the query", len(text)))
     return tokens
 
 
 class _Parser:
+    """Recursive descent over the tokens, one method per grammar rule."""
+
     def __init__(self, text: str, tokens: list[_Token]) -> None:
         self.text, self.tokens, self.position = text, tokens, 0
 
-    def peek(self) -> _Token:
-        return self.tokens[self.position]
+    def peek(self, ahead: int = 0) -> _Token:
+        return self.tokens[min(self.position + ahead, len(self.tokens) - 1)]
 
     def take(self) -> _Token:
-        token = self.tokens[self.position]
-        self.position += 1
+        token = self.peek()
+        self.position = min(self.position + 1, len(self.tokens) - 1)
         return token
 
-    def error(self, message: str, token: _Token, hint: str = "") -> WhereError:
-        width = max(len(token.text), 1) if token.kind != "end" else 1
-        return WhereError(
-            _point(f"{message} at column {token.at + 1} in where=:", self.text, token.at, width)
-            + hint
-        )
-
-    def accept(self, kind: str, text: str) -> bool:
+    def accept(self, text: str) -> bool:
         token = self.peek()
-        if token.kind == kind and token.text == text:
-            self.position += 1
+        if token.kind in ("op", "keyword") and token.text == text:
+            self.take()
             return True
         return False
 
-    def expression(self) -> Any:
-        parts = [self.conjunction()]
-        while self.accept("keyword", "or"):
-            parts.append(self.conjunction())
+    def error(self, message: str, token: _Token, hint: str = "") -> WhereError:
+        where = f"{message} at column {token.at + 1} in where=:"
+        width = len(token.text) if token.kind != "end" else 1
+        return WhereError(_point(where, self.text, token.at, width) + hint)
+
+    def stray_hint(self) -> str:
+        """A hint for the next token, found where a complete condition ended."""
+        before, token = self.tokens[self.position - 1], self.peek()
+        if token.text == "(":
+            return "\nA query has fields, values and operators: no calls."
+        if before.kind == "number" and token.kind in ("number", "name") and token.at == before.end:
+            # "id == 2026-01-31_..." lexes as several numbers: it was meant as text
+            word = re.findall(r"[^\s()\[\],]+", self.text[before.at :])[0]
+            return f'\nStrings are quoted: "{word}"'
+        if token.kind in ("name", "number", "string"):
+            return "\nJoin conditions with and / or."
+        return ""
+
+    def expression(self, depth: int) -> _Node:
+        parts = [self.conjunction(depth)]
+        while self.accept("or"):
+            parts.append(self.conjunction(depth))
         return parts[0] if len(parts) == 1 else _Logic("or", tuple(parts))
 
-    def conjunction(self) -> Any:
-        parts = [self.negation()]
-        while self.accept("keyword", "and"):
-            parts.append(self.negation())
+    def conjunction(self, depth: int) -> _Node:
+        parts = [self.negation(depth)]
+        while self.accept("and"):
+            parts.append(self.negation(depth))
         return parts[0] if len(parts) == 1 else _Logic("and", tuple(parts))
 
-    def negation(self) -> Any:
-        if self.accept("keyword", "not"):
-            return _Logic("not", (self.negation(),))
-        if self.accept("op", "("):
-            inner = self.expression()
-            if not self.accept("op", ")"):
-                raise self.error("Expected ')'", self.peek())
+    def negation(self, depth: int) -> _Node:
+        if depth > _MAX_DEPTH:
+            raise self.error("Too deeply nested", self.peek())
+        if self.accept("not"):
+            return _Logic("not", (self.negation(depth + 1),))
+        opening = self.peek()
+        if self.accept("("):
+            inner = self.expression(depth + 1)
+            if not self.accept(")"):
+                hint = self.stray_hint() or f"\nThe '(' at column {opening.at + 1} is not closed."
+                raise self.error("Expected ')'", self.peek(), hint)
             return inner
         return self.comparison()
 
     def comparison(self) -> _Compare:
-        field = self.take()
-        if field.kind != "name":
-            raise self.error(f"Expected a field such as config.lr, not {field.text!r},", field)
+        name = self.take()
+        if name.kind != "name":
+            raise self.error(f"Expected a field such as config.lr, not {name.text!r},", name)
         token = self.peek()
-        if token.kind == "op" and token.text in ("==", "!=", "<", "<=", ">", ">="):
+        if token.kind == "op" and token.text in ("==", "!=", *_ORDERS):
             self.take()
-            return _Compare(field.text, token.text, self.value(token), field.at)
-        if self.accept("keyword", "in"):
-            return _Compare(field.text, "in", self.values(), field.at)
-        if token.kind == "keyword" and token.text == "not":
-            following = self.tokens[self.position + 1]
-            if following.kind == "keyword" and following.text == "in":
-                self.position += 2
-                return _Compare(field.text, "not in", self.values(), field.at)
-        return _Compare(field.text, "truthy", None, field.at)
+            return _Compare(name.text, token.text, self.value(token, name.text), name.at)
+        if self.accept("in"):
+            return _Compare(name.text, "in", self.values(), name.at)
+        if token.text == "not" and self.peek(1).text == "in":  # only a keyword reads "in"
+            self.position += 2
+            return _Compare(name.text, "not in", self.values(), name.at)
+        return _Compare(name.text, "truthy", None, name.at)
 
-    def value(self, after: _Token) -> Any:
+    def value(self, after: _Token, name: str | None = None) -> Any:
         token = self.take()
         if token.kind == "number":
-            number = float(token.text)
-            return int(token.text) if re.fullmatch(r"[-+]?\d+", token.text) else number
+            is_int = re.fullmatch(r"[-+]?\d+", token.text) is not None
+            return int(token.text) if is_int else float(token.text)
         if token.kind == "string":
-            return re.sub(
-                r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)), token.text[1:-1]
-            )
+            return re.sub(r"\\(.)", _unescape, token.text[1:-1], flags=re.DOTALL)
         if token.kind == "keyword" and token.text in _CONSTANTS:
             return _CONSTANTS[token.text]
-        hint = f'\nStrings are quoted: "{token.text}"' if token.kind == "name" else ""
+        hint = ""
+        if token.text in _PYTHON_CONSTANTS:
+            hint = f"\nWrite {_PYTHON_CONSTANTS[token.text]}, not {token.text}."
+        elif token.kind == "name":
+            # a bare word where a value belongs is almost always text without its quotes
+            hint = f'\nStrings are quoted: "{token.text}"'
+            hint += f', as in {name} {after.text} "{token.text}"' if name else ""
+            hint += " (a field cannot be compared with a field)" if "." in token.text else ""
         raise self.error(f"Expected a value after {after.text!r}", token, hint)
 
     def values(self) -> tuple[Any, ...]:
@@ -220,79 +299,82 @@ class _Parser:
         if opening.text != "[":
             raise self.error("Expected a list such as [1, 2] after 'in'", opening)
         found: list[Any] = []
-        while not self.accept("op", "]"):
-            found.append(self.value(opening if not found else self.tokens[self.position - 1]))
-            if not self.accept("op", ","):
-                if not self.accept("op", "]"):
+        while not self.accept("]"):
+            found.append(self.value(self.tokens[self.position - 1]))
+            if not self.accept(","):
+                if not self.accept("]"):
                     raise self.error("Expected ',' or ']'", self.peek())
                 break
         return tuple(found)
 
 
-def _point(message: str, text: str, at: int, width: int) -> str:
-    return f"{message}\n  {text}\n  {' ' * at}{'^' * width}"
+def _unescape(match: re.Match[str]) -> str:
+    # unknown escapes keep their backslash, as in Python: 'C:\data' stays as typed
+    return _ESCAPES.get(match.group(1), match.group(0))
 
 
-def _comparisons(tree: Any) -> list[_Compare]:
+def _point(message: str, text: str, at: int, width: int = 1) -> str:
+    # newlines and tabs would shift the caret: show every whitespace as one space
+    shown = "".join(" " if c.isspace() else c for c in text)
+    return f"{message}\n  {shown}\n  {' ' * at}{'^' * width}"
+
+
+def _comparisons(tree: _Node) -> list[_Compare]:
     if isinstance(tree, _Compare):
         return [tree]
     return [node for part in tree.parts for node in _comparisons(part)]
 
 
-_MISSING = object()
+_MISSING, _PREFIX = object(), object()
 
 
-def _lookup(row: Mapping[str, Any], field: str) -> Any:
-    if field in row:
-        return row[field]
-    prefix = field + "."
-    return {k: v for k, v in row.items() if k.startswith(prefix)} or _MISSING
+def _lookup(row: Mapping[str, Any], name: str) -> Any:
+    if name in row:
+        return row[name]
+    prefix = name + "."
+    return _PREFIX if any(str(k).startswith(prefix) for k in row) else _MISSING
 
 
-def _equal(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
+def _is_bool(value: Any) -> bool:
+    kind = type(value)
+    return isinstance(value, bool) or (
+        kind.__module__ == "numpy" and kind.__name__ in {"bool_", "bool"}
+    )
+
+
+def _equal(left: Any, right: Any) -> bool:
+    if _is_bool(left) or _is_bool(right):  # true == 1 is not a match
+        return _is_bool(left) and _is_bool(right) and bool(left) == bool(right)
     try:
-        return bool(a == b)
-    except Exception:
+        return bool(left == right)
+    except Exception:  # an array's ambiguous truth, a broken __eq__: no match
         return False
 
 
-def _evaluate(tree: Any, row: Mapping[str, Any]) -> bool:
-    if isinstance(tree, _Logic):
-        if tree.op == "not":
-            return not _evaluate(tree.parts[0], row)
-        if tree.op == "and":
-            return all(_evaluate(part, row) for part in tree.parts)
-        return any(_evaluate(part, row) for part in tree.parts)
-    value = _lookup(row, tree.field)
+def _evaluate(node: _Node, row: Mapping[str, Any]) -> bool:
+    if isinstance(node, _Logic):
+        if node.op == "not":
+            return not _evaluate(node.parts[0], row)
+        if node.op == "and":
+            return all(_evaluate(part, row) for part in node.parts)
+        return any(_evaluate(part, row) for part in node.parts)
+    value = _lookup(row, node.field)
     if value is _MISSING:
         return False
-    op = tree.op
-    if op == "truthy":
+    if node.op == "truthy":
         try:
-            return bool(value)
-        except Exception:
+            return value is _PREFIX or bool(value)
+        except Exception:  # present but of ambiguous truth (an array): count it as there
             return True
-    if isinstance(value, dict):  # a prefix: nothing to compare
+    if value is _PREFIX:  # only fields below this one: nothing to compare
         return False
-    if op == "==":
-        return _equal(value, tree.value)
-    if op == "!=":
-        return not _equal(value, tree.value)
-    if op == "in":
-        return any(_equal(value, item) for item in tree.value)
-    if op == "not in":
-        return not any(_equal(value, item) for item in tree.value)
-    if isinstance(value, bool) or isinstance(tree.value, bool):
+    if node.op in ("in", "not in"):
+        return any(_equal(value, item) for item in node.value) == (node.op == "in")
+    if node.op in ("==", "!="):
+        return _equal(value, node.value) == (node.op == "==")
+    if _is_bool(value) != _is_bool(node.value):  # true > 0 is no more meaningful than true == 1
         return False
     try:
-        if op == "<":
-            return bool(value < tree.value)
-        if op == "<=":
-            return bool(value <= tree.value)
-        if op == ">":
-            return bool(value > tree.value)
-        return bool(value >= tree.value)
-    except TypeError:
+        return bool(_ORDERS[node.op](value, node.value))
+    except Exception:  # "a" < 1, None < 1: incomparable, so false
         return False
