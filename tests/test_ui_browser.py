@@ -23,9 +23,9 @@ import pytest
 pytest.importorskip("starlette")
 playwright = pytest.importorskip("playwright.sync_api")
 
-from digital_experiments.ui import create_app
+from digital_experiments.ui import create_app  # noqa: E402
 
-from .test_ui_api import make_root
+from .test_ui_api import make_root  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = Path(__file__).parent.parent / "docs" / "_static" / "ui"
@@ -59,9 +59,8 @@ class Server:
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:  # set by uvicorn once it listens
-            assert self.thread.is_alive() and time.monotonic() < deadline, (
-                "the server did not start"
-            )
+            assert self.thread.is_alive(), "the server died while starting"
+            assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.01)
         return self
 
