@@ -131,6 +131,36 @@ class Backend(ABC):
         return sorted(found)
 
 
+POWER, PROCESS = "power", "process"
+DURABILITIES = (POWER, PROCESS)
+
+
+def durability(level: str | None = None) -> str:
+    """``level``, else ``$DE_DURABILITY``, else ``"power"``, checked.
+
+    ``"power"``: a completed run survives a power cut (its record and folder are
+    synced before the call returns). ``"process"``: records are still published
+    by an atomic rename, so a completed run survives any crash of the process
+    (``kill -9`` included) and no record is ever torn, but a power cut may lose
+    the last runs; calls skip the wait for the disk.
+
+    Raises
+    ------
+    ValueError
+        For any other level.
+    """
+    source = "durability="
+    if level is None:
+        level, source = os.environ.get("DE_DURABILITY") or POWER, "$DE_DURABILITY"
+    if level not in DURABILITIES:
+        raise ValueError(
+            f"{source} {level!r} is not a durability level: use 'power' (a completed run "
+            "survives a power cut; the default) or 'process' (it survives any crash of "
+            "the process, and calls do not wait for the disk)."
+        )
+    return level
+
+
 # The registry: name -> Backend subclass. Kept under its 2.0.4 name.
 _ALL_BACKENDS: dict[str, type[Backend]] = {}
 
@@ -204,6 +234,9 @@ class FileBackend(Backend):
     """
 
     suffix: ClassVar[str]
+    # "power": a final record is synced (data and folder) before the run is
+    # reported complete; "process": renamed into place unsynced (see durability())
+    durability: str = "power"
 
     @abstractmethod
     def dumps(self, observation: Observation) -> bytes:
@@ -219,7 +252,7 @@ class FileBackend(Backend):
     def record(self, observation: Observation) -> None:
         data = self.dumps(self._pack(observation))
         target = os.path.join(self.root, f"{observation.id}{self.suffix}")  # no Path: hot path
-        storage.atomic_write(target, data, fsync=True)
+        storage.atomic_write(target, data, fsync=self.durability == POWER)
 
     def create(self, observation: Observation) -> Observation:
         """Reserve an id for ``observation`` in the root's one id namespace and

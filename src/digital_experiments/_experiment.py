@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 from . import _annotations as marks
 from . import _trash as trashcan
 from ._backends import Backend, FileBackend, instantiate_backend
+from ._backends import durability as resolve_durability
 from ._callbacks import Callback, CodeVersioning, GitInfo, Logging, PipFreeze, SystemInfo, Timing
 from ._compare import call_arguments, compare
 from ._keys import same_code
@@ -458,6 +459,7 @@ def experiment(
     backend: str | Backend = "pickle",
     cache: bool = False,
     callbacks: Iterable[Callback] | None = None,
+    durability: str | None = None,
 ) -> Callable[[Callable[P, R]], ExperimentFunction[P, R]]: ...
 
 
@@ -469,6 +471,7 @@ def experiment(
     backend: str | Backend = "pickle",
     cache: bool = False,
     callbacks: Iterable[Callback] | None = None,
+    durability: str | None = None,
 ) -> ExperimentFunction[P, R] | Callable[[Callable[P, R]], ExperimentFunction[P, R]]:
     """Record every call of the decorated function.
 
@@ -493,6 +496,12 @@ def experiment(
         current code instead of running it again (race-free across processes).
     callbacks : list of Callback, optional
         Extra callbacks, run after the built-in ones.
+    durability : str, optional
+        ``"power"`` (default): a completed run survives a power cut; each call
+        waits for the disk. ``"process"``: a completed run survives any crash of
+        the process (``kill -9`` included), never a torn record, but a power cut
+        may lose the last runs; calls do not wait for the disk. Default:
+        ``$DE_DURABILITY``, else ``"power"``. See ``docs/performance.md``.
 
     Returns
     -------
@@ -518,8 +527,10 @@ def experiment(
             backend=backend,
             cache=cache,
             callbacks=callbacks,
+            durability=durability,
         )
-    return _wrap(_build(function, root, verbose, backend, cache, callbacks))
+    level = resolve_durability(durability)  # a bad level fails at decoration
+    return _wrap(_build(function, root, verbose, backend, cache, callbacks, level))
 
 
 def _build(
@@ -529,6 +540,7 @@ def _build(
     backend: str | Backend,
     cache: bool,
     callbacks: Iterable[Callback] | None,
+    durability: str = "power",
 ) -> Experiment[P, R]:
     if not callable(function):
         raise TypeError(f"@experiment decorates functions, not {function!r}.")
@@ -556,6 +568,8 @@ def _build(
         if isinstance(backend, Backend)
         else instantiate_backend(backend, resolve_root(root, name))
     )
+    if isinstance(store, FileBackend):
+        store.durability = durability
     # start in this order, end in reverse: Timing wraps the call most tightly
     all_callbacks: list[Callback] = [
         Logging(verbose),

@@ -158,11 +158,11 @@ def _number(value: Any) -> float | int:
     return float(value)  # numpy scalars become Python numbers
 
 
-def finish(run: Run) -> None:
-    """Write the run's remaining points and sync them: the run is ending."""
+def finish(run: Run, sync: bool = True) -> None:
+    """Write the run's remaining points (and sync them): the run is ending."""
     buffer: _Buffer | None = run.points
     if buffer is not None:
-        buffer.write(sync=True)
+        buffer.write(sync=sync)
 
 
 def read(root: Path, id: str) -> list[tuple[int, str, float, float]]:

@@ -30,7 +30,7 @@ import anyio.to_thread
 from . import _metrics as metrics
 from . import _signals as signals
 from . import _storage as storage
-from ._backends import Backend, FileBackend, PickleBackend
+from ._backends import POWER, Backend, FileBackend, PickleBackend
 from ._cache import CacheIndex
 from ._callbacks import Callback, Logging
 from ._code import bind, code_identity
@@ -403,8 +403,10 @@ class _Call:
     # -- helpers
 
     def _flush_metrics(self) -> None:
+        backend = self.recorder.backend
+        sync = not isinstance(backend, FileBackend) or backend.durability == POWER
         try:
-            metrics.finish(self.run)
+            metrics.finish(self.run, sync)
         except OSError as exc:  # the points are lost, never the run
             warnings.warn(
                 f"Could not write the metrics of run {self.run.id!r}: {exc}",
