@@ -194,3 +194,20 @@ def test_rm_and_trash(tmp_path: Path) -> None:
     missing = cli("trash", root, "restore", ids[0])
     assert missing.returncode == 1
     assert "No run" in missing.stderr
+
+
+def test_export_shows_tags_notes_and_last_metrics(tmp_path: Path) -> None:
+    root = tmp_path / "fit"
+    ids = make(root)
+    cli("tag", root, ids[0], "best=true")
+    cli("note", root, ids[0], "first")
+    rows = list(csv.DictReader(io.StringIO(cli("export", root, "--format", "csv").stdout)))
+    assert rows[0]["tags.best"] == "True"
+    assert rows[0]["notes"] == "first"
+    assert rows[1]["tags.best"] == ""
+    assert rows[0]["metrics.loss"] == "0.2"
+    records = json.loads(cli("export", root, "--format", "json").stdout)
+    assert records[0]["tags"] == {"best": True}
+    assert records[0]["notes"] == ["first"]
+    assert records[0]["metrics"] == {"loss": 0.2}
+    assert "tags" not in records[1]

@@ -6,6 +6,7 @@ import base64
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +197,55 @@ def test_ui_command_refuses_a_missing_root_and_names_the_extra(tmp_path: Path) -
     )
     assert done.returncode == 2
     assert "No folder" in done.stderr
+
+
+def test_the_ui_command_serves_until_ctrl_c(tmp_path: Path) -> None:
+    """`digital-experiments ui ROOT` prints its URL, answers, and exits cleanly on Ctrl-C;
+    on an address other machines can reach it warns first."""
+    import signal
+    import socket
+    import urllib.request
+
+    make_root(tmp_path / "root")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "digital_experiments",
+            "ui",
+            str(tmp_path / "root"),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()  # printed before serving starts
+        assert f":{port}/" in line
+        assert "Ctrl-C to stop" in line
+        body = None
+        for _ in range(600):  # until it listens (the line comes first)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/experiments") as answer:
+                    body = answer.read()
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert body is not None
+        assert b'"name": "fit"' in body
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, stderr = server.communicate(timeout=60)
+    assert server.returncode == 0, stderr
+    assert "reachable from other machines" in stderr
+    assert "stopped" in out
+    assert "Traceback" not in stderr

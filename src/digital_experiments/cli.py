@@ -361,6 +361,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         frame = query.to_dataframe(runs, include_metadata=args.include_metadata, metrics="last")
         if len(frame):
             frame.insert(1, "status", [status_of(run) for run in runs])
+            if not args.include_metadata:  # tags and notes are metadata, but people's own
+                marks_of = [_marks(run) for run in runs]
+                for name in dict.fromkeys(k for m in marks_of for k in m):
+                    frame[name] = [m.get(name) for m in marks_of]
         if args.columns:
             try:
                 frame = frame[query.select_columns(list(frame.columns), _names(args.columns))]
@@ -711,6 +715,14 @@ def _select(
         raise CommandError(str(exc), code=2) from None
 
 
+def _marks(run: Observation) -> dict[str, Any]:
+    """A run's tags (``tags.<name>``) and notes (one text), for export."""
+    found = {f"tags.{k}": v for k, v in (run.metadata.get("tags") or {}).items()}
+    if run.metadata.get("notes"):
+        found["notes"] = "\n".join(map(str, run.metadata["notes"]))
+    return found
+
+
 def _limit(args: argparse.Namespace) -> int | None:
     top: int | None = getattr(args, "top", None)
     limit: int | None = args.limit
@@ -871,6 +883,9 @@ def _json_record(run: Observation, include_metadata: bool) -> dict[str, Any]:
     summary = query.metrics_of(run)
     if summary:
         record["metrics"] = summary
+    for key in ("tags", "notes"):
+        if run.metadata.get(key) and not include_metadata:
+            record[key] = run.metadata[key]
     if include_metadata:
         record["metadata"] = run.metadata
     return record

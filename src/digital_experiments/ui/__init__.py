@@ -8,6 +8,7 @@ view works offline). :func:`create_app` returns the ASGI app, to mount elsewhere
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import sys
@@ -47,7 +48,9 @@ def serve(
     print(f"digital-experiments: serving {Path(root).absolute()} at {url} (Ctrl-C to stop)")
     if open_browser:
         webbrowser.open(url)
-    server.run()
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn shut down, then passes it on
+        server.run()
+    print("digital-experiments: stopped")
 
 
 def _is_local(host: str) -> bool:
