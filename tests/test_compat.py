@@ -102,7 +102,7 @@ def test_savelogs_imports_from_the_package() -> None:
 def test_signatures_match_2_0_4() -> None:
     """The decorator and the query methods keep 2.0.4's parameters and defaults."""
     params = inspect.signature(experiment).parameters
-    assert {name: p.default for name, p in params.items()} == {
+    old = {
         "function": None,
         "root": None,
         "verbose": False,
@@ -110,6 +110,10 @@ def test_signatures_match_2_0_4() -> None:
         "cache": False,
         "callbacks": None,
     }
+    assert {name: params[name].default for name in old} == old
+    assert list(params)[: len(old)] == list(old)
+    added = [p for name, p in params.items() if name not in old]  # a superset of 2.0.4's:
+    assert all(p.kind is p.KEYWORD_ONLY and p.default is None for p in added)  # optional
 
     @experiment
     def f() -> None:

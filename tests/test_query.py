@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -91,13 +92,29 @@ def test_select_can_leave_the_environment_out(tmp_path: Path) -> None:
     assert not any("environment_ref" in run.metadata for run in light)
 
 
-def test_environment_copies_are_independent(tmp_path: Path) -> None:
-    """Runs sharing one stored environment each get their own copy."""
+def test_runs_share_one_read_only_environment(tmp_path: Path) -> None:
+    """Runs recorded in one environment share one read-only copy of it: an edit
+    raises rather than reach every run (and the cache); thaw() gives an editable copy."""
     make_runs(tmp_path / "double")
     first, second, *_ = query.load(tmp_path / "double")
-    first.metadata["environment"]["system"]["pwd"] = "changed"
+    shared = first.metadata["environment"]
+    assert shared is second.metadata["environment"]
+    for edit in (
+        lambda: shared["system"].__setitem__("pwd", "changed"),
+        lambda: shared.update(x=1),
+        lambda: shared.pop("system"),
+        lambda: shared["system"].clear(),
+    ):
+        with pytest.raises(TypeError, match="shared, read-only"):
+            edit()
     assert second.metadata["environment"]["system"]["pwd"] != "changed"
-    assert query.load(tmp_path / "double")[0].metadata["environment"]["system"]["pwd"] != "changed"
+    mine = shared.thaw()
+    mine["system"]["pwd"] = "changed"
+    assert shared["system"]["pwd"] != "changed"
+    assert type(pickle.loads(pickle.dumps(shared))) is dict
+    assert json.loads(json.dumps(shared)) == mine | {
+        "system": {**mine["system"], "pwd": shared["system"]["pwd"]}
+    }
 
 
 ROWS = [

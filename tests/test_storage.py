@@ -305,8 +305,9 @@ def test_environment_is_stored_once_and_referenced(
         assert "environment_ref" not in observation.metadata
 
 
-def test_observations_do_not_share_environment_objects() -> None:
-    """Editing one observation's environment does not change any other observation."""
+def test_editing_one_observations_environment_cannot_change_another() -> None:
+    """Observations share one read-only environment (issue 13): an edit raises
+    instead of reaching every other observation and the cache."""
 
     @experiment
     def f(x: int) -> int:
@@ -315,9 +316,11 @@ def test_observations_do_not_share_environment_objects() -> None:
     f(1)
     f(2)
     a, b = f.observations()
-    assert a.metadata["environment"] is not b.metadata["environment"]
-    a.metadata["environment"].pop("pip_freeze")
-    a.metadata["environment"]["system"]["pwd"] = "changed"
+    assert a.metadata["environment"] is b.metadata["environment"]
+    with pytest.raises(TypeError, match="read-only"):
+        a.metadata["environment"].pop("pip_freeze")
+    with pytest.raises(TypeError, match="read-only"):
+        a.metadata["environment"]["system"]["pwd"] = "changed"
     again = f.observations()
     assert all("pip_freeze" in o.metadata["environment"] for o in again)
     assert all(o.metadata["environment"]["system"]["pwd"] != "changed" for o in again)

@@ -404,8 +404,11 @@ class FileBackend(Backend):
 
     def _annotations(self, id: str) -> dict[str, Any]:
         """Run ``id``'s tags and notes; the folder is listed again only when it changed."""
+        folder = self.__dict__.get("_annotations_folder")
+        if folder is None:  # a str, made once: a Path per load costs more than the stat
+            folder = self._annotations_folder = os.fspath(layout.internal(self.root, "annotations"))
         try:
-            stamp = os.stat(layout.internal(self.root, "annotations")).st_mtime_ns
+            stamp = os.stat(folder).st_mtime_ns
         except OSError:
             return {}
         known: tuple[int, set[str]] | None = getattr(self, "_annotated", None)
