@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from _stores import sweep_store  # benchmarks/ is on sys.path: this script's folder
 
 from digital_experiments import Observation, experiment, log, query
 from digital_experiments import _layout as layout
@@ -103,19 +104,6 @@ def read_metrics_bare(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "name", "value", "time", "id"])
 
 
-def run_store(folder: Path, runs: int) -> Path:
-    root = folder / "runs"
-    root.mkdir(parents=True)
-    (root / ".de").mkdir()
-    for n in range(runs):
-        id = f"2026-01-01_00-{n // 60000 % 60:02d}-{n // 1000 % 60:02d}_{n % 1000:06d}"
-        observation = Observation(
-            id, {"lr": n / runs, "depth": n % 7}, {"loss": 1 - n / runs}, {"status": "completed"}
-        )
-        (root / f"{id}.pkl").write_bytes(pickle.dumps(observation))
-    return root
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=100_000)
@@ -144,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         print(f"# where= over {args.runs:,} runs", file=sys.stderr)
-        root = run_store(folder, args.runs)
+        root = sweep_store(folder / "runs", args.runs)
         text = "config.lr < 0.5 and config.depth in [1, 3] and result.loss > 0.6"
 
         def ours_where() -> int:

@@ -26,20 +26,11 @@ import threading
 import time
 from pathlib import Path
 
+from _stores import sweep_store  # benchmarks/ is on sys.path: this script's folder
+
 from digital_experiments import Observation, query
 
 ROUNDS = 3
-
-
-def store(root: Path, runs: int) -> None:
-    root.mkdir(parents=True)
-    (root / ".de").mkdir()
-    for n in range(runs):
-        id = f"2026-01-01_00-{n // 60000 % 60:02d}-{n // 1000 % 60:02d}_{n % 1000:06d}"
-        observation = Observation(
-            id, {"lr": n / runs, "depth": n % 7}, {"loss": 1 - n / runs}, {"status": "completed"}
-        )
-        (root / f"{id}.pkl").write_bytes(pickle.dumps(observation))
 
 
 class Server:
@@ -80,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         for size in [int(s) for s in args.sizes.split(",") if s]:
             root = Path(scratch) / f"runs-{size}" / "sweep"
             print(f"# {size:,} runs", file=sys.stderr)
-            store(root, size)
+            sweep_store(root, size)
             start = time.perf_counter()
             query.load(root)
             reference = time.perf_counter() - start

@@ -300,3 +300,37 @@ def test_observations_render_as_html_tables(train: Any) -> None:
             "2026-01-01_00-00-00_000000", {"x": "<b>"}, None, {}
         )._repr_html_()
     )
+
+
+def test_a_sweep_waiting_for_a_run_deleted_meanwhile_does_not_run_it_again(
+    tmp_path: Path,
+) -> None:
+    """Another process holds a config's claim; its run completes and is indexed, then
+    deleted, then the claim goes: the waiting sweep returns that run, from the
+    trash, and runs nothing."""
+    from digital_experiments import _claims as claims
+
+    calls: list[int] = []
+
+    @experiment(root=tmp_path)
+    def f(x: int) -> int:
+        calls.append(x)
+        return x
+
+    exp = f.experiment
+    key = exp.config_key({"x": 1})
+    other = claims.Claim(str(exp.root), key, "another sweep")
+    assert claims.try_claim(other)  # held by a live process (this one, another token)
+    result: list[Any] = []
+    sweep = threading.Thread(target=lambda: result.extend(f.sweep({"x": [1]}, progress=False)))
+    sweep.start()
+    done = f(1)  # "the other sweep's" run
+    exp.index.remember(f.observations()[0])
+    assert f.delete(done_id := f.observations()[0].id) == [done_id]
+    claims.release(other)
+    sweep.join(60)
+    assert not sweep.is_alive()
+    assert [run.id for run in result] == [done_id]
+    assert result[0].result == done == 1
+    assert calls == [1]  # the sweep ran nothing
+    assert f.observations() == []

@@ -19,7 +19,7 @@ from . import _storage as storage
 from ._backends import Backend
 from ._query import select
 from ._records import Observation, is_completed
-from ._trash import load_trashed
+from ._trash import load_even_deleted
 
 
 class CacheIndex:
@@ -84,14 +84,9 @@ class CacheIndex:
 
     def _load(self, ids: list[str]) -> Observation | None:
         for id in ids:
-            try:
-                observation = self.backend.load(id)
-            except FileNotFoundError:  # deleted since: it still ran, a sweep need not again
-                try:
-                    observation = load_trashed(self.backend, id)
-                except Exception:
-                    continue
-            except Exception:  # unreadable: the index only saves a scan
+            try:  # deleted since: it still ran, a sweep need not run it again
+                observation = load_even_deleted(self.backend, id)
+            except Exception:  # gone, or unreadable: the index only saves a scan
                 continue
             if is_completed(observation):
                 return observation

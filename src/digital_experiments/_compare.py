@@ -110,6 +110,11 @@ def call_arguments(
     return tuple(args), kwargs
 
 
+def keywords(config: Mapping[str, Any]) -> str:
+    """``config`` as keyword arguments: ``lr=0.1, epochs=10``."""
+    return ", ".join(f"{key}={value!r}" for key, value in config.items())
+
+
 def call_text(name: str, config: Mapping[str, Any]) -> str:
     """A call of ``name`` with ``config``, ready to paste: ``train(lr=0.1, epochs=10)``."""
-    return f"{name}({', '.join(f'{key}={value!r}' for key, value in config.items())})"
+    return f"{name}({keywords(config)})"

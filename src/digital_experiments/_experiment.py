@@ -20,7 +20,7 @@ from ._keys import same_code
 from ._layout import is_id
 from ._query import ANY_CODE, Since, Status, Where, select, to_dataframe
 from ._records import COMPLETED, Observation, Observations
-from ._run import Recorder, as_recorder
+from ._run import Ending, Recorder, as_recorder
 from ._sweep import asweep, sweep
 from .errors import InvalidRootError
 
@@ -40,19 +40,8 @@ class Experiment(Recorder, Generic[P, R]):
     calls it (so the result pickles by reference and binds as a method); the
     function carries :meth:`observations`, :meth:`to_dataframe`,
     :meth:`artefacts`, :meth:`sweep` and :meth:`asweep` of its experiment.
-    How one call is recorded is the ``Recorder`` this class extends
-    (``digital_experiments._run``, see ``docs/architecture.md``).
-
-    Parameters
-    ----------
-    function : callable
-        The function to record (sync or ``async``).
-    backend : Backend
-        Where records go.
-    callbacks : list of Callback
-        Called around every run, ``start`` in order and ``end`` in reverse.
-    cache : bool
-        Return stored results of configs already run with the current code.
+    How one call is recorded, and the parameters, are those of the ``Recorder``
+    this class extends (``digital_experiments._run``, see ``docs/architecture.md``).
     """
 
     function: Callable[P, R]
@@ -225,14 +214,7 @@ class Experiment(Recorder, Generic[P, R]):
                 "rerun would not reproduce it. Pass check_code=False to rerun it anyway."
             )
         args, kwargs = call_arguments(self.function, old.config)
-        observation, error = self.record(args, kwargs, extra={"rerun_of": id})
-        if error is not None:
-            try:
-                raise error
-            finally:
-                del error
-        assert observation is not None
-        return observation
+        return _unwrap(self.record(args, kwargs, extra={"rerun_of": id}))
 
     def _load_each(self, ids: Iterable[str]) -> list[Observation]:
         found = []
@@ -379,27 +361,25 @@ class ExperimentFunction(Protocol[P, R_co]):
     async def asweep(self, grid: Any, **options: Any) -> list[Observation]: ...
 
 
-def _result(recorder: Recorder, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Record one call and return its result, or raise what the call raised."""
-    observation, error = recorder.record(args, kwargs)
+def _unwrap(ending: Ending) -> Observation:
+    """The record a call ended with, or what the call raised, raised again."""
+    observation, error = ending
     if error is not None:
         try:
             raise error
         finally:
             del error  # no cycle through this frame
     assert observation is not None  # a call that raised nothing has a record
-    return observation.result
+    return observation
+
+
+def _result(recorder: Recorder, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Record one call and return its result, or raise what the call raised."""
+    return _unwrap(recorder.record(args, kwargs)).result
 
 
 async def _result_async(recorder: Recorder, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    observation, error = await recorder.arecord(args, kwargs)
-    if error is not None:
-        try:
-            raise error
-        finally:
-            del error
-    assert observation is not None
-    return observation.result
+    return _unwrap(await recorder.arecord(args, kwargs)).result
 
 
 def _wrap(exp: Experiment[P, R]) -> ExperimentFunction[P, R]:

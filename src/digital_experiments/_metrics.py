@@ -182,6 +182,24 @@ def read(root: Path, id: str) -> list[tuple[int, str, float, float]]:
     return points
 
 
+_LOGGED: dict[Path, tuple[int, frozenset[str]]] = {}  # root -> (folder mtime, ids)
+
+
+def logged(root: Path) -> frozenset[str]:
+    """The ids of the runs under ``root`` that logged metrics: one stat of the
+    metrics folder, listed again only when it changed (a run's first points)."""
+    folder = layout.internal(root, "metrics")
+    try:
+        stamp = os.stat(folder).st_mtime_ns
+    except OSError:
+        return frozenset()
+    known = _LOGGED.get(root)
+    if known is None or known[0] != stamp:
+        ids = frozenset(n[: -len(".jsonl")] for n in os.listdir(folder) if n.endswith(".jsonl"))
+        known = _LOGGED[root] = (stamp, ids)
+    return known[1]
+
+
 def summary(root: Path, id: str, how: str) -> dict[str, float]:
     """``{name: value}``: each metric's ``last``, ``min`` or ``max`` value."""
     found: dict[str, float] = {}

@@ -1,15 +1,5 @@
-"""Reading stored runs: the one code path behind :meth:`Experiment.observations
-<digital_experiments.Experiment.observations>`, :meth:`~digital_experiments.Experiment.to_dataframe`
-and the command line.
-
-:func:`load` reads an experiment folder without the function that wrote it.
-
-Examples
---------
->>> from digital_experiments import query
->>> runs = query.load("experiments/train", status="failed")  # doctest: +SKIP
->>> frame = query.to_dataframe(runs)  # doctest: +SKIP
-"""
+"""Reading stored runs: selecting, sorting and flattening them (the public
+surface, with examples, is :mod:`digital_experiments.query`)."""
 
 from __future__ import annotations
 
@@ -28,8 +18,10 @@ from . import _storage as storage
 from ._backends import Backend, FileBackend, available_backends, backend_class
 from ._keys import same_code
 from ._layout import is_id
+from ._metrics import logged as logged_metrics
 from ._metrics import summary as metric_summary
 from ._records import COMPLETED, STATUSES, Observation, Observations, root_of, status_of
+from ._where import Where as CompiledWhere
 from ._where import compile_where
 from .errors import DigitalExperimentsError
 
@@ -40,7 +32,6 @@ if TYPE_CHECKING:
 Status = str | Collection[str]
 Since = str | datetime | date
 Where = str | Mapping[str, Any] | Callable[[Observation], bool]
-Metrics = str  # 'last', 'min' or 'max'
 METRIC_SUMMARIES = ("last", "min", "max")
 # the first name of every field a where= or sort= may use
 NAMESPACES = ("id", "status", "config", "result", "tags", "notes", "metrics", "metadata")
@@ -150,19 +141,24 @@ def select(
         it out makes reading many runs faster when it is not needed.
     """
     wanted = _statuses(status)
-    if isinstance(where, str):
-        expression = compile_where(where)
-        found = select(backend, code=code, status=status, since=since, environment=environment)
-        rows = [fields(o, "last" if _names_metrics(expression.fields) else None) for o in found]
-        known = _known(rows)
-        if not rows:  # no run to say which fields exist: check the namespaces only
-            known |= {f for f in expression.fields if f.split(".")[0] in NAMESPACES}
-        expression.check_fields(known)
-        kept = Observations(o for o, row in zip(found, rows, strict=True) if expression(row))
-        return _ordered(kept, sort, limit)
-    if sort is not None:
-        found = select(backend, code=code, status=status, where=where, since=since)
-        return _ordered(found, sort, limit)
+    if isinstance(where, str) or sort is not None:
+        text = where if isinstance(where, str) else None
+        found = select(
+            backend,
+            code=code,
+            status=status,
+            where=None if text is not None else where,
+            since=since,
+            environment=environment,
+        )
+        names = [k.strip().lstrip("-") for k in (sort or "").split(",")]
+        if text is not None:
+            expression = compile_where(text)
+            names += expression.fields
+        table = rows(found, "last" if _names_metrics(names) else None)
+        kept = range(len(found)) if text is None else matching(table, expression)
+        found = Observations(found[i] for i in kept)
+        return _ordered(found, sort, limit, [table[i] for i in kept])
     keep = _predicate(where)
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, not {limit!r}.")
@@ -194,26 +190,68 @@ def select(
     return found
 
 
-def fields(observation: Observation, metrics: str | None = None) -> dict[str, Any]:
+def fields(
+    observation: Observation,
+    metrics: str | None = None,
+    *,
+    metadata: bool = True,
+    logged: Collection[str] | None = None,
+) -> dict[str, Any]:
     """The flat fields of a run that ``where=``, ``sort=`` and ``columns=`` name:
     ``id``, ``status``, ``config.*``, ``result`` (or ``result.*``), ``tags.*``,
-    ``notes``, ``metadata.*`` (its environment and code left out) and, with
-    ``metrics``, each metric's ``last``, ``min`` or ``max`` value as ``metrics.*``."""
+    ``notes``, ``metadata.*`` (its environment and code left out; none without
+    ``metadata``) and, with ``metrics``, each metric's ``last``, ``min`` or ``max``
+    value as ``metrics.*``. ``logged``: the ids of the runs with metrics, when the
+    caller knows them (see :func:`rows`)."""
     row: dict[str, Any] = {"id": observation.id, "status": status_of(observation)}
     _flatten_into(row, observation.config, "config", ".")
     if isinstance(observation.result, dict):
         _flatten_into(row, observation.result, "result", ".")
     else:
         row["result"] = observation.result
-    metadata = observation.metadata
-    _flatten_into(row, metadata.get("tags") or {}, "tags", ".")
-    if metadata.get("notes"):
-        row["notes"] = "\n".join(map(str, metadata["notes"]))
-    if metrics is not None:
+    extra = observation.metadata
+    _flatten_into(row, extra.get("tags") or {}, "tags", ".")
+    if extra.get("notes"):
+        row["notes"] = "\n".join(map(str, extra["notes"]))
+    if metrics is not None and (logged is None or observation.id in logged):
         _flatten_into(row, metrics_of(observation, metrics), "metrics", ".")
-    rest = {k: v for k, v in metadata.items() if k not in _NOT_FIELDS}
-    _flatten_into(row, rest, "metadata", ".")
+    if metadata:
+        rest = {k: v for k, v in extra.items() if k not in _NOT_FIELDS}
+        _flatten_into(row, rest, "metadata", ".")
     return row
+
+
+def rows(
+    observations: Sequence[Observation], metrics: str | None = None, *, metadata: bool = True
+) -> list[dict[str, Any]]:
+    """The :func:`fields` of every observation; the runs that logged metrics are
+    listed once per folder rather than looked for one by one."""
+    found: dict[Path | None, Collection[str]] = {}
+    table = []
+    for observation in observations:
+        root = root_of(observation)
+        if metrics is not None and root not in found:
+            found[root] = logged_metrics(root) if root is not None else ()
+        logged = found.get(root) if metrics is not None else None
+        table.append(fields(observation, metrics, metadata=metadata, logged=logged))
+    return table
+
+
+def matching(table: Sequence[Mapping[str, Any]], where: str | CompiledWhere) -> list[int]:
+    """The positions of the rows of ``table`` (flat fields) that ``where`` keeps.
+
+    Raises
+    ------
+    ValueError
+        For a syntax error, or a field no row has (with no rows, a field outside
+        the namespaces of :data:`NAMESPACES`).
+    """
+    expression = compile_where(where) if isinstance(where, str) else where
+    known = _known(table)
+    if not table:  # no run to say which fields exist: check the namespaces only
+        known |= {f for f in expression.fields if f.split(".")[0] in NAMESPACES}
+    expression.check_fields(known)
+    return [i for i, row in enumerate(table) if expression(row)]
 
 
 _NOT_FIELDS = frozenset({"environment", "code", "tags", "notes"})
@@ -238,16 +276,17 @@ def _known(rows: Sequence[Mapping[str, Any]]) -> set[str]:
     return known
 
 
-def _ordered(found: Observations, sort: str | None, limit: int | None) -> Observations:
+def _ordered(
+    found: Observations, sort: str | None, limit: int | None, table: list[dict[str, Any]]
+) -> Observations:
+    """``found`` (whose fields are ``table``) in ``sort`` order, cut to ``limit``."""
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, not {limit!r}.")
     if sort is None:
-        return (
-            found if limit is None else Observations(found[len(found) - limit :] if limit else [])
-        )
-    metrics = "last" if _names_metrics([k.strip().lstrip("-") for k in sort.split(",")]) else None
-    order = sort_order([fields(o, metrics) for o in found], sort)
-    ordered = Observations(found[i] for i in order)
+        if limit is None:
+            return found
+        return Observations(found[len(found) - limit :] if limit else [])
+    ordered = Observations(found[i] for i in sort_order(table, sort))
     return ordered if limit is None else Observations(ordered[:limit])
 
 

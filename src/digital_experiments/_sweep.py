@@ -55,7 +55,7 @@ from ._plan import Entry, Plan, Progress
 from ._query import select
 from ._records import COMPLETED, FAILED, Observation, error_info, is_completed, status_of
 from ._run import Ending, Recorder, as_recorder
-from ._trash import load_trashed
+from ._trash import load_even_deleted
 from .errors import StorageError
 
 __all__ = ["asweep", "sweep"]
@@ -409,10 +409,8 @@ def _load(exp: Recorder, id: str) -> Observation:
     """The record ``id`` a worker wrote, retrying briefly for slow shared filesystems."""
     for delay in (0.05, 0.25, 1.0, None):
         try:
-            return exp.backend.load(id)
+            return load_even_deleted(exp.backend, id)
         except FileNotFoundError as exc:
-            with contextlib.suppress(Exception):  # deleted since it ended: still its run
-                return load_trashed(exp.backend, id)
             if delay is None:
                 raise StorageError(
                     f"Run {id!r} of {exp.name} was recorded by a worker under "

@@ -23,8 +23,6 @@ from ._annotations import locked
 from ._backends import Backend, FileBackend
 from ._records import RUNNING, Observation, status_of
 
-RECORD_PARTS = ("storage", "metrics.jsonl", "annotations.json")
-
 
 class RunningError(ValueError):
     """A run cannot be deleted while it runs."""
@@ -123,6 +121,25 @@ def load_trashed(backend: Backend, id: str) -> Observation:
     """The record of run ``id`` from the trash."""
     store = _file_backend(backend)
     return store.load_from(layout.trash(store.root, id) / store.path(id).name, id)
+
+
+def load_even_deleted(backend: Backend, id: str) -> Observation:
+    """The record of run ``id``, from the trash if it was deleted since it ended
+    (a sweep still counts it: it ran).
+
+    Raises
+    ------
+    FileNotFoundError
+        If neither the root nor its trash holds it.
+    """
+    try:
+        return backend.load(id)
+    except FileNotFoundError:
+        try:
+            return load_trashed(backend, id)
+        except (FileNotFoundError, TypeError):  # not in the trash, or no trash at all
+            pass
+        raise
 
 
 def purge(backend: Backend, ids: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ from . import _layout as layout
 from . import _query as query
 from . import _trash as trashcan
 from ._backends import FileBackend, yaml_text
-from ._compare import call_text, compare
+from ._compare import call_text, compare, keywords
 from ._records import (
     ABANDONED,
     COMPLETED,
@@ -53,6 +53,15 @@ PRUNABLE = (FAILED, ABANDONED, INTERRUPTED)
 # formats whose loading constructs no objects; anything else needs trust
 SAFE_SUFFIXES = (".json", ".yaml")
 EXPORT_FORMATS = ("csv", "json", "parquet")
+
+
+# ROOT where a folder of experiments will do too
+ROOTS: dict[str, Any] = {
+    "metavar": "ROOT",
+    "type": Path,
+    "nargs": "?",
+    "help": "an experiment folder, or a folder of them (default: $DE_ROOT, else ./experiments)",
+}
 
 
 class CommandError(Exception):
@@ -98,14 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def root_argument(command: argparse.ArgumentParser, optional: bool = False) -> None:
         if optional:
-            command.add_argument(
-                "root",
-                metavar="ROOT",
-                type=Path,
-                nargs="?",
-                help="an experiment folder, or a folder of them "
-                "(default: $DE_ROOT, else ./experiments)",
-            )
+            command.add_argument("root", **ROOTS)
         else:
             command.add_argument("root", metavar="ROOT", type=Path, help="the experiment folder")
         command.add_argument(
@@ -118,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="open pickle records of a folder not written by digital-experiments 3.x "
             "(loading a pickle runs any code in it: only for folders you trust)",
         )
+
+    def id_argument(command: argparse.ArgumentParser) -> None:
+        command.add_argument("id", metavar="ID", help="a run id, or an unambiguous prefix of it")
 
     def status_argument(command: argparse.ArgumentParser, default: str) -> None:
         command.add_argument(
@@ -179,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="One run in full: config, result, metadata and artefacts.",
     )
     root_argument(show, optional=True)
-    show.add_argument("id", metavar="ID", help="the run's id, or an unambiguous prefix of it")
+    id_argument(show)
     show.add_argument("--json", action="store_true", help="print the record as JSON")
     show.add_argument(
         "--call", action="store_true", help="print a call ready to paste: train(lr=0.1, ...)"
@@ -203,13 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         "be (1, 0.5, true, null removes the tag), else as text.",
     )
     root_argument(tag)
-    tag.add_argument("id", metavar="ID", help="the run's id, or an unambiguous prefix of it")
+    id_argument(tag)
     tag.add_argument("tags", metavar="NAME=VALUE", nargs="+", help="tags to set")
     tag.set_defaults(command=cmd_tag)
 
     note = commands.add_parser("note", help="add a note to a run", description="Add a note.")
     root_argument(note)
-    note.add_argument("id", metavar="ID", help="the run's id, or an unambiguous prefix of it")
+    id_argument(note)
     note.add_argument("text", metavar="TEXT", help="the note")
     note.set_defaults(command=cmd_note)
 
@@ -260,13 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         'pip install "digital-experiments[ui]"). Pickle records run code when loaded: '
         "serve only roots you trust.",
     )
-    view.add_argument(
-        "root",
-        metavar="ROOT",
-        type=Path,
-        nargs="?",
-        help="an experiment folder, or a folder of them (default: $DE_ROOT, else ./experiments)",
-    )
+    view.add_argument("root", **ROOTS)
     view.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
     view.add_argument("--port", type=int, default=8765, help="default 8765")
     view.add_argument("--open", action="store_true", help="open the page in a browser")
@@ -301,7 +300,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     backend = _open(args)
     runs = _select(backend, args)
     if args.format != "table" or args.columns:
-        rows = [_row(run) for run in runs]
+        rows = _rows(runs)
         sys.stdout.write(render(rows, _columns(rows, args.columns), args.format))
         return 0
     _print_table(runs, sys.stdout)
@@ -735,11 +734,12 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _row(run: Observation) -> dict[str, Any]:
-    """A run's flat fields, as ``list --format`` and ``--columns`` show them."""
-    row = query.fields(run, "last")
-    row["duration"] = _duration(run)
-    return row
+def _rows(runs: list[Observation]) -> list[dict[str, Any]]:
+    """The runs' flat fields, as ``list --format`` and ``--columns`` show them."""
+    rows = query.rows(runs, "last")
+    for run, row in zip(runs, rows, strict=True):
+        row["duration"] = _duration(run)
+    return rows
 
 
 _SHOWN = ("config", "result", "tags", "metrics")  # the namespaces list shows by default
@@ -824,7 +824,10 @@ def _write_text(text: str, output: Path | None) -> None:
 
 
 def _print_table(runs: list[Observation], out: TextIO) -> None:
-    metrics = [query.metrics_of(run) for run in runs]
+    metrics = [
+        {k.removeprefix("metrics."): v for k, v in row.items() if k.startswith("metrics.")}
+        for row in query.rows(runs, "last", metadata=False)
+    ]
     columns = ["id", "status", "duration", "config", "result"]
     if any(metrics):
         columns.append("metrics")
@@ -860,8 +863,7 @@ def _duration(run: Observation) -> str:
 
 
 def _config_text(run: Observation) -> str:
-    config = run.config if isinstance(run.config, dict) else {}
-    return ", ".join(f"{key}={value!r}" for key, value in config.items())
+    return keywords(run.config if isinstance(run.config, dict) else {})
 
 
 def _result_text(run: Observation) -> str:

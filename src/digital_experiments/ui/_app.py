@@ -30,7 +30,7 @@ from .. import _query as query
 from .._compare import compare
 from .._metrics import read as read_metrics
 from .._records import status_of
-from .._where import WhereError, compile_where
+from .._where import WhereError
 from ._index import RunIndex, Watcher
 
 STATIC = Path(__file__).parent / "static"
@@ -110,6 +110,7 @@ def create_app(root: str | os.PathLike[str]) -> Starlette:
         index = state.index(request.path_params["name"])
         params = request.query_params
         rows = index.snapshot()
+        total = len(rows)
         try:
             rows = _filter(rows, params.get("where", ""))
             rows = _sort(rows, params.get("sort", ""))
@@ -121,7 +122,7 @@ def create_app(root: str | os.PathLike[str]) -> Starlette:
         return _json(
             {
                 "version": index.version,
-                "total": len(index.rows),
+                "total": total,
                 "matched": len(rows),
                 "offset": offset,
                 "columns": columns,
@@ -278,13 +279,11 @@ def create_app(root: str | os.PathLike[str]) -> Starlette:
 
 
 def observation_artefacts(index: RunIndex, id: str) -> list[Path]:
-    """The run's files, never following links out of its folder."""
+    """The run's files (:meth:`Backend.artefacts`), less links pointing out of its folder."""
     folder = layout.artefacts(index.folder, id)
-    found = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []:
-        if safe_artefact(index.folder, id, path.relative_to(folder).as_posix()) is not None:
-            found.append(path)
-    return found
+    backend = next(iter(index.backends.values()), None)
+    found = backend.artefacts(id) if backend is not None else []
+    return [p for p in found if safe_artefact(index.folder, id, p.relative_to(folder).as_posix())]
 
 
 def safe_artefact(folder: Path, id: str, relative: str) -> Path | None:
@@ -314,16 +313,7 @@ def _kind(path: Path) -> str:
 
 
 def _filter(rows: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
-    if not text.strip():
-        return rows
-    where = compile_where(text)
-    known = set(query.NAMESPACES) | {"duration", "error"}
-    for row in rows:
-        known.update(row)
-    if not rows:
-        known |= {f for f in where.fields if f.split(".")[0] in query.NAMESPACES}
-    where.check_fields(known)
-    return [row for row in rows if where(row)]
+    return [rows[i] for i in query.matching(rows, text)] if text.strip() else rows
 
 
 def _sort(rows: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:

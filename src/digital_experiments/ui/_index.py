@@ -12,27 +12,23 @@ change bumps :attr:`RunIndex.version`, which the live view waits on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-from .. import _layout as layout
 from .. import _query as query
 from .._backends import FileBackend, available_backends, backend_class
-from .._records import Observation, status_of
+from .._records import Observation
 
 INTERVAL = 0.5  # seconds between two looks at a folder
 
 
-def row_of(observation: Observation, metrics: bool = True) -> dict[str, Any]:
-    """A run as the runs table shows it: its flat fields, duration and error (and
-    the last value of each metric, if it logged any)."""
-    row = query.fields(observation, "last" if metrics else None)
-    row = {k: v for k, v in row.items() if not k.startswith("metadata.")}
-    row["status"] = status_of(observation)
+def row_of(observation: Observation, row: dict[str, Any]) -> dict[str, Any]:
+    """A run as the runs table shows it: its flat fields (``row``, from
+    :func:`~digital_experiments._query.rows`) with its duration and error."""
     timing = observation.metadata.get("timing")
     if isinstance(timing, dict) and isinstance(timing.get("total"), dict):
         timing = timing["total"]
@@ -82,8 +78,7 @@ class RunIndex:
         for id in running:
             changed += [id + suffix for suffix in suffixes if id + suffix in current]
         gone = [n for n in self.seen if n not in current]
-        rows, unreadable = {}, {}
-        logged = self._logged() if changed else set()
+        loaded, unreadable = [], {}
         for name in dict.fromkeys(changed):
             id, suffix = os.path.splitext(name)
             try:
@@ -95,7 +90,9 @@ class RunIndex:
             except Exception as exc:  # a torn or foreign file: shown as unreadable
                 unreadable[id] = f"{type(exc).__name__}: {exc}"
                 continue
-            rows[id] = row_of(observation, id in logged)
+            loaded.append(observation)
+        table = query.rows(loaded, "last", metadata=False)
+        rows = {o.id: row_of(o, row) for o, row in zip(loaded, table, strict=True)}
         with self.lock:
             moved = bool(gone) or any(self.rows.get(id) != row for id, row in rows.items())
             moved = moved or any(self.unreadable.get(id) != why for id, why in unreadable.items())
@@ -123,14 +120,6 @@ class RunIndex:
             if isinstance(suffix, str) and suffix not in self.backends:
                 self.backends[suffix] = cls(self.folder)
         return self.backends
-
-    def _logged(self) -> set[str]:
-        """The ids of the runs with metrics (one listing, not one open per run)."""
-        try:
-            names = os.listdir(layout.internal(self.folder, "metrics"))
-        except OSError:
-            return set()
-        return {name[: -len(".jsonl")] for name in names if name.endswith(".jsonl")}
 
     def _running(self) -> set[str]:
         """Ids of running runs: one can turn abandoned without any file changing."""
@@ -169,10 +158,8 @@ class Watcher:
     def _loop(self) -> None:
         while not self.stop.wait(INTERVAL):
             for index in list(self.indexes.values()):
-                try:
+                with contextlib.suppress(Exception):  # a folder being deleted: next time
                     index.refresh()
-                except Exception:  # a folder being deleted, say: try again next time
-                    time.sleep(0)
 
     def close(self) -> None:
         self.stop.set()
