@@ -67,7 +67,7 @@ def add_record(root: Path, id: str, status: str, storage: bool = True, **metadat
     """Store a record with ``status`` as the library would, without running anything."""
     backend = instantiate_backend("pickle", root)
     backend.record(Observation(id, {"lr": 0.5}, None, {"status": status, **metadata}))
-    (root / ".de").mkdir(exist_ok=True)  # every root the library writes has one
+    (root / ".de" / "ids").mkdir(parents=True, exist_ok=True)  # every root the library records in
     if not storage:
         return
     (root / "storage" / id).mkdir(parents=True)

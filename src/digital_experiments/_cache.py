@@ -49,10 +49,11 @@ class CacheIndex:
         if self._scanned is not None:
             self._scanned[key] = observation.id
 
-    def find(self, key: str) -> Observation | None:
+    def find(self, key: str, deleted_since: float | None = None) -> Observation | None:
         """The completed run the index holds for ``key``, if its record agrees (a sweep
-        asks: a run deleted meanwhile still counts, from the trash)."""
-        found = self._load(self._indexed(key))
+        asks: a run deleted at or after ``deleted_since``, while the sweep ran, still
+        counts, from the trash; one deleted before is gone)."""
+        found = self._load(self._indexed(key), deleted_since)
         return found if found is not None and keys.same_code(found.metadata, self.code) else None
 
     def lookup(self, config: Mapping[str, Any]) -> Observation | None:
@@ -82,10 +83,10 @@ class CacheIndex:
         except OSError:
             return []
 
-    def _load(self, ids: list[str]) -> Observation | None:
+    def _load(self, ids: list[str], deleted_since: float | None) -> Observation | None:
         for id in ids:
             try:  # deleted since: it still ran, a sweep need not run it again
-                observation = load_even_deleted(self.backend, id)
+                observation = load_even_deleted(self.backend, id, deleted_since)
             except Exception:  # gone, or unreadable: the index only saves a scan
                 continue
             if is_completed(observation):

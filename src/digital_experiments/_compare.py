@@ -9,9 +9,12 @@ a call to paste, ``train(lr=0.1, epochs=10)``.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
+from keyword import iskeyword
 from typing import TYPE_CHECKING, Any
 
 from ._query import fields
@@ -80,41 +83,131 @@ def call_arguments(
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The ``(args, kwargs)`` that call ``function`` with a recorded ``config``.
 
+    Every kind of parameter is handled: positional-only ones are passed by
+    position, ``*args`` unpacked after the parameters before it (then passed by
+    position too), ``**kwargs`` merged into the keywords.
+
     Raises
     ------
     ValueError
         If ``function`` takes ``self`` (a method cannot be called again without
         its object) or ``config`` lacks one of its parameters.
     """
+    return _arguments(inspect.signature(function), config, function.__name__)
+
+
+def _arguments(
+    signature: inspect.Signature, config: Mapping[str, Any], name: str
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call of ``signature`` that binds exactly ``config`` (defaults filled)."""
+    parameters = list(signature.parameters.values())
+    rest = next((p for p in parameters if p.kind is _VAR_POSITIONAL), None)
+    extra = tuple(config.get(rest.name) or ()) if rest is not None else ()
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
-    for name, parameter in inspect.signature(function).parameters.items():
-        if name not in config:
-            if name in ("self", "cls"):
-                raise ValueError(f"{function.__name__} is a method: call it on its object.")
-            if parameter.default is inspect.Parameter.empty and parameter.kind not in (
-                inspect.Parameter.VAR_POSITIONAL,
-                inspect.Parameter.VAR_KEYWORD,
-            ):
-                raise ValueError(f"The recorded config has no value for {name!r}.")
-            continue
-        value = config[name]
-        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
-            args.extend(value)
-        elif parameter.kind is inspect.Parameter.VAR_KEYWORD:
-            kwargs.update(value)
-        elif parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
-            args.append(value)
-        else:
-            kwargs[name] = value
+    for parameter in parameters:
+        kind, present = parameter.kind, parameter.name in config
+        if not present and kind not in (_VAR_POSITIONAL, _VAR_KEYWORD):
+            if parameter.name in ("self", "cls"):
+                raise ValueError(f"{name} is a method: call it on its object.")
+            if parameter.default is inspect.Parameter.empty:
+                raise ValueError(f"The recorded config has no value for {parameter.name!r}.")
+        if kind is _VAR_POSITIONAL:
+            args.extend(extra)
+        elif kind is _VAR_KEYWORD:
+            options = config.get(parameter.name) or {}
+            if not isinstance(options, Mapping):
+                raise ValueError(f"The recorded **{parameter.name} is not a mapping: {options!r}.")
+            kwargs.update(options)
+        elif kind is inspect.Parameter.POSITIONAL_ONLY or (
+            # before a non-empty *args, a parameter can only be given by position
+            kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and extra
+        ):
+            args.append(config[parameter.name] if present else parameter.default)
+        elif present:
+            kwargs[parameter.name] = config[parameter.name]
     return tuple(args), kwargs
 
 
+_VAR_POSITIONAL = inspect.Parameter.VAR_POSITIONAL
+_VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
+
+
 def keywords(config: Mapping[str, Any]) -> str:
-    """``config`` as keyword arguments: ``lr=0.1, epochs=10``."""
-    return ", ".join(f"{key}={value!r}" for key, value in config.items())
+    """``config`` as keyword arguments: ``lr=0.1, epochs=10``; a key that is not a
+    Python name goes in ``**{...}``, so pasted text never runs what a key says."""
+    plain = [f"{key}={value!r}" for key, value in config.items() if _is_name(key)]
+    odd = {key: value for key, value in config.items() if not _is_name(key)}
+    return ", ".join([*plain, f"**{odd!r}"] if odd else plain)
 
 
-def call_text(name: str, config: Mapping[str, Any]) -> str:
-    """A call of ``name`` with ``config``, ready to paste: ``train(lr=0.1, epochs=10)``."""
-    return f"{name}({keywords(config)})"
+def call_text(name: str, config: Mapping[str, Any], code: object = None) -> str:
+    """A call of ``name`` with ``config``, ready to paste: ``train(lr=0.1, epochs=10)``.
+
+    With the function's recorded source ``code``, the call binds exactly the
+    recorded config for every kind of parameter (positional-only, ``*args``,
+    ``**kwargs``); the source is only parsed, never run. Without it, every value
+    is passed by keyword. Only values are printed (as their ``repr``), never a
+    key or a name as code: see :func:`keywords`.
+    """
+    callee = name if _is_name(name) else "function"
+    signature = _signature_in(code, name) if isinstance(code, str) else None
+    if signature is None:
+        return f"{callee}({keywords(config)})"
+    try:
+        args, kwargs = _arguments(signature, config, name)
+    except ValueError:
+        return f"{callee}({keywords(config)})"
+    if any(value is _HAS_DEFAULT for value in args):
+        raise ValueError(
+            f"The recorded config of {name} lacks a positional parameter that has a "
+            "default: no call can be printed that binds exactly this config."
+        )
+    parts = [repr(value) for value in args]
+    if kwargs:
+        parts.append(keywords(kwargs))
+    return f"{callee}({', '.join(parts)})"
+
+
+def _is_name(key: object) -> bool:
+    return isinstance(key, str) and key.isidentifier() and not iskeyword(key)
+
+
+def _signature_in(code: str, name: str) -> inspect.Signature | None:
+    """The parameters (kinds, and whether each has a default) of the function
+    ``name`` defined in ``code``, found by parsing: nothing in ``code`` runs."""
+    try:
+        tree = ast.parse(textwrap.dedent(code))
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    defined = [
+        node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
+    found = [node for node in defined if node.name == name] or defined[:1]
+    if not found:
+        return None
+    spec = found[0].args
+    Kind = inspect.Parameter
+    positional = [*spec.posonlyargs, *spec.args]
+    defaulted = {a.arg for a in positional[len(positional) - len(spec.defaults) :]}
+    keyword_only = zip(spec.kwonlyargs, spec.kw_defaults, strict=True)
+    defaulted |= {a.arg for a, d in keyword_only if d is not None}
+    parameters = []
+    for group, kind in (
+        (spec.posonlyargs, Kind.POSITIONAL_ONLY),
+        (spec.args, Kind.POSITIONAL_OR_KEYWORD),
+        ([spec.vararg] if spec.vararg else [], Kind.VAR_POSITIONAL),
+        (spec.kwonlyargs, Kind.KEYWORD_ONLY),
+        ([spec.kwarg] if spec.kwarg else [], Kind.VAR_KEYWORD),
+    ):
+        for arg in group:
+            # a default's source is never printed: a stand-in marks that one exists
+            default = _HAS_DEFAULT if arg.arg in defaulted else Kind.empty
+            parameters.append(Kind(arg.arg, kind, default=default))
+    try:
+        return inspect.Signature(parameters)
+    except ValueError:  # duplicate names and the like: not a function Python accepts
+        return None
+
+
+_HAS_DEFAULT: Any = object()

@@ -5,9 +5,11 @@ Each run's points live in ``<root>/.de/metrics/<id>.jsonl``, one JSON array
 in memory; the buffer is written (one ``write`` of whole lines, ``O_APPEND``)
 when a second has passed since the last write, when a propagated call ends
 and, synced to disk, when the run ends. So a crash loses at most the last
-second of points, never tears a line another writer wrote (appends of whole
-lines), and a reader skips a torn last line. Several processes of one run
-(through :class:`~digital_experiments.propagate`) append to the same file.
+second of points and never tears a line another writer wrote: appends are of
+whole lines, each append starts on a fresh line (so the torn line of a writer
+killed mid-write never fuses with the next writer's), and a reader skips torn,
+blank and ill-shaped lines. Several processes of one run (through
+:class:`~digital_experiments.propagate`) append to the same file.
 """
 
 from __future__ import annotations
@@ -77,7 +79,9 @@ def _encode(points: list[tuple[int, str, float, float]]) -> bytes:
         if number[-1] in "fn":  # nan, inf, -inf
             number = _SPECIAL[number]
         lines.append(f"[{step}, {text}, {number}, {when!r}]\n")
-    return "".join(lines).encode()
+    # each write starts on a fresh line: a writer killed mid-line (whose torn line
+    # the reader skips) never fuses with this one; the reader skips blank lines
+    return ("\n" + "".join(lines)).encode() if lines else b""
 
 
 def _append(path: Path, data: bytes, sync: bool) -> None:
@@ -175,11 +179,26 @@ def read(root: Path, id: str) -> list[tuple[int, str, float, float]]:
     points = []
     for line in lines:
         try:
-            step, name, value, when = json.loads(line)
-        except ValueError:  # a torn last line: the rest is intact
+            point = json.loads(line)
+        except ValueError:  # a torn line (a writer killed mid-write): the rest is intact
             continue
-        points.append((step, name, value, when))
+        if _is_point(point):
+            points.append(tuple(point))
     return points
+
+
+def _is_point(point: Any) -> bool:
+    """Whether a parsed line is ``[step, name, value, time]`` with the right types
+    (a damaged file may hold any JSON: ``null``, ``1``, ``["a", "loss", 1, 2]``)."""
+    if not isinstance(point, list) or len(point) != 4:
+        return False
+    step, name, value, when = point
+    return (
+        type(step) is int
+        and isinstance(name, str)
+        and type(value) in (int, float)
+        and type(when) in (int, float)
+    )
 
 
 _LOGGED: dict[Path, tuple[int, frozenset[str]]] = {}  # root -> (folder mtime, ids)

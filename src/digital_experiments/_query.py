@@ -20,7 +20,16 @@ from ._keys import same_code
 from ._layout import is_id
 from ._metrics import logged as logged_metrics
 from ._metrics import summary as metric_summary
-from ._records import COMPLETED, STATUSES, Observation, Observations, root_of, status_of
+from ._records import (
+    COMPLETED,
+    STATUSES,
+    Observation,
+    Observations,
+    notes_of,
+    root_of,
+    status_of,
+    tags_of,
+)
 from ._where import Where as CompiledWhere
 from ._where import compile_where
 from .errors import DigitalExperimentsError
@@ -210,9 +219,10 @@ def fields(
     else:
         row["result"] = observation.result
     extra = observation.metadata
-    _flatten_into(row, extra.get("tags") or {}, "tags", ".")
-    if extra.get("notes"):
-        row["notes"] = "\n".join(map(str, extra["notes"]))
+    _flatten_into(row, tags_of(observation), "tags", ".")
+    notes = notes_of(observation)
+    if notes:
+        row["notes"] = "\n".join(notes)
     if metrics is not None and (logged is None or observation.id in logged):
         _flatten_into(row, metrics_of(observation, metrics), "metrics", ".")
     if metadata:
@@ -440,6 +450,36 @@ def record_formats(folder: str | os.PathLike[str]) -> Counter[str]:
             if suffix in by_suffix and is_id(stem):
                 found[by_suffix[suffix]] += 1
     return found
+
+
+# formats whose loading constructs no objects: safe to open from anywhere
+SAFE_SUFFIXES = (".json", ".yaml")
+
+
+def recorded_here(folder: str | os.PathLike[str]) -> bool:
+    """Whether digital-experiments 3.x recorded runs in ``folder``: it reserved their
+    ids in ``.de/ids/``. Other bookkeeping (tags, notes, trash, locks) creates
+    ``.de/`` too, so ``.de/`` alone proves nothing."""
+    return layout.reserved_ids(Path(folder)).is_dir()
+
+
+def trust_refusal(backend: FileBackend, trust: bool = False) -> str | None:
+    """Why the records of ``backend`` must not be loaded, or ``None`` if they may.
+
+    JSON and YAML records construct no objects and always may; pickle records
+    (and any other format) only in a folder digital-experiments 3.x recorded
+    (:func:`recorded_here`), or with ``trust``, since unpickling runs code.
+    """
+    if trust or backend.suffix in SAFE_SUFFIXES:
+        return None
+    if recorded_here(backend.root) or not backend.all_ids():
+        return None
+    return (
+        f"{str(backend.root)!r} holds {backend.suffix} records that digital-experiments "
+        "3.x did not record (it has no .de/ids folder), and loading a pickle runs any "
+        "code it contains. If you trust where this folder came from, pass --trust "
+        "(trust=True)."
+    )
 
 
 def is_experiment_folder(folder: str | os.PathLike[str]) -> bool:

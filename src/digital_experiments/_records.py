@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import traceback
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -117,6 +118,46 @@ def status_of(observation: Observation) -> str:
     if status == RUNNING and storage.process_gone(observation.metadata.get("process")):
         return ABANDONED
     return status
+
+
+def tags_of(observation: Observation) -> dict[Any, Any]:
+    """The run's tags: ``metadata["tags"]`` when it is a dict. Anything else (a user's
+    callback may put anything in metadata) is left out, with a warning."""
+    tags = observation.metadata.get("tags")
+    if tags is None or isinstance(tags, dict):
+        return tags or {}
+    _warn_shape(observation, "tags", tags, "a dict of names and values")
+    return {}
+
+
+def notes_of(observation: Observation) -> list[str]:
+    """The run's notes: ``metadata["notes"]`` as a list of texts (one text is one
+    note). Anything else is left out, with a warning."""
+    notes = observation.metadata.get("notes")
+    if notes is None or notes == []:
+        return []
+    if isinstance(notes, str):
+        return [notes]
+    if isinstance(notes, (list, tuple)):
+        return [str(note) for note in notes]
+    _warn_shape(observation, "notes", notes, "a list of texts")
+    return []
+
+
+_SHAPES_WARNED: set[tuple[str, str, str]] = set()
+
+
+def _warn_shape(observation: Observation, key: str, value: Any, wanted: str) -> None:
+    """Say once per run and field that a record's metadata has an unusable shape."""
+    where = str(root_of(observation) or "")
+    if (where, observation.id, key) in _SHAPES_WARNED:
+        return
+    _SHAPES_WARNED.add((where, observation.id, key))
+    warnings.warn(
+        f"Run {observation.id!r} has metadata[{key!r}] = {value!r:.60}, not {wanted}: "
+        f"left out of its {key}. Tag runs with tag() to give them tags that show.",
+        stacklevel=3,
+    )
 
 
 def is_completed(observation: Observation) -> bool:

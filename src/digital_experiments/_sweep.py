@@ -281,6 +281,8 @@ class _Engine:
         self.keeper = _Keeper(stale_after)
         self.queue: deque[Entry] = deque(plan.todo)
         self.in_flight: dict[Any, tuple[Entry, Claim | None]] = {}
+        # runs deleted before now are gone for this sweep; later ones still count
+        self.began = time.time()
 
     @property
     def done(self) -> bool:
@@ -299,7 +301,7 @@ class _Engine:
             claim = Claim(str(self.recorder.root), entry.key or "", stale_after=self.stale_after)
             claimed = try_claim(claim)
             # completed by another sweep since we listed the runs?
-            found = self.recorder.index.find(entry.key or "")
+            found = self.recorder.index.find(entry.key or "", self.began)
             if found is not None:
                 if claimed:
                     release(claim)

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -30,26 +31,52 @@ def wants_colour(stream: TextIO) -> bool:
         return False
 
 
+# C0 controls, DEL and C1 controls: what a terminal may act on (clear the screen,
+# set the title, write the clipboard with OSC 52...) instead of showing
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_HIGH_CONTROLS = re.compile("[\x7f-\x9f]")  # those json.dumps leaves as they are
+
+
+def printable(text: str, keep: str = "") -> str:
+    """``text`` with every control character written as an escape (``\\x1b``),
+    but those in ``keep`` (such as ``"\\n\\t"``): record contents are printed
+    as data, never acted on by the terminal."""
+
+    def escape(match: re.Match[str]) -> str:
+        char = match.group()
+        return char if char in keep else repr(char)[1:-1]
+
+    return _CONTROLS.sub(escape, text)
+
+
+def json_text(value: Any, indent: int | None = 2) -> str:
+    """``value`` as JSON that is safe on a terminal: ``json`` escapes C0 controls
+    itself; DEL and C1 controls become ``\\u`` escapes too (still valid JSON)."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False, default=repr)
+    return _HIGH_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def render(
     rows: Sequence[dict[str, Any]], columns: Sequence[str], form: str, colour: bool = False
 ) -> str:
     """``rows`` (flat dicts) as ``form``: ``table``, ``csv``, ``json`` or ``md``."""
     if form == "json":
         records = [{c: row.get(c) for c in columns if c in row} for row in rows]
-        return json.dumps(records, indent=2, ensure_ascii=False, default=repr) + "\n"
+        return json_text(records) + "\n"
     if form == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
+        writer.writerow([printable(c) for c in columns])
         for row in rows:
             writer.writerow([_csv(row.get(c)) for c in columns])
         return out.getvalue()
     cells = [[text(row.get(c)) for c in columns] for row in rows]
     if form == "md":
-        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        header = [printable(c) for c in columns]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in cells]
         return "\n".join(lines) + "\n"
-    return _table(list(columns), cells, colour)
+    return _table([printable(c) for c in columns], cells, colour)
 
 
 def _table(columns: list[str], cells: list[list[str]], colour: bool) -> str:
@@ -80,13 +107,15 @@ def text(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, str):
-        return value.replace("\n", " ")
+        return printable(value.replace("\n", " "))
     if isinstance(value, float):
         return f"{value:.6g}"
-    return repr(value)
+    return printable(repr(value))
 
 
 def _csv(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, str):
+        return printable(value, keep="\n\t")  # CSV quotes those
+    if value is None or isinstance(value, (int, float, bool)):
         return value
-    return repr(value)
+    return printable(repr(value))

@@ -1,18 +1,24 @@
 """Deleting runs: into the root's trash, out of it again, and for good.
 
-A deleted run moves, whole, to ``<root>/.de/trash/<id>/``: its record first
-(so it leaves listings at once, atomically), then its artefacts, metrics and
-annotations. Restoring moves them back in the reverse order, the record last.
-Every move is a rename within the root, so a crash between two moves leaves
-each part either in place or in the trash, and the next delete or restore of
-that run finishes the job. Ids stay reserved (``.de/ids``), so a restored run
-never collides with a newer one. A sweep that asked for a run deleted meanwhile
-still gets its record from the trash (:func:`load_trashed`).
+A deleted run moves, whole, into the trash: its record first (so it leaves
+listings at once, atomically) to ``<root>/.de/trash/<id>/``, with its metrics
+and annotations, and its artefacts to ``<root>/storage/.trash/<id>/``, beside
+where they were, so a rename moves them even when ``storage`` is a link to
+another disk (and gigabytes of checkpoints are never copied). Restoring moves
+them back in the reverse order, the record last. Every move is a rename, and
+each part's rename is checked before anything moves: a run is deleted whole or
+not at all, and a crash between two moves leaves each part either in place or in
+the trash, which the next delete or restore of that run finishes. Deleting reads
+a record only to refuse a running run, so an unreadable one can be deleted too.
+Ids stay reserved (``.de/ids``), so a restored run never collides with a newer
+one. A sweep that asked for a run deleted while it ran still gets its record
+from the trash (:func:`load_even_deleted`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import uuid
@@ -22,17 +28,20 @@ from . import _layout as layout
 from ._annotations import locked
 from ._backends import Backend, FileBackend
 from ._records import RUNNING, Observation, status_of
+from .errors import RunningError, TrashError
 
 
-class RunningError(ValueError):
-    """A run cannot be deleted while it runs."""
+def _artefacts_trash(root: Path, id: str = "") -> Path:
+    """Where deleted artefacts go: inside ``storage`` itself (the same filesystem)."""
+    folder = Path(root) / layout.ARTEFACTS / ".trash"
+    return folder / id if id else folder
 
 
 def _parts(root: Path, id: str) -> list[tuple[Path, Path]]:
     """``(in place, in the trash)`` of everything of run ``id`` but its record."""
     trash = layout.trash(root, id)
     return [
-        (layout.artefacts(root, id), trash / "storage"),
+        (layout.artefacts(root, id), _artefacts_trash(root, id)),
         (layout.metrics(root, id), trash / "metrics.jsonl"),
         (layout.annotation_file(root, id), trash / "annotations.json"),
     ]
@@ -47,6 +56,40 @@ def _file_backend(backend: Backend) -> FileBackend:
     return backend
 
 
+def _refuse_running(store: FileBackend, id: str) -> None:
+    try:
+        observation = store.load(id)
+    except Exception:  # gone, or unreadable: nothing says it runs
+        return
+    if status_of(observation) == RUNNING:
+        process = observation.metadata.get("process")
+        pid = process.get("pid") if isinstance(process, dict) else None
+        raise RunningError(
+            f"Run {id!r} is running (pid {pid}): wait until it ends, or stop it; a run "
+            "whose process is gone reads 'abandoned' and can be deleted."
+        )
+
+
+def _device(path: Path) -> int:
+    """The filesystem of ``path``, or of its nearest existing ancestor."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return os.stat(path).st_dev
+
+
+def _check_moves(moves: list[tuple[Path, Path]]) -> None:
+    """Refuse, before anything moves, a part that a rename could not move (the
+    folders an entry lives in are followed: ``storage`` may be a link)."""
+    for here, there in moves:
+        if _device(here.parent) != _device(there.parent):
+            raise TrashError(
+                errno.EXDEV,
+                f"Cannot move {str(here)!r} to the trash in {str(there.parent)!r}: they are "
+                "on different filesystems, so nothing of the run was deleted. Keep "
+                f"{here.parent.name!r} on the filesystem of {str(there.parent)!r}.",
+            )
+
+
 def delete(backend: Backend, id: str) -> bool:
     """Move run ``id`` to the trash; ``False`` if there was no such run.
 
@@ -54,30 +97,25 @@ def delete(backend: Backend, id: str) -> bool:
     ------
     RunningError
         If the run is ``running`` in a live process.
+    TrashError
+        If a part of the run could not be moved (then nothing was).
     """
     store = _file_backend(backend)
     record = store.path(id)
-    try:
-        observation = store.load(id)
-    except FileNotFoundError:
-        observation = None
-    if observation is not None and status_of(observation) == RUNNING:
-        raise RunningError(
-            f"Run {id!r} is running (pid {observation.metadata.get('process', {}).get('pid')}"
-            "): wait until it ends, or stop it; a run whose process is gone reads "
-            "'abandoned' and can be deleted."
-        )
+    _refuse_running(store, id)
     trash = layout.trash(store.root, id)
-    if observation is None and not (trash / record.name).exists():
+    if not os.path.lexists(record) and not (trash / record.name).exists():
         return False  # no such run
-    trash.mkdir(parents=True, exist_ok=True)
     with locked(store.root, id):  # a tagger now either came first, or finds no run
+        moves = [(here, there) for here, there in _parts(store.root, id) if os.path.lexists(here)]
+        _check_moves([(record, trash / record.name), *moves])
+        trash.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(record, trash / record.name)
         except FileNotFoundError:
             if not (trash / record.name).exists():
                 return False  # another deleter was first, and purged it
-        for here, there in _parts(store.root, id):
+        for here, there in moves:
             _move(here, there)
     return True
 
@@ -100,6 +138,8 @@ def restore(backend: Backend, id: str) -> Observation:
     if record.exists():
         raise FileExistsError(f"Run {id!r} is in {str(store.root)!r} already.")
     with locked(store.root, id):
+        legacy = layout.trash(store.root, id) / layout.ARTEFACTS  # where 3.4 put them
+        _move(legacy, layout.artefacts(store.root, id))
         for here, there in _parts(store.root, id):
             _move(there, here)
         os.rename(trashed, record)  # last: the run is back, whole
@@ -123,22 +163,36 @@ def load_trashed(backend: Backend, id: str) -> Observation:
     return store.load_from(layout.trash(store.root, id) / store.path(id).name, id)
 
 
-def load_even_deleted(backend: Backend, id: str) -> Observation:
+def deleted_at(backend: Backend, id: str) -> float | None:
+    """When run ``id`` went to the trash (its trash folder's time), if it is there."""
+    try:
+        return os.stat(layout.trash(backend.root, id)).st_mtime
+    except OSError:
+        return None
+
+
+def load_even_deleted(backend: Backend, id: str, deleted_since: float | None = None) -> Observation:
     """The record of run ``id``, from the trash if it was deleted since it ended
     (a sweep still counts it: it ran).
+
+    With ``deleted_since`` (a :func:`time.time`), only a run deleted at or after
+    that time comes from the trash: a run deleted before a sweep began is gone
+    for that sweep, which runs its config again.
 
     Raises
     ------
     FileNotFoundError
-        If neither the root nor its trash holds it.
+        If neither the root nor its trash holds it (deleted too early).
     """
     try:
         return backend.load(id)
     except FileNotFoundError:
-        try:
-            return load_trashed(backend, id)
-        except (FileNotFoundError, TypeError):  # not in the trash, or no trash at all
-            pass
+        when = deleted_at(backend, id) if deleted_since is not None else None
+        if deleted_since is None or (when is not None and when >= deleted_since):
+            try:
+                return load_trashed(backend, id)
+            except (FileNotFoundError, TypeError):  # not in the trash, or no trash at all
+                pass
         raise
 
 
@@ -155,6 +209,14 @@ def purge(backend: Backend, ids: list[str] | None = None) -> int:
         except FileNotFoundError:
             continue
         shutil.rmtree(doomed, ignore_errors=True)
+        artefacts = _artefacts_trash(root, id)
+        if os.path.lexists(artefacts):  # never what a link points to
+            gone = _artefacts_trash(root) / f".purging-{uuid.uuid4().hex}"
+            os.rename(artefacts, gone)
+            if os.path.islink(gone):
+                os.unlink(gone)
+            else:
+                shutil.rmtree(gone, ignore_errors=True)
         count += 1
     return count
 

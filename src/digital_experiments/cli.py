@@ -44,14 +44,15 @@ from ._records import (
     RUNNING,
     STATUSES,
     Observation,
+    notes_of,
     status_of,
+    tags_of,
 )
-from ._tables import FORMATS, render, text, wants_colour
+from ._tables import FORMATS, json_text, printable, render, text, wants_colour
+from .errors import RunningError, TrashError
 
 PROG = "digital-experiments"
 PRUNABLE = (FAILED, ABANDONED, INTERRUPTED)
-# formats whose loading constructs no objects; anything else needs trust
-SAFE_SUFFIXES = (".json", ".yaml")
 EXPORT_FORMATS = ("csv", "json", "parquet")
 
 
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result: int = args.command(args)
         return result
     except CommandError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {printable(str(exc), keep=chr(10))}", file=sys.stderr)
         return exc.code
     except BrokenPipeError:  # `digital-experiments list ... | head`
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -269,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
     view.add_argument("--port", type=int, default=8765, help="default 8765")
     view.add_argument("--open", action="store_true", help="open the page in a browser")
+    view.add_argument(
+        "--trust",
+        action="store_true",
+        help="open pickle records of folders digital-experiments 3.x did not record "
+        "(loading a pickle runs any code in it: only for folders you trust)",
+    )
     view.set_defaults(command=cmd_ui)
 
     prune = commands.add_parser(
@@ -322,7 +329,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise CommandError(f"Could not read run {id!r} in {str(backend.root)!r} (see above).")
     run = runs[0]
     if args.call:
-        print(call_text(backend.root.name, run.config))
+        try:
+            print(call_text(backend.root.name, run.config, run.metadata.get("code")))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         return 0
     record = {
         "id": run.id,
@@ -333,8 +343,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         "artefacts": [str(path.relative_to(backend.root)) for path in backend.artefacts(id)],
     }
     if args.json:
-        json.dump(_plain(record), sys.stdout, indent=2, ensure_ascii=False)
-        print()
+        print(json_text(_plain(record)))
     else:
         sys.stdout.write(yaml_text(_plain(record)))
     return 0
@@ -354,7 +363,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     runs = _select(backend, args, environment=args.include_metadata)
     if args.format == "json":
         records = [_json_record(run, args.include_metadata) for run in runs]
-        text = json.dumps(_plain(records), indent=2, ensure_ascii=False) + "\n"
+        text = json_text(_plain(records)) + "\n"
         _write_text(text, args.output)
     else:
         frame = query.to_dataframe(runs, include_metadata=args.include_metadata, metrics="last")
@@ -371,7 +380,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                 raise CommandError(str(exc), code=2) from None
         try:
             if args.format == "csv":
-                _write_text(frame.to_csv(index=False), args.output)
+                text = frame.to_csv(index=False)
+                # to the terminal, as data: a file gets the values as they are
+                _write_text(
+                    printable(text, keep="\n\t") if args.output is None else text, args.output
+                )
             else:
                 frame.to_parquet(args.output, index=False)
         except (ValueError, TypeError, ImportError) as exc:  # e.g. pyarrow cannot type a column
@@ -440,14 +453,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print("The two runs have the same config, result, metrics, code and environment.")
     before, after = (str(run.metadata.get("code") or "") for run in runs)
     if before != after:
-        sys.stdout.writelines(
-            difflib.unified_diff(
-                before.splitlines(keepends=True),
-                after.splitlines(keepends=True),
-                fromfile=f"{ids[0]} code",
-                tofile=f"{ids[1]} code",
-            )
+        lines = difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            fromfile=f"{ids[0]} code",
+            tofile=f"{ids[1]} code",
         )
+        sys.stdout.writelines(printable(line, keep="\n\t") for line in lines)
     return 0
 
 
@@ -464,7 +476,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
         tags = marks.tag(backend.root, id, values, backend.path(id))
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc), code=2) from None
-    print(f"{id}: " + (", ".join(f"{k}={v!r}" for k, v in tags.items()) or "no tags"))
+    shown = ", ".join(f"{printable(str(k))}={v!r}" for k, v in tags.items())
+    print(f"{id}: " + (shown or "no tags"))
     return 0
 
 
@@ -499,7 +512,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
             'pip install "digital-experiments[ui]"',
             code=2,
         ) from None
-    serve(root, host=args.host, port=args.port, open_browser=args.open)
+    serve(root, host=args.host, port=args.port, open_browser=args.open, trust=args.trust)
     return 0
 
 
@@ -511,7 +524,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
         args.status, args.since, args.limit, args.top, args.sort = None, None, None, None, None
         ids = [run.id for run in _select(backend, args)]
     else:
-        backend = _open(args, check=False)
+        backend = _open(args)  # deleting reads a record to refuse a running run
         ids = [_resolve_id(backend, id) for id in args.ids]
     if not ids:
         print("No runs match: nothing deleted.")
@@ -523,7 +536,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     for id in ids:
         try:
             deleted += trashcan.delete(backend, id)
-        except trashcan.RunningError as exc:
+        except (RunningError, TrashError) as exc:
             print(f"{PROG}: {exc}", file=sys.stderr)
     print(f"Moved {_plural(deleted, 'run')} to the trash ({PROG} trash {backend.root} list).")
     return 0 if deleted == len(ids) else 1
@@ -591,15 +604,7 @@ def _open(args: argparse.Namespace, root: Path | None = None, check: bool = True
 
 def _untrusted(backend: FileBackend, args: argparse.Namespace) -> str | None:
     """Why the records of ``backend`` must not be loaded, or ``None``."""
-    if backend.suffix in SAFE_SUFFIXES or args.trust:
-        return None
-    if layout.internal(backend.root).is_dir() or not backend.all_ids():
-        return None  # written by digital-experiments 3.x, or nothing to load
-    return (
-        f"{str(backend.root)!r} holds {backend.suffix} records but was not written by "
-        "digital-experiments 3.x (it has no .de folder), and loading a pickle runs any "
-        "code it contains. If you trust where this folder came from, pass --trust."
-    )
+    return query.trust_refusal(backend, bool(getattr(args, "trust", False)))
 
 
 def _experiments_in(args: argparse.Namespace) -> list[Path] | None:
@@ -647,7 +652,7 @@ def _list_experiments(folders: list[Path], args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
     for row in [header, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        print("  ".join(cells).rstrip())
+        print(printable("  ".join(cells).rstrip()))
     print(f"{_plural(len(folders), 'experiment')}, {_plural(total, 'run')}")
     return 0
 
@@ -716,9 +721,10 @@ def _select(
 
 def _marks(run: Observation) -> dict[str, Any]:
     """A run's tags (``tags.<name>``) and notes (one text), for export."""
-    found = {f"tags.{k}": v for k, v in (run.metadata.get("tags") or {}).items()}
-    if run.metadata.get("notes"):
-        found["notes"] = "\n".join(map(str, run.metadata["notes"]))
+    found = {f"tags.{k}": v for k, v in tags_of(run).items()}
+    notes = notes_of(run)
+    if notes:
+        found["notes"] = "\n".join(notes)
     return found
 
 
@@ -810,7 +816,8 @@ def _warnings_to_stderr() -> Iterator[None]:
             yield
         finally:
             for warning in caught:
-                print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+                message = printable(str(warning.message), keep="\n")
+                print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
 def _write_text(text: str, output: Path | None) -> None:
@@ -885,9 +892,10 @@ def _json_record(run: Observation, include_metadata: bool) -> dict[str, Any]:
     summary = query.metrics_of(run)
     if summary:
         record["metrics"] = summary
-    for key in ("tags", "notes"):
-        if run.metadata.get(key) and not include_metadata:
-            record[key] = run.metadata[key]
+    if not include_metadata:
+        for key, value in (("tags", tags_of(run)), ("notes", notes_of(run))):
+            if value:
+                record[key] = value
     if include_metadata:
         record["metadata"] = run.metadata
     return record

@@ -85,6 +85,14 @@ class InvalidRootError(DigitalExperimentsError, ValueError):
     """``root=`` is not a folder this library can store runs in."""
 
 
+class RunningError(DigitalExperimentsError, ValueError):
+    """A run cannot be deleted while it runs (wait for it, or stop it)."""
+
+
+class TrashError(DigitalExperimentsError, OSError):
+    """A run could not be moved to the trash; nothing of it was moved."""
+
+
 def __getattr__(name: str) -> Any:
     # 3.x exported LockTimeoutError, but no lock ever timed out: locks wait for
     # their holder, and a holder killed with -9 frees them
