@@ -30,7 +30,7 @@ $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev,docs,dask,slurm,ui]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs,dask,slurm,ui,s3]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,0 +1,230 @@
+"""Leases: a hold on one key that many hosts agree on, over any :class:`Store`.
+
+A lease lives under ``<prefix><key>/`` as *generations*: objects named
+``0000000000``, ``0000000001``... each created create-only
+(:meth:`Store.put_new`), so whatever the store (a local folder, NFS, an object
+store) exactly one writer gets a given generation. The holder is the writer of
+the highest generation; its body carries the holder's random *token*, so a
+holder recognises its own generation even if the bytes of another's look alike
+(an S3 ETag is a content hash: the same bytes bring an old ETag back).
+
+- **Taking over** a stale (or released) lease writes generation ``g + 1``: two
+  takers race for one name, one wins. The winner then removes the generations
+  below; a released lease keeps its last generation, marked ``<g>.released``, so
+  generations only grow and a name is never won twice.
+- **Staleness** is judged on the observer's own monotonic clock, never on
+  another host's wall clock: a lease is stale when its generation and its
+  heartbeat's version have not changed for one lease length *while this
+  observer watched*. A holder on this host and PID namespace whose process is
+  gone is stale at once; a live one on this host is never stale unless the
+  lease has a length.
+- **Heartbeats** (:func:`beat`) rewrite ``<gen>.beat``; they carry liveness,
+  not ownership, so a plain put does.
+- **Before publishing** what the lease guarded, a holder checks :func:`holds`:
+  a holder that was frozen past its lease and taken over finds a higher
+  generation, and publishes nothing over the new holder.
+- **A lost answer** (a create whose reply said "exists" although it was ours, as
+  a retried request can) is settled by reading the object back: the token says.
+
+So each guarded piece of work *completes* once; it *runs* more than once only
+after a takeover.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _storage as storage
+from ._store.base import Store
+
+DEFAULT_LENGTH = 60.0
+"""Seconds without a heartbeat after which a lease held where no pid can be
+checked (another host, another PID namespace) is stale."""
+
+_WIDTH = 10  # digits of a generation's name: they sort as numbers
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The lease on ``key`` under ``prefix`` of ``store``, as held by ``token``.
+
+    ``length`` is the lease length in seconds (a sweep's ``stale_after``);
+    ``None`` uses :data:`DEFAULT_LENGTH` for holders whose pid cannot be
+    checked, and waits for live holders on this host.
+    """
+
+    store: Store
+    key: str
+    prefix: str = ".de/leases/"
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    length: float | None = None
+
+    @property
+    def folder(self) -> str:
+        return f"{self.prefix}{self.key}/"
+
+    def generation_key(self, generation: int) -> str:
+        return f"{self.folder}{generation:0{_WIDTH}d}"
+
+
+class Observer:
+    """What this process saw of other holders' leases, and since when (on its
+    own monotonic clock: ``clock`` is injectable for tests)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._seen: dict[tuple[str, str], tuple[Any, float]] = {}
+
+    def unchanged_for(self, lease: Lease, state: Any) -> float:
+        """How long ``state`` of ``lease`` has been seen unchanged (0 the first time)."""
+        where = (lease.store.url, lease.folder)
+        now = self.clock()
+        seen = self._seen.get(where)
+        if seen is None or seen[0] != state:
+            self._seen[where] = (state, now)
+            return 0.0
+        return now - seen[1]
+
+
+OBSERVER = Observer()
+
+
+def _body(lease: Lease, generation: int) -> bytes:
+    holder = {"token": lease.token, "generation": generation, "holder": storage.process_info()}
+    return json.dumps(holder, sort_keys=True).encode()
+
+
+def _read(store: Store, key: str) -> tuple[dict[str, Any], str] | None:
+    """``(body, version)`` of ``key``; an unreadable body reads as ``{}``."""
+    found = store.get_or_none(key)
+    if found is None:
+        return None
+    try:
+        body = json.loads(found[0])
+    except ValueError:
+        body = None
+    return (body if isinstance(body, dict) else {}), found[1]
+
+
+def generations(lease: Lease) -> list[int]:
+    """The generations present, lowest first."""
+    found = []
+    for key in lease.store.list(lease.folder):
+        name = key.rpartition("/")[2]
+        if len(name) == _WIDTH and name.isdigit():
+            found.append(int(name))
+    return sorted(found)
+
+
+def _current(lease: Lease) -> tuple[int, dict[str, Any], str] | None:
+    """``(generation, body, version)`` of the highest generation, if any."""
+    for generation in reversed(generations(lease)):
+        found = _read(lease.store, lease.generation_key(generation))
+        if found is not None:  # a generation removed since the listing: look lower
+            return generation, found[0], found[1]
+    return None
+
+
+def _released(lease: Lease, generation: int) -> bool:
+    return lease.store.version(f"{lease.generation_key(generation)}.released") is not None
+
+
+def holds(lease: Lease) -> bool:
+    """Whether ``lease``'s token holds the highest generation (and has not released it)."""
+    current = _current(lease)
+    return (
+        current is not None
+        and current[1].get("token") == lease.token
+        and not _released(lease, current[0])
+    )
+
+
+def _create(lease: Lease, generation: int) -> bool:
+    key, data = lease.generation_key(generation), _body(lease, generation)
+    created = lease.store.put_new(key, data)
+    if created is None:  # another writer's, or ours with a lost answer: the token says
+        created = lease.store.settle_new(key, data)
+    return created is not None
+
+
+def acquire(lease: Lease, observer: Observer = OBSERVER) -> bool:
+    """Take ``lease`` if it is free, released or stale; whether this token now holds it.
+
+    Generations only grow (a released lease keeps its last one, marked
+    released), so a taker that judged an old generation stale long ago can
+    never win a name another writer has moved past.
+    """
+    current = _current(lease)
+    if current is None:
+        taken = 0
+    else:
+        generation, body, version = current
+        released = _released(lease, generation)
+        if body.get("token") == lease.token and not released:
+            return True
+        if not released and not stale(lease, generation, body, version, observer):
+            return False
+        taken = generation + 1
+    if not _create(lease, taken):
+        return False  # another taker won this generation
+    if not holds(lease):  # a lower name re-created after a tidy-up: not the top
+        _remove(lease, taken)
+        return False
+    for generation in generations(lease):  # tidy: only the top generation matters
+        if generation < taken:
+            _remove(lease, generation)
+    return True
+
+
+def stale(
+    lease: Lease,
+    generation: int,
+    body: dict[str, Any],
+    version: str,
+    observer: Observer = OBSERVER,
+) -> bool:
+    """Whether the holder of ``generation`` may be taken over."""
+    beat = _read(lease.store, f"{lease.generation_key(generation)}.beat")
+    holder = beat[0].get("holder") if beat is not None else None
+    holder = holder if isinstance(holder, dict) else body.get("holder")
+    if storage.same_namespace(holder):
+        if storage.process_gone(holder):
+            return True
+        if lease.length is None:
+            return False  # a live holder on this host: wait for it
+    length = lease.length if lease.length is not None else DEFAULT_LENGTH
+    state = (generation, version, beat[1] if beat is not None else None)
+    return observer.unchanged_for(lease, state) >= length
+
+
+def beat(lease: Lease) -> bool:
+    """Renew ``lease`` (its heartbeat names this process as the holder); whether
+    it is still held."""
+    current = _current(lease)
+    if current is None or current[1].get("token") != lease.token:
+        return False
+    key = f"{lease.generation_key(current[0])}.beat"
+    counter = _read(lease.store, key)
+    count = counter[0].get("count", 0) if counter is not None else 0
+    body = {"token": lease.token, "holder": storage.process_info(), "count": int(count) + 1}
+    lease.store.put(key, json.dumps(body, sort_keys=True).encode())
+    return True
+
+
+def release(lease: Lease) -> None:
+    """Give ``lease`` back: its generation stays, marked released, so the next
+    holder writes the one after it."""
+    current = _current(lease)
+    if current is not None and current[1].get("token") == lease.token:
+        lease.store.put(f"{lease.generation_key(current[0])}.released", b"")
+
+
+def _remove(lease: Lease, generation: int) -> None:
+    key = lease.generation_key(generation)
+    for suffix in (".beat", ".released", ""):
+        lease.store.delete(key + suffix)

@@ -1,0 +1,17 @@
+"""Stores: the places runs are kept, behind one small interface (:class:`Store`).
+
+A store knows places, not policy: it gets, creates (exactly one writer wins),
+swaps (compare-and-swap on a version), puts, lists and deletes objects named by
+``/``-separated keys. Claims, the trash, the cache index and metrics are written
+once, above, on these primitives (as joblib's ``StoreBackendMixin`` sits on its
+own few). :func:`open_store` picks the store for a root: a local folder, or an
+``s3://bucket/prefix`` URL.
+"""
+
+from __future__ import annotations
+
+from .base import Missing, Store, StoreError
+from .local import LocalStore
+from .memory import MemoryStore
+
+__all__ = ["LocalStore", "MemoryStore", "Missing", "Store", "StoreError"]

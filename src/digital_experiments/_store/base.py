@@ -1,0 +1,99 @@
+"""The :class:`Store` interface: the few operations a record store needs.
+
+Keys are relative, ``/``-separated (``2026-01-01_00-00-00_000000.pkl``,
+``.de/ids/<id>``); a version is an opaque string that changes whenever the
+object is written (an S3 ETag, a local inode and time). Stores never interpret
+the bytes they keep.
+
+Create-only writes (:meth:`Store.put_new`) are how many hosts agree on
+something without a lock: exactly one writer of a key wins. A write whose
+answer was lost (a timeout, a dropped connection, a retry that reports
+"exists" after the first try succeeded) is settled by reading the object back
+and comparing bytes, so *what a caller creates must be unique to it* (claims
+carry a random token): then a match proves the caller wrote it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+from ..errors import DigitalExperimentsError
+
+
+class Missing(DigitalExperimentsError, FileNotFoundError):
+    """No object at that key (a :class:`FileNotFoundError`, as records always raised)."""
+
+
+class StoreError(DigitalExperimentsError, OSError):
+    """The store could not be reached or refused the request; the message says
+    which setting to fix."""
+
+
+class Store(ABC):
+    """One root's objects, by key.
+
+    Subclasses implement the six primitives; every policy above (records,
+    claims, trash, cache, metrics) is written once on top of them.
+    """
+
+    url: str
+    """Where the store is, for messages: a folder path or ``s3://bucket/prefix``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    @abstractmethod
+    def get(self, key: str) -> tuple[bytes, str]:
+        """The bytes at ``key`` and their version.
+
+        Raises
+        ------
+        Missing
+            If there is no object at ``key``.
+        """
+
+    @abstractmethod
+    def version(self, key: str) -> str | None:
+        """The version of ``key`` (``None`` if missing), without its bytes."""
+
+    @abstractmethod
+    def put_new(self, key: str, data: bytes) -> str | None:
+        """Create ``key`` holding ``data`` only if it does not exist: its version,
+        or ``None`` when another writer's object is there (nothing is written).
+
+        Of any number of concurrent callers, on any number of hosts, exactly one
+        gets a version. Readers see the whole object or none.
+        """
+
+    @abstractmethod
+    def put_if(self, key: str, data: bytes, version: str) -> str | None:
+        """Replace ``key`` with ``data`` only if it is still at ``version``: the new
+        version, or ``None`` when it moved or is gone (nothing is written)."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> str:
+        """Write ``data`` at ``key``, replacing what is there; its version.
+        Readers see the old object or the new one, never a part."""
+
+    @abstractmethod
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
+        """The keys that start with ``prefix``, sorted, each after ``start_after``
+        when given (so a listing can resume, and ``since=`` skips old ids)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error if it is missing)."""
+
+    def get_or_none(self, key: str) -> tuple[bytes, str] | None:
+        """:meth:`get`, with ``None`` for a missing key."""
+        try:
+            return self.get(key)
+        except Missing:
+            return None
+
+    def settle_new(self, key: str, data: bytes) -> str | None:
+        """After a create-only write whose answer was lost or said "exists": the
+        version if the object at ``key`` is ``data`` (ours), else ``None``."""
+        found = self.get_or_none(key)
+        return found[1] if found is not None and found[0] == data else None

@@ -1,0 +1,69 @@
+"""A store in memory, for tests (as httpx ships ``MockTransport``): the
+experiment and results suites run against it to prove that nothing above the
+store interface reaches for a disk."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+
+from .base import Missing, Store
+
+
+class MemoryStore(Store):
+    """Objects in a dict, safe across threads (one lock per store)."""
+
+    def __init__(self, name: str = "memory") -> None:
+        self.url = f"memory://{name}"
+        self._objects: dict[str, tuple[bytes, str]] = {}
+        self._lock = threading.Lock()
+        self._versions = itertools.count(1)
+
+    def _next(self) -> str:
+        return str(next(self._versions))
+
+    def get(self, key: str) -> tuple[bytes, str]:
+        with self._lock:
+            try:
+                return self._objects[key]
+            except KeyError:
+                raise Missing(f"No object {key!r} in {self.url!r}.") from None
+
+    def version(self, key: str) -> str | None:
+        with self._lock:
+            found = self._objects.get(key)
+        return found[1] if found is not None else None
+
+    def put_new(self, key: str, data: bytes) -> str | None:
+        with self._lock:
+            if key in self._objects:
+                return None
+            version = self._objects[key] = (bytes(data), self._next())
+            return version[1]
+
+    def put_if(self, key: str, data: bytes, version: str) -> str | None:
+        with self._lock:
+            found = self._objects.get(key)
+            if found is None or found[1] != version:
+                return None
+            self._objects[key] = (bytes(data), self._next())
+            return self._objects[key][1]
+
+    def put(self, key: str, data: bytes) -> str:
+        with self._lock:
+            self._objects[key] = (bytes(data), self._next())
+            return self._objects[key][1]
+
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
+        folder = prefix.rpartition("/")[0]
+        depth = folder.count("/") + 1 if folder else 0
+        with self._lock:
+            keys = sorted(k for k in self._objects if k.startswith(prefix))
+        for key in keys:
+            if key.count("/") == depth and (start_after is None or key > start_after):
+                yield key
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._objects.pop(key, None)

@@ -1,0 +1,247 @@
+"""Leases over any store: one holder, takeovers decided by create-only writes,
+staleness on the observer's own clock, tokens that settle lost answers."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from digital_experiments import _lease as leases
+from digital_experiments import _storage as storage
+from digital_experiments._lease import Lease, Observer
+from digital_experiments._store import LocalStore, MemoryStore, Store
+
+from .conftest import dead_pid
+
+FOREIGN = {"host": "another-host", "pid": 1, "boot": "b", "pidns": "p", "start": 1}
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["local", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    return LocalStore(tmp_path, fsync=False) if request.param == "local" else MemoryStore()
+
+
+def plant(store: Store, key: str, generation: int, token: str, holder: dict[str, Any]) -> None:
+    """Another process's generation of the lease on ``key``."""
+    lease = Lease(store, key, token=token)
+    body = {"token": token, "generation": generation, "holder": holder}
+    assert store.put_new(lease.generation_key(generation), json.dumps(body).encode())
+
+
+def test_one_holder_at_a_time(store: Store) -> None:
+    first, second = Lease(store, "k"), Lease(store, "k")
+    assert leases.acquire(first)
+    assert leases.acquire(first)  # again: still ours
+    assert not leases.acquire(second)  # a live holder on this host
+    assert leases.holds(first)
+    assert not leases.holds(second)
+
+
+def test_a_released_lease_is_taken_at_once_and_generations_grow(store: Store) -> None:
+    first, second = Lease(store, "k"), Lease(store, "k")
+    assert leases.acquire(first)
+    leases.release(first)
+    assert not leases.holds(first)
+    assert leases.acquire(second)
+    assert leases.generations(second) == [1]  # the released generation 0 is tidied away
+    leases.release(second)
+    assert leases.acquire(first)  # a new hold, a new generation
+    assert leases.generations(first) == [2]
+
+
+def test_a_dead_holder_on_this_host_is_taken_over_at_once(store: Store) -> None:
+    holder = {**storage.process_info(), "pid": dead_pid(), "start": None}
+    plant(store, "k", 0, "theirs", holder)
+    mine = Lease(store, "k")
+    assert leases.acquire(mine, Observer(Clock()))
+    assert leases.generations(mine) == [1]
+
+
+def test_another_hosts_lease_goes_stale_only_after_a_lease_unchanged_on_our_clock(
+    store: Store,
+) -> None:
+    """No pid can be checked: the holder is stale once its generation and heartbeat
+    have not moved for one lease length, as this observer's clock measures."""
+    plant(store, "k", 0, "theirs", FOREIGN)
+    clock = Clock()
+    observer = Observer(clock)
+    mine = Lease(store, "k", length=30.0)
+    assert not leases.acquire(mine, observer)  # first look: the clock starts now
+    clock.now += 29.0
+    assert not leases.acquire(mine, observer)
+    theirs = Lease(store, "k", token="theirs")
+    store.put(f"{theirs.generation_key(0)}.beat", json.dumps({"holder": FOREIGN}).encode())
+    clock.now += 29.0
+    assert not leases.acquire(mine, observer)  # the beat moved: counting starts again
+    clock.now += 29.0
+    assert not leases.acquire(mine, observer)
+    clock.now += 1.0
+    assert leases.acquire(mine, observer)
+    assert not leases.holds(theirs)
+
+
+def test_without_a_length_another_hosts_lease_uses_the_default(store: Store) -> None:
+    plant(store, "k", 0, "theirs", FOREIGN)
+    clock = Clock()
+    observer, mine = Observer(clock), Lease(store, "k")
+    assert not leases.acquire(mine, observer)
+    clock.now += leases.DEFAULT_LENGTH - 1
+    assert not leases.acquire(mine, observer)
+    clock.now += 1
+    assert leases.acquire(mine, observer)
+
+
+def test_a_live_holder_on_this_host_is_waited_for_without_a_length(store: Store) -> None:
+    plant(store, "k", 0, "theirs", storage.process_info())
+    clock = Clock()
+    observer, mine = Observer(clock), Lease(store, "k")
+    assert not leases.acquire(mine, observer)
+    clock.now += 10 * leases.DEFAULT_LENGTH
+    assert not leases.acquire(mine, observer)
+
+
+def test_a_holder_taken_over_while_frozen_no_longer_holds(store: Store) -> None:
+    """Frozen past its lease, then resumed: it finds it lost, cannot renew, and
+    its release does not free the new holder's lease."""
+    frozen = Lease(store, "k", length=5.0)
+    assert leases.acquire(frozen)
+    # seen from another host: our identity is foreign there
+    store.put(
+        f"{frozen.generation_key(0)}.beat",
+        json.dumps({"holder": FOREIGN, "token": frozen.token}).encode(),
+    )
+    clock = Clock()
+    observer, taker = Observer(clock), Lease(store, "k", length=5.0)
+    assert not leases.acquire(taker, observer)
+    clock.now += 5.0
+    assert leases.acquire(taker, observer)
+    assert not leases.holds(frozen)
+    assert not leases.beat(frozen)
+    leases.release(frozen)
+    assert leases.holds(taker)
+
+
+class _Paused(Store):
+    """A store whose next create of ``key`` waits for ``go`` (the taker stalls)."""
+
+    def __init__(self, inner: Store, key: str) -> None:
+        self.inner, self.key, self.url = inner, key, inner.url
+        self.reached, self.go = threading.Event(), threading.Event()
+
+    def put_new(self, key: str, data: bytes) -> str | None:
+        if key == self.key and not self.go.is_set():
+            self.reached.set()
+            assert self.go.wait(60)
+        return self.inner.put_new(key, data)
+
+    def get(self, key: str) -> tuple[bytes, str]:
+        return self.inner.get(key)
+
+    def version(self, key: str) -> str | None:
+        return self.inner.version(key)
+
+    def put_if(self, key: str, data: bytes, version: str) -> str | None:
+        return self.inner.put_if(key, data, version)
+
+    def put(self, key: str, data: bytes) -> str:
+        return self.inner.put(key, data)
+
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
+        return self.inner.list(prefix, start_after)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+
+def test_a_taker_with_an_old_view_never_wins(store: Store) -> None:
+    """A taker judges generation 0 stale, then stalls; meanwhile the lease moves on
+    (taken, released, taken again, old generations tidied away). When the stalled
+    taker's create of generation 1 finally lands, it is not the top: it loses."""
+    plant(store, "k", 0, "theirs", FOREIGN)
+    paused = _Paused(store, Lease(store, "k").generation_key(1))
+    slow = Lease(paused, "k", length=0.0)
+    won: list[bool] = []
+    thread = threading.Thread(target=lambda: won.append(leases.acquire(slow, Observer(Clock()))))
+    thread.start()
+    assert paused.reached.wait(60)
+    quick = Lease(store, "k", length=0.0)
+    assert leases.acquire(quick, Observer(Clock()))  # generation 1
+    leases.release(quick)
+    later = Lease(store, "k")
+    assert leases.acquire(later)  # generation 2; generation 1 tidied away
+    assert leases.generations(later) == [2]
+    paused.go.set()
+    thread.join(60)
+    assert won == [False]
+    assert leases.holds(later)
+    assert leases.generations(later) == [2]  # the loser withdrew its generation 1
+
+
+class _LostAnswers(MemoryStore):
+    """A create-only write that lands but answers "exists", as a retried request can."""
+
+    def put_new(self, key: str, data: bytes) -> str | None:
+        super().put_new(key, data)
+        return None
+
+
+def test_a_lost_answer_is_settled_by_the_token() -> None:
+    store = _LostAnswers()
+    mine, other = Lease(store, "k"), Lease(store, "k")
+    assert leases.acquire(mine)
+    assert leases.holds(mine)
+    assert not leases.acquire(other)
+
+
+def _race(folder: str, token: str, barrier: Any, results: Any) -> None:
+    store = LocalStore(folder, fsync=False)
+    barrier.wait(60)
+    results.put((token, leases.acquire(Lease(store, "k", token=token))))
+
+
+@pytest.mark.parametrize("start", ["free", "released", "dead holder"])
+def test_processes_racing_for_one_lease_one_wins(tmp_path: Path, start: str) -> None:
+    """Real processes (spawn), let go together by a barrier, race to create the
+    first generation, to take a released lease, or to take over a dead holder's:
+    exactly one wins, and the others find it holding."""
+    store = LocalStore(tmp_path, fsync=False)
+    if start == "released":
+        first = Lease(store, "k")
+        assert leases.acquire(first)
+        leases.release(first)
+    elif start == "dead holder":
+        plant(store, "k", 0, "dead", {**storage.process_info(), "pid": dead_pid(), "start": None})
+    context = multiprocessing.get_context("spawn")
+    count = 6
+    barrier, results = context.Barrier(count), context.Queue()
+    tokens = [f"racer-{n}" for n in range(count)]
+    workers = [
+        context.Process(target=_race, args=(str(tmp_path), token, barrier, results))
+        for token in tokens
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = dict(results.get(timeout=120) for _ in workers)
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    winners = [token for token, won in outcomes.items() if won]
+    assert len(winners) == 1, outcomes
+    assert leases.holds(Lease(store, "k", token=winners[0]))
+    assert leases.generations(Lease(store, "k")) == [0 if start == "free" else 1]
