@@ -11,7 +11,7 @@ from digital_experiments import Observation
 def sweep_store(root: Path, runs: int) -> Path:
     """``runs`` completed pickle records of a two-parameter sweep under ``root``."""
     root.mkdir(parents=True)
-    (root / ".de").mkdir()
+    (root / ".de" / "ids").mkdir(parents=True)  # recorded by 3.x: its pickles are trusted
     for n in range(runs):
         id = f"2026-01-01_00-{n // 60000 % 60:02d}-{n // 1000 % 60:02d}_{n % 1000:06d}"
         observation = Observation(

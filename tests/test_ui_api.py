@@ -49,7 +49,7 @@ def make_root(root: Path) -> list[str]:
 @pytest.fixture
 def client(tmp_path: Path) -> Any:
     ids = make_root(tmp_path / "root")
-    with TestClient(create_app(tmp_path / "root")) as test_client:
+    with TestClient(create_app(tmp_path / "root", hosts=["testserver"])) as test_client:
         test_client.ids = ids
         test_client.root = tmp_path / "root"
         yield test_client

@@ -7,7 +7,9 @@ The screenshots these tests take are the ones ``docs/ui.md`` shows (saved under
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 import shutil
 import socket
 import subprocess
@@ -23,7 +25,10 @@ import pytest
 pytest.importorskip("starlette")
 playwright = pytest.importorskip("playwright.sync_api")
 
+from digital_experiments import current_dir, experiment  # noqa: E402
+from digital_experiments._records import Observation  # noqa: E402
 from digital_experiments.ui import create_app  # noqa: E402
+from digital_experiments.ui._index import RunIndex  # noqa: E402
 
 from .test_ui_api import make_root  # noqa: E402
 
@@ -169,6 +174,81 @@ def test_a_traversal_url_is_refused(site: Any) -> None:
         response = page.goto(f"{server.url}api/experiments/fit/runs/{ids[0]}/artefacts/{path}")
         assert response.status == 404
         assert "root:" not in page.content()
+
+
+# each sets a marker in the view's origin if its script runs there
+SCRIPT = "localStorage.setItem('ran', 'yes'); fetch('/api/experiments?ran=yes');"
+HTML = f"<html><body><script>{SCRIPT} document.title = 'ran';</script></body></html>"
+SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4">'
+    f"<script>{SCRIPT} document.documentElement.setAttribute('data-ran', 'yes');</script>"
+    '<rect width="4" height="4"/></svg>'
+)
+
+
+def scripted(x: int) -> int:
+    (current_dir() / "report.html").write_text(HTML)
+    (current_dir() / "plot.svg").write_text(SVG)
+    return x
+
+
+def test_an_artefact_s_script_never_runs_in_the_view(site: Any) -> None:
+    page, server, _, root = site
+    expect = playwright.expect
+    run = experiment(root=root / "files", backend="json")(scripted)
+    run(1)
+    (id,) = [o.id for o in run.observations()]
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    base = f"{server.url}api/experiments/files/runs/{id}/artefacts/"
+    page.goto(base + "plot.svg")  # opened on its own: drawn, in a sandbox
+    assert page.evaluate("document.documentElement.getAttribute('data-ran')") is None
+    # an HTML artefact is downloaded, not shown (goto says "Download is starting")
+    with page.expect_download() as download, contextlib.suppress(playwright.Error):
+        page.goto(base + "report.html")
+    assert download.value.suggested_filename == "report.html"
+    page.goto(f"{server.url}#/e/files/run/{id}")
+    image = page.locator('[data-artefact="plot.svg"] img')
+    expect(image).to_be_visible()  # the SVG still previews
+    assert page.evaluate("img => img.naturalWidth", image.element_handle()) == 4
+    assert page.evaluate("localStorage.getItem('ran')") is None
+    assert page.title() == "digital-experiments"
+    assert not [url for url in requested if "ran=" in url]
+
+
+def test_a_compare_naming_an_unreadable_run_says_so(site: Any) -> None:
+    page, server, ids, root = site
+    broken = "2026-01-01_00-00-00_000000"
+    (root / "fit" / f"{broken}.json").write_text('{"id": "half')
+    page.goto(f"{server.url}#/e/fit/compare/{ids[0]},{broken}")
+    error = page.locator("main .error")
+    playwright.expect(error).to_contain_text(f"Run '{broken}' is unreadable")
+    playwright.expect(error).to_contain_text("compare readable runs")
+
+
+def test_folders_not_shown_say_why(site: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    page, server, _, root = site
+    expect = playwright.expect
+    (root / "old").mkdir()  # pickles that 3.x did not record (no .de/ids)
+    record = Observation("2020-01-01_00-00-00_000000", {"x": 1}, 1, {})
+    (root / "old" / f"{record.id}.pkl").write_bytes(pickle.dumps(record))
+    real = RunIndex.refresh
+
+    def refresh(self: RunIndex) -> bool:
+        if self.folder.name == "broken":
+            raise OSError("disk on fire")
+        return real(self)
+
+    monkeypatch.setattr(RunIndex, "refresh", refresh)
+    experiment(root=root / "broken", backend="json")(scripted)(1)
+    page.goto(server.url + "#/e/old")
+    expect(page.locator("#notice")).to_contain_text("pass --trust")
+    expect(page.locator("#runs tbody tr")).to_have_count(0)
+    page.goto(server.url + "#/e/broken")
+    expect(page.locator("#notice")).to_contain_text("OSError: disk on fire")
+    page.goto(server.url)
+    expect(page.locator('tr[data-experiment="old"] [data-status="refused"]')).to_be_visible()
+    expect(page.locator('tr[data-experiment="broken"] [data-status="error"]')).to_be_visible()
 
 
 SWEEP = """

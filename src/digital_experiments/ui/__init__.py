@@ -15,7 +15,7 @@ import sys
 import webbrowser
 from pathlib import Path
 
-from ._app import create_app
+from ._app import LOOPBACK, create_app
 
 __all__ = ["create_app", "serve"]
 
@@ -27,23 +27,41 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8765,
     open_browser: bool = False,
+    trust: bool = False,
 ) -> None:
     """Serve the web view of ``root`` at ``http://host:port/`` until Ctrl-C.
 
     Listens on this machine only unless ``host`` says otherwise (then it warns:
-    anyone who can reach the port can read the runs, and pickle records run code
-    when the server loads them, so serve only roots you trust).
+    anyone who can reach the port can read the runs). It answers only requests
+    addressed to ``host`` or a loopback name (``127.0.0.1``, ``localhost``,
+    ``::1``), so a web page elsewhere cannot read it through DNS rebinding.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        An experiment folder, or a folder of them.
+    host, port : str, int
+        Where to listen.
+    open_browser : bool
+        Open the page in the default browser.
+    trust : bool
+        Load pickle records even in folders digital-experiments 3.x did not
+        record (loading a pickle runs any code in it); see
+        :func:`~digital_experiments.ui.create_app`.
     """
     import uvicorn
 
     if not _is_local(host):
         print(
             f"warning: serving on {host}, reachable from other machines; the view is "
-            "read-only, but anyone who can reach it can read every run.",
+            "read-only, but anyone who can reach it can read every run. It answers "
+            f"requests addressed to {host} or a loopback name only.",
             file=sys.stderr,
         )
-    url = f"http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}/"
-    config = uvicorn.Config(create_app(Path(root)), host=host, port=port, log_level="warning")
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    url = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"
+    app = create_app(Path(root), trust=trust, hosts=[*LOOPBACK, host])
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
     server = uvicorn.Server(config)
     print(f"digital-experiments: serving {Path(root).absolute()} at {url} (Ctrl-C to stop)")
     if open_browser:

@@ -13,13 +13,17 @@ import json
 import math
 import mimetypes
 import os
-from collections.abc import AsyncIterator
+import reprlib
+import threading
+from collections.abc import AsyncIterator, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -31,53 +35,105 @@ from .._compare import compare
 from .._metrics import read as read_metrics
 from .._records import status_of
 from .._where import WhereError
-from ._index import RunIndex, Watcher
+from ._index import Refused, RunIndex, Watcher, settled, why
 
 STATIC = Path(__file__).parent / "static"
 PAGE = 100  # rows per page of the runs table
 TEXT_PREVIEW = 200_000  # bytes of a text artefact shown inline
 IMAGES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
 TEXTS = {".txt", ".log", ".md", ".csv", ".json", ".yaml", ".yml", ".py", ".toml", ".cfg"}
+# the names a browser on this machine reaches the view by: any other Host header
+# is a page elsewhere reading it through DNS rebinding
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# an artefact is the run's, not the view's: it never runs script in the view's
+# origin (sandbox), and is never read as another type than the one it is served as
+ARTEFACT_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+PREVIEW = 200  # characters of a value the runs table shows; the run's page has it whole
 
 
 class Root:
     """The experiments under one root, each with its index, and their watcher."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, trust: bool = False) -> None:
         self.root = root
+        self.trust = trust
+        self.single = False  # whether root is itself the experiment folder
+        self.lock = threading.Lock()
         self.indexes: dict[str, RunIndex] = {}
-        self.watcher = Watcher(self.indexes)
+        self.stamp: tuple[int, bool] | None = None  # root's mtime_ns at the last look, settled
+        self.watcher = Watcher(self.indexes, self.rediscover)
         self.discover()
 
+    def rediscover(self) -> None:
+        """:meth:`discover` if the root changed (a folder made, removed or renamed)."""
+        stamp = os.stat(self.root).st_mtime_ns
+        if self.stamp != (stamp, True):
+            self.discover()
+            self.stamp = (stamp, settled(stamp))
+
     def discover(self) -> None:
-        """Find experiment folders (new ones appear during a session)."""
-        if query.is_experiment_folder(self.root):
-            folders = [self.root]
-        else:
-            try:
-                folders = query.experiment_folders(self.root)
-            except OSError:
-                folders = []
-        for folder in folders:
-            self.indexes.setdefault(folder.name, RunIndex(folder))
+        """Find experiment folders: new ones appear during a session, and removed or
+        renamed ones go (a folder already known is not listed again)."""
+        with self.lock:
+            found = self._folders()
+            for name in [n for n in self.indexes if n not in found]:
+                del self.indexes[name]
+            for name, folder in found.items():
+                if name not in self.indexes:
+                    self.indexes[name] = RunIndex(folder, trust=self.trust)
+
+    def _folders(self) -> dict[str, Path]:
+        if self.single or query.is_experiment_folder(self.root):
+            self.single = True  # once seen, for good: the check lists its records
+            return {self.root.name: self.root} if self.root.is_dir() else {}
+        try:
+            with os.scandir(self.root) as entries:
+                names = sorted(e.name for e in entries if e.name[0] != "." and e.is_dir())
+        except OSError:
+            return {}
+        return {
+            name: self.root / name
+            for name in names
+            if name in self.indexes or query.is_experiment_folder(self.root / name)
+        }
 
     def index(self, name: str) -> RunIndex:
-        if name not in self.indexes:
+        """The index of experiment ``name``; ``LookupError`` if there is none (now)."""
+        found = self.indexes.get(name)
+        if found is None or not found.folder.is_dir():
             self.discover()
-        try:
-            return self.indexes[name]
-        except KeyError:
-            raise LookupError(f"No experiment {name!r} under {str(self.root)!r}.") from None
+            found = self.indexes.get(name)
+        if found is None:
+            raise LookupError(f"No experiment {name!r} under {str(self.root)!r}.")
+        return found
 
 
-def create_app(root: str | os.PathLike[str]) -> Starlette:
+def create_app(
+    root: str | os.PathLike[str], *, trust: bool = False, hosts: Iterable[str] | None = None
+) -> Starlette:
     """The web view of ``root`` (an experiment folder, or a folder of them) as an ASGI app.
 
     Mount it in another Starlette or FastAPI app, or serve it with uvicorn
     (``digital-experiments ui`` does). It only reads: no endpoint writes or
     deletes anything.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        An experiment folder, or a folder of them.
+    trust : bool
+        Load pickle records even in folders digital-experiments 3.x did not
+        record (it reserved no ids in their ``.de/ids/``). Loading a pickle runs
+        any code in it, so without ``trust`` such a folder is listed with the
+        reason its runs are not shown.
+    hosts : iterable of str, optional
+        The host names requests may be addressed to (their ``Host`` header);
+        others are refused (400). Default: the loopback names ``127.0.0.1``,
+        ``localhost`` and ``::1``. Pass ``"testserver"`` for Starlette's test
+        client.
     """
-    state = Root(Path(root).expanduser().absolute())
+    state = Root(Path(root).expanduser().absolute(), trust=trust)
+    allowed = _host_names(LOOPBACK if hosts is None else hosts)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -102,6 +158,8 @@ def create_app(root: str | os.PathLike[str]) -> Starlette:
                     "statuses": counts,
                     "unreadable": len(index.unreadable),
                     "latest": rows[-1]["id"] if rows else None,
+                    "refused": sorted(index.refused.values()),
+                    "problem": index.problem,
                 }
             )
         return _json({"root": str(state.root), "experiments": found})
@@ -112,12 +170,12 @@ def create_app(root: str | os.PathLike[str]) -> Starlette:
         rows = index.snapshot()
         total = len(rows)
         try:
+            offset = max(_whole(params, "offset", 0, "a row number from 0, such as 100"), 0)
+            limit = min(max(_whole(params, "limit", PAGE, "1 to 1000 rows, such as 100"), 1), 1000)
             rows = _filter(rows, params.get("where", ""))
             rows = _sort(rows, params.get("sort", ""))
         except ValueError as exc:
             return _json({"error": str(exc)}, 400)
-        offset = max(int(params.get("offset", 0) or 0), 0)
-        limit = min(max(int(params.get("limit", PAGE) or PAGE), 1), 1000)
         columns = _columns(rows)
         return _json(
             {
@@ -127,8 +185,10 @@ def create_app(root: str | os.PathLike[str]) -> Starlette:
                 "offset": offset,
                 "columns": columns,
                 "numeric": [c for c in columns if _numeric(rows, c)],
-                "rows": rows[offset : offset + limit],
+                "rows": [_previews(row) for row in rows[offset : offset + limit]],
                 "unreadable": [{"id": k, "error": v} for k, v in sorted(index.unreadable.items())],
+                "refused": sorted(index.refused.values()),
+                "problem": index.problem,
             }
         )
 
@@ -156,8 +216,10 @@ def create_app(root: str | os.PathLike[str]) -> Starlette:
             observation = await anyio.to_thread.run_sync(index.load, id)
         except FileNotFoundError:
             return _json({"error": f"No run {id!r}."}, 404)
+        except Refused as exc:
+            return _json({"id": id, "unreadable": str(exc)})
         except Exception as exc:
-            return _json({"id": id, "unreadable": f"{type(exc).__name__}: {exc}"})
+            return _json({"id": id, "unreadable": why(exc)})
         artefacts = []
         folder = layout.artefacts(index.folder, id)
         for path in observation_artefacts(index, id):
@@ -203,24 +265,50 @@ def create_app(root: str | os.PathLike[str]) -> Starlette:
         id, relative = request.path_params["id"], request.path_params["path"]
         path = safe_artefact(index.folder, id, relative)
         if path is None:
-            return _json({"error": "No such artefact."}, 404)
-        if _kind(path) == "text" and path.stat().st_size > TEXT_PREVIEW:
+            response = _json({"error": "No such artefact."}, 404)
+            response.headers.update(ARTEFACT_HEADERS)
+            return response
+        kind = _kind(path)
+        if kind == "text" and path.stat().st_size > TEXT_PREVIEW:
             with open(path, "rb") as file:
-                return Response(file.read(TEXT_PREVIEW), media_type="text/plain; charset=utf-8")
-        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        if _kind(path) == "text":
-            media = "text/plain; charset=utf-8"
-        return FileResponse(path, media_type=media)
+                text = file.read(TEXT_PREVIEW)
+            return Response(text, media_type="text/plain; charset=utf-8", headers=ARTEFACT_HEADERS)
+        if kind == "image":  # previewed in an <img>, where an SVG's script never runs
+            media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            return FileResponse(path, media_type=media, headers=ARTEFACT_HEADERS)
+        if kind == "text":
+            return FileResponse(
+                path, media_type="text/plain; charset=utf-8", headers=ARTEFACT_HEADERS
+            )
+        # anything else (HTML above all) is downloaded, never rendered by the view
+        return FileResponse(
+            path,
+            media_type="application/octet-stream",
+            headers=ARTEFACT_HEADERS,
+            filename=path.name,
+            content_disposition_type="attachment",
+        )
 
     async def differences(request: Request) -> Response:
         index = state.index(request.path_params["name"])
         ids = [i for i in request.query_params.get("ids", "").split(",") if i]
         if len(ids) < 2 or not all(layout.is_id(i) for i in ids):
             return _json({"error": "compare takes two run ids or more: ?ids=ID1,ID2"}, 400)
-        try:
-            loaded = [await anyio.to_thread.run_sync(index.load, i) for i in ids]
-        except FileNotFoundError as exc:
-            return _json({"error": f"No run {exc}."}, 404)
+        loaded = []
+        for i in ids:
+            message = index.unreadable.get(i)
+            if message is None:
+                try:
+                    loaded.append(await anyio.to_thread.run_sync(index.load, i))
+                except FileNotFoundError:
+                    return _json({"error": f"No run {i!r}."}, 404)
+                except Refused as exc:
+                    message = str(exc)
+                except Exception as exc:  # a torn record the index has not seen yet
+                    message = why(exc)
+            if message is not None:
+                error = f"Run {i!r} is unreadable ({message}): compare readable runs."
+                return _json({"error": error}, 400)
         frame = compare(loaded)
         return _json(
             {"ids": ids, "fields": list(frame.index), "values": {i: list(frame[i]) for i in ids}}
@@ -234,6 +322,8 @@ def create_app(root: str | os.PathLike[str]) -> Starlette:
         async def stream() -> AsyncIterator[str]:
             index, seen, quiet = None, -1, 0.0
             while not await request.is_disconnected():
+                if index is not None and state.indexes.get(name) is not index:
+                    index, seen = None, -1  # its folder was removed or renamed
                 if index is None:
                     with contextlib.suppress(LookupError):
                         index = await anyio.to_thread.run_sync(state.index, name)
@@ -273,7 +363,12 @@ def create_app(root: str | os.PathLike[str]) -> Starlette:
         Route("/static/plotly.min.js", plotly_js),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={LookupError: missing})
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={LookupError: missing},
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=allowed, www_redirect=False)],
+    )
     app.state.root = state
     return app
 
@@ -301,6 +396,59 @@ def safe_artefact(folder: Path, id: str, relative: str) -> Path | None:
     if not path.is_relative_to(base) or not path.is_file():
         return None
     return path
+
+
+def _host_names(hosts: Iterable[str]) -> list[str]:
+    """``hosts`` as Host headers name them: an IPv6 address in brackets too."""
+    names: list[str] = []
+    for host in hosts:
+        host = host.lower()
+        names.append(host)
+        if ":" in host and not host.startswith("["):
+            names.append(f"[{host}]")
+    return list(dict.fromkeys(names))
+
+
+def _whole(params: Mapping[str, str], name: str, default: int, fix: str) -> int:
+    """Query parameter ``name`` as a whole number (``default`` if absent).
+
+    Raises
+    ------
+    ValueError
+        Naming the value and what to pass instead.
+    """
+    text = params.get(name, "")
+    if not text.strip():
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a whole number: pass {fix}.") from None
+
+
+def _previews(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with each long value cut to a short text ending in "…" (a 100,000-point
+    curve is not sent to every table refresh); the run's page shows it whole."""
+    return {key: _preview(value) for key, value in row.items()}
+
+
+def _preview(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= PREVIEW else value[:PREVIEW] + "…"
+    if not isinstance(value, (list, tuple, dict)):
+        return _preview(_plain(value))
+    text, size = [], 0
+    try:  # encoded piece by piece, so a long list costs its first few items only
+        for chunk in json.JSONEncoder(default=_plain).iterencode(value):
+            text.append(chunk)
+            size += len(chunk)
+            if size > PREVIEW:
+                return "".join(text)[:PREVIEW] + "…"
+    except (TypeError, ValueError):  # keys JSON cannot name, or a cycle
+        return _preview(reprlib.repr(value))
+    return value
 
 
 def _kind(path: Path) -> str:

@@ -80,7 +80,9 @@ async function showExperiments() {
     el("td", {}, el("a", { href: `#/e/${encodeURIComponent(e.name)}` }, e.name)),
     el("td", { class: "num" }, e.runs),
     el("td", { class: "badges" }, Object.entries(e.statuses).map(([s, n]) => el("span", {}, status(s), " ", n)),
-      e.unreadable ? el("span", {}, status("unreadable"), " ", e.unreadable) : null),
+      e.unreadable ? el("span", {}, status("unreadable"), " ", e.unreadable) : null,
+      e.refused.length ? el("span", {}, status("refused", e.refused.join("\n"))) : null,
+      e.problem ? el("span", {}, status("error", e.problem)) : null),
     el("td", {}, e.latest || "–")));
   fill(main, 
     el("h1", {}, "Experiments"), el("p", { class: "muted" }, data.root),
@@ -98,6 +100,7 @@ async function showRuns(name) {
   fill(crumbs, " / ", el("a", { href: `#/e/${encodeURIComponent(name)}` }, name));
   const whereBox = el("input", { type: "text", id: "where", placeholder: 'where, e.g. config.lr < 0.01 and status == "completed"', value: view.where });
   const message = el("div", { class: "error", id: "where-error" });
+  const notice = el("div", { class: "error", id: "notice" }); // records not shown, and why
   const table = el("div", { id: "runs-table" });
   const pager = el("div", { class: "toolbar", id: "pager" });
   const plots = el("div", { class: "plots" },
@@ -113,7 +116,7 @@ async function showRuns(name) {
       el("button", { id: "compare", onclick: () => {
         if (view.selected.size >= 2) location.hash = `#/e/${encodeURIComponent(name)}/compare/${[...view.selected].join(",")}`;
       } }, "Compare selected")),
-    message, table, pager, el("h2", {}, "Plots"), plots);
+    message, notice, table, pager, el("h2", {}, "Plots"), plots);
   await loadRuns(name);
   stream(name, () => loadRuns(name));
 }
@@ -130,6 +133,7 @@ async function loadRuns(name) {
     return;
   }
   view.data = data;
+  fill(document.getElementById("notice"), [...data.refused, data.problem].filter(Boolean).map((m) => el("p", {}, m)));
   const head = el("tr", {}, el("th", {}, ""), data.columns.map((column) => {
     const key = view.sort.replace(/^-/, "");
     const cls = key === column ? (view.sort.startsWith("-") ? "sorted-desc" : "sorted-asc") : null;
