@@ -19,33 +19,57 @@ from typing import Any
 import anyio
 import pytest
 
-from digital_experiments import _layout as layout
+from digital_experiments import _claims as claims
+from digital_experiments import _lease as leases
 from digital_experiments import _storage as storage
 from digital_experiments import current_dir, experiment
+from digital_experiments._claims import Claim
+from digital_experiments._lease import Lease, Observer
 from digital_experiments._sweep import _Job, _run_job, asweep, sweep
 from digital_experiments.backends import PickleBackend
 from digital_experiments.controllers import GridSearch, RandomSearch
 
 from .conftest import dead_pid
 
-
-def claims_dir(function: Any) -> Path:
-    return layout.internal(function.experiment.root, "sweep-claims")
+THEIRS = "someone-else"  # the token of another sweep's claim
 
 
 def claims_left(function: Any) -> list[str]:
-    folder = claims_dir(function)
-    return sorted(os.listdir(folder)) if folder.exists() else []
+    """The config keys whose claims are still held under the experiment's root."""
+    return claims.held(str(function.experiment.root))
 
 
-def claim_path(function: Any, **config: Any) -> Path:
+def claim_key(function: Any, **config: Any) -> str:
     exp = function.experiment
-    return claims_dir(function) / exp.config_key(exp.bind((), config))
+    return str(exp.config_key(exp.bind((), config)))
 
 
-def write_claim(path: Path, **holder: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"token": "someone-else", **holder}))
+def their_lease(function: Any, key: str) -> Lease:
+    return Claim(str(function.experiment.root), key, THEIRS).lease
+
+
+def write_claim(function: Any, key: str, **holder: Any) -> None:
+    """Another sweep's claim on ``key``, held by the process ``holder`` describes."""
+    lease = their_lease(function, key)
+    generation = max(leases.generations(lease), default=-1) + 1  # over any earlier one
+    body = {"token": THEIRS, "generation": generation, "holder": holder}
+    assert lease.store.put_new(lease.generation_key(generation), json.dumps(body).encode())
+
+
+def give_back(function: Any, key: str) -> None:
+    """The other sweep releases its claim."""
+    leases.release(their_lease(function, key))
+
+
+class JumpingClock:
+    """An observer's monotonic clock on which an hour passes between two looks."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 3600.0
+        return self.now
 
 
 @pytest.fixture
@@ -567,22 +591,24 @@ def test_futures_with_only_result_are_enough(add: Any) -> None:
 
 
 def test_a_config_is_claimed_while_it_runs_and_released_after() -> None:
-    """The claim names the process running the config; it is gone once the run ends."""
-    seen: list[dict[str, Any]] = []
+    """The claim names the process running the config; it is given back once the run ends."""
+    seen: list[dict[str, Any] | None] = []
 
     @experiment
     def look(x: int) -> int:
-        seen.append(json.loads(claim_path(look, x=x).read_text()))
+        (key,) = claims_left(look)
+        assert key == claim_key(look, x=x)
+        seen.append(leases.worker(Claim(str(look.experiment.root), key).lease))
         return x
 
     look.sweep({"x": [1, 2]})
-    assert [(s["host"], s["pid"]) for s in seen] == [(storage.HOST, os.getpid())] * 2
+    assert [(s["host"], s["pid"]) for s in seen if s] == [(storage.HOST, os.getpid())] * 2
     assert claims_left(look) == []
 
 
 def test_a_claim_of_a_dead_process_is_taken_over(add: Any) -> None:
     """A driver killed mid-sweep leaves claims: the next sweep takes them over."""
-    write_claim(claim_path(add, a=1), host=storage.HOST, pid=dead_pid())
+    write_claim(add, claim_key(add, a=1), host=storage.HOST, pid=dead_pid())
     (run,) = add.sweep({"a": [1]})
     assert run.status == "completed"
     assert claims_left(add) == []
@@ -590,15 +616,15 @@ def test_a_claim_of_a_dead_process_is_taken_over(add: Any) -> None:
 
 def test_a_live_claim_is_waited_for_and_its_run_returned(add: Any) -> None:
     """A config another live sweep holds is not run again: its run is returned."""
-    path = claim_path(add, a=1)
-    write_claim(path, host=storage.HOST, pid=os.getppid())
+    key = claim_key(add, a=1)
+    write_claim(add, key, host=storage.HOST, pid=os.getppid())
     other: dict[str, Any] = {}
 
     def the_other_sweep() -> None:
         time.sleep(0.3)
         other["runs"] = add.sweep({"a": [1]}, skip=None)  # runs it, then...
         add.experiment.index.remember(other["runs"][0])  # ...indexes it, as a sweep's worker does
-        path.unlink()
+        give_back(add, key)
 
     thread = threading.Thread(target=the_other_sweep)
     thread.start()
@@ -610,30 +636,31 @@ def test_a_live_claim_is_waited_for_and_its_run_returned(add: Any) -> None:
 
 def test_a_released_claim_of_an_unfinished_run_is_run_here(add: Any) -> None:
     """If the holder gives the config up without completing it, this sweep runs it."""
-    path = claim_path(add, a=1)
-    write_claim(path, host=storage.HOST, pid=os.getppid())
-    threading.Timer(0.3, path.unlink).start()
+    key = claim_key(add, a=1)
+    write_claim(add, key, host=storage.HOST, pid=os.getppid())
+    threading.Timer(0.3, give_back, (add, key)).start()
     (run,) = add.sweep({"a": [1]})
     assert run.status == "completed"
     assert len(add.observations()) == 1
 
 
-def test_claims_from_other_hosts_are_respected_until_stale(add: Any) -> None:
-    """A claim from another host cannot be checked: with stale_after, an old one is taken."""
-    path = claim_path(add, a=1)
-    write_claim(path, host="elsewhere.example", pid=1)
-    old = time.time() - 3600
-    os.utime(path, (old, old))
+def test_claims_from_other_hosts_are_respected_until_stale(
+    add: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim from another host cannot be checked: one that shows no heartbeat for
+    stale_after, on this process's own clock, is taken over."""
+    write_claim(add, claim_key(add, a=1), host="elsewhere.example", pid=1)
+    monkeypatch.setattr(leases, "OBSERVER", Observer(JumpingClock()))
     (run,) = add.sweep({"a": [1]}, stale_after=60)
     assert run.status == "completed"
     assert claims_left(add) == []
 
 
 def test_a_fresh_claim_from_another_host_is_not_taken(add: Any) -> None:
-    """Without stale_after (or before it expires) the other host's claim holds."""
-    path = claim_path(add, a=1)
-    write_claim(path, host="elsewhere.example", pid=1)
-    threading.Timer(0.4, path.unlink).start()
+    """Before its lease runs out, the other host's claim holds."""
+    key = claim_key(add, a=1)
+    write_claim(add, key, host="elsewhere.example", pid=1)
+    threading.Timer(0.4, give_back, (add, key)).start()
     began = time.monotonic()
     add.sweep({"a": [1]}, stale_after=60)
     assert time.monotonic() - began >= 0.4
@@ -653,13 +680,14 @@ def test_a_superseded_job_does_not_run() -> None:
             self.lost = 0
 
         def submit(self, fn: Any, job: Any) -> Any:
-            path = Path(job.claim.path)
+            key = job.claim.key
             if self.lost == 0:
-                write_claim(path, host=storage.HOST, pid=os.getpid())
+                leases.release(job.claim.lease)  # the other sweep took it over
+                write_claim(once, key, host=storage.HOST, pid=os.getpid())
                 outcome = fn(job)
                 assert outcome.lost
                 self.lost += 1
-                path.unlink()
+                give_back(once, key)
                 return ResultOnlyJob(outcome)
             return ResultOnlyJob(fn(job))
 
@@ -885,12 +913,9 @@ def test_sweep_returns_the_recorded_failure_of_an_unstorable_result() -> None:
 def test_a_garbage_claim_is_taken_over_at_once(
     add: Any, monkeypatch: pytest.MonkeyPatch, garbage: bytes
 ) -> None:
-    """An unreadable claim file is garbage (claims are published whole): taken over at once."""
-    from digital_experiments import _claims as claims
-
-    path = claim_path(add, a=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(garbage)
+    """An unreadable claim is garbage (claims are published whole): taken over at once."""
+    lease = their_lease(add, claim_key(add, a=1))
+    assert lease.store.put_new(lease.generation_key(0), garbage)
     attempts: list[bool] = []
     real = claims.try_claim
 
@@ -902,13 +927,12 @@ def test_a_garbage_claim_is_taken_over_at_once(
     (run,) = add.sweep({"a": [1]})
     assert run.status == "completed"
     assert attempts == [True]  # the first look took the claim over: no waiting
-    assert not path.exists()
+    assert leases.generations(lease) == [1]  # the garbage generation is gone
 
 
 def test_the_heartbeat_keeps_a_live_claim_past_stale_after(tmp_path: Path) -> None:
-    """While a run lasts, its claim is touched, so `stale_after` never lets another take it."""
-    from digital_experiments import _claims as claims
-
+    """While a run lasts its claim is renewed, so another host that watched it for
+    longer than stale_after still finds it alive."""
     started, release = threading.Event(), threading.Event()
 
     @experiment(root=tmp_path / "long")
@@ -917,21 +941,29 @@ def test_the_heartbeat_keeps_a_live_claim_past_stale_after(tmp_path: Path) -> No
         assert release.wait(60)
         return a
 
-    path = claim_path(long, a=1)
+    key = claim_key(long, a=1)
     sweep = threading.Thread(target=long.sweep, args=({"a": [1]},), kwargs={"stale_after": 4})
     sweep.start()
     try:
         assert started.wait(60)
-        old = time.time() - 3600
-        os.utime(path, (old, old))  # as if stale_after had passed since the last touch
-        for _ in range(6000):  # until the heartbeat touches it again (every 1 s)
-            if path.stat().st_mtime > old:
-                break
-            time.sleep(0.01)
-        assert path.stat().st_mtime > old, "the heartbeat never touched the claim"
-        assert not claims.try_claim(
-            claims.Claim(str(long.experiment.root), path.name, "another sweep", stale_after=4)
-        )
+        clock = JumpingClock()  # an hour between two looks: far past stale_after
+        other = Claim(str(long.experiment.root), key, "another host", stale_after=4)
+        lease = other.lease
+        beats = f"{lease.generation_key(max(leases.generations(lease)))}.beat"
+        first = lease.store.version(beats)
+        observer = Observer(clock)
+        monkey = pytest.MonkeyPatch()
+        monkey.setattr(storage, "same_namespace", lambda info: False)  # seen from elsewhere
+        try:
+            assert not leases.acquire(lease, observer)  # the first look starts its clock
+            for _ in range(6000):  # until the heartbeat renews it (every 1 s)
+                if lease.store.version(beats) != first:
+                    break
+                time.sleep(0.01)
+            assert lease.store.version(beats) != first, "the heartbeat never renewed the claim"
+            assert not leases.acquire(lease, observer)  # an hour on, but it moved: alive
+        finally:
+            monkey.undo()
     finally:
         release.set()
         sweep.join(60)

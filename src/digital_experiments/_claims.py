@@ -1,21 +1,23 @@
-"""Claims: how two sweeps sharing a root avoid running one config twice.
+"""Claims: how sweeps sharing a root, on one host or many, avoid running one
+config twice.
 
 With ``skip="completed"`` each distinct config is claimed by the driver, just
-before it is submitted, with an exclusive file
-``<root>/.de/sweep-claims/<config_key>`` holding the holder's host, pid and a
-token (:func:`try_claim`). The worker *adopts* the claim when it starts
-(:func:`adopt` rewrites the holder, same token; a job that finds another token
-was superseded and does not run) and removes it when the run ends
-(:func:`release`), after indexing a completed run in the cache index
-(:mod:`digital_experiments._cache`), where other sweeps look for it.
+before it is submitted: a :mod:`lease <digital_experiments._lease>` on the
+config's key under ``<root>/.de/claims/<config_key>/`` (:func:`try_claim`).
+Leases use create-only writes alone, so they hold across hosts on any store
+where exclusive create is atomic (local disks, NFSv3+, object stores), never
+relying on ``flock``. The worker *adopts* the claim when it starts (:func:`adopt`:
+its heartbeat now names the worker; a job whose lease was taken over does not
+run), renews it while the run lasts (:func:`heartbeat`), checks it still holds
+it before indexing a completed run (:func:`holds`), and gives it back when the
+run ends (:func:`release`).
 
-A claim whose holder is known dead (same host, pid gone) is taken over; one held
-by a live process or another host is waited for, and its run's record returned;
-``stale_after`` lets claims that have not been touched for that long be taken
-over too (holders touch theirs: :func:`touch`, :func:`heartbeat`). Creating a
-claim is lock-free (exclusive create); the rare transitions that could race (a
-takeover, adopting a claim whose holder is not known alive) also hold a file
-lock on the config.
+A claim whose holder is known dead (this host and PID namespace, pid gone) is
+taken over at once; one held by a live process of this host is waited for; one
+whose holder cannot be checked (another host or PID namespace) is taken over
+once it has shown no heartbeat for ``stale_after`` seconds (default
+:data:`~digital_experiments._lease.DEFAULT_LENGTH`), as this process's own clock
+measures. Holders beat every quarter of that.
 
 A :class:`Claim` travels to the worker inside the sweep's job, so it must stay
 a picklable module-level class.
@@ -24,21 +26,17 @@ a picklable module-level class.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from . import _layout as layout
+from . import _lease as leases
 from . import _storage as storage
+from ._lease import Lease
+from ._store.local import LocalStore
 
-# an empty claim may be one being written in place (no hard links): wait this long
-_UNREADABLE_GRACE = 5.0
+PREFIX = ".de/claims/"  # 3.4's one-file claims lived in .de/sweep-claims/
 
 
 @dataclass(frozen=True)
@@ -51,130 +49,67 @@ class Claim:
     stale_after: float | None = None
 
     @property
-    def path(self) -> str:
-        return str(layout.sweep_claim(Path(self.root), self.key))
+    def lease(self) -> Lease:
+        store = LocalStore(self.root, fsync=False)  # a claim is a cache of who runs what
+        return Lease(store, self.key, PREFIX, self.token, self.stale_after)
 
     @property
-    def lock(self) -> Path:
-        """Held by the rare transitions that could race: a takeover, an adoption."""
-        return layout.lock(Path(self.root), f"sweep-{self.key}")
-
-
-def _claim_bytes(token: str) -> bytes:
-    holder = {**storage.process_info(), "token": token, "since": time.time()}
-    return json.dumps(holder).encode()
-
-
-def _read_claim(path: str) -> tuple[dict[str, Any] | None, float]:
-    """``(holder, mtime)``; ``holder`` is ``None`` if there is no claim, ``{}`` if unreadable.
-
-    Claims are published whole (a hard link of a finished temp file), so an
-    unreadable claim is garbage, and reads as written at the epoch: stale at
-    once. Only an *empty* one may be a claim being written in place, on a
-    filesystem without hard links: it keeps its real age.
-    """
-    try:
-        mtime = os.stat(path).st_mtime
-        data = storage.read_bytes(path)
-        holder = json.loads(data)
-    except FileNotFoundError:
-        return None, 0.0
-    except ValueError:
-        return {}, (mtime if not data else 0.0)
-    return (holder, mtime) if isinstance(holder, dict) else ({}, 0.0)
-
-
-def _is_mine(holder: dict[str, Any]) -> bool:
-    return storage.is_current_process(holder)
-
-
-def _stale(holder: dict[str, Any], mtime: float, stale_after: float | None) -> bool:
-    """Whether a claim may be taken over: its holder is dead, or it was left too long."""
-    age = time.time() - mtime
-    if stale_after is not None and age > stale_after:
-        return True
-    if not holder:
-        return age > _UNREADABLE_GRACE
-    return storage.process_gone(holder)
+    def interval(self) -> float:
+        """Seconds between two heartbeats: a quarter of the lease."""
+        return (self.stale_after or leases.DEFAULT_LENGTH) / 4
 
 
 def try_claim(claim: Claim) -> bool:
     """Claim the config of ``claim``, taking over a stale claim; ``False`` if held."""
-    data = _claim_bytes(claim.token)
-    holder, mtime = _read_claim(claim.path)  # waiting on a held claim writes nothing
-    if holder is None:
-        if storage.exclusive_write(claim.path, data):
-            return True
-        holder, mtime = _read_claim(claim.path)
-    if holder is not None and not _stale(holder, mtime, claim.stale_after):
-        return False
-    # Taking over is rare: a lock keeps two takers (and a job adopting a claim
-    # from another host) from interleaving; exclusive create still decides.
-    with storage.file_lock(claim.lock):
-        holder, mtime = _read_claim(claim.path)
-        if holder is not None:
-            if not _stale(holder, mtime, claim.stale_after):
-                return False
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(claim.path)
-        return storage.exclusive_write(claim.path, data)
+    return leases.acquire(claim.lease)
+
+
+def holds(claim: Claim) -> bool:
+    """Whether ``claim`` still holds its config (it was not taken over)."""
+    return leases.holds(claim.lease)
 
 
 def adopt(claim: Claim) -> bool:
-    """Make the running process the holder of ``claim``'s claim; ``False`` if it was lost."""
-    holder, _ = _read_claim(claim.path)
-    if not holder or holder.get("token") != claim.token:
-        return False  # taken over meanwhile: someone else runs this config
-    if _is_mine(holder):
-        return True
-    if storage.same_namespace(holder) and not storage.process_gone(holder):
-        # a live holder's claim is never taken over (stale_after aside: the driver
-        # touches it), so nobody else writes it now: no lock needed
-        storage.atomic_write(claim.path, _claim_bytes(claim.token), fsync=False)
-        return True
-    # a dead holder, or another host's: a takeover may be racing us (it holds the lock)
-    with storage.file_lock(claim.lock):
-        holder, _ = _read_claim(claim.path)
-        if not holder or holder.get("token") != claim.token:
-            return False
-        storage.atomic_write(claim.path, _claim_bytes(claim.token), fsync=False)
-    return True
+    """Make the running process the holder of ``claim``; ``False`` if it was lost."""
+    return leases.beat(claim.lease, adopt=True)
 
 
 def release(claim: Claim, only_unadopted: bool = False) -> None:
-    """Remove ``claim``'s claim if it is still this claim's.
+    """Give ``claim`` back if it still holds its config.
 
     With ``only_unadopted`` the claim stays if a worker adopted it: that worker
-    removes it when its run ends.
+    gives it back when its run ends.
     """
-    holder, _ = _read_claim(claim.path)
-    if not holder or holder.get("token") != claim.token:
-        return
-    if only_unadopted and not _is_mine(holder):
-        return
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(claim.path)
+    lease = claim.lease
+    if only_unadopted:
+        worker = leases.worker(lease)
+        if worker is not None and not storage.is_current_process(worker):
+            return
+    leases.release(lease)
+
+
+def held(root: str) -> list[str]:
+    """The config keys whose claims are held under ``root`` (none once sweeps end)."""
+    return leases.held(LocalStore(root, fsync=False), PREFIX)
 
 
 def touch(claim: Claim) -> None:
-    holder, _ = _read_claim(claim.path)
-    if holder and holder.get("token") == claim.token:
-        with contextlib.suppress(OSError):
-            os.utime(claim.path)
+    """Renew ``claim`` (the driver does, for calls queued but not started)."""
+    leases.beat(claim.lease)
 
 
 @contextlib.contextmanager
 def heartbeat(claim: Claim | None) -> Iterator[None]:
-    """Keep touching the claim while the run lasts, so ``stale_after`` never expires it."""
-    if claim is None or claim.stale_after is None:
+    """Keep renewing the claim while the run lasts, so it never goes stale."""
+    if claim is None:
         yield
         return
     stop = threading.Event()
-    interval = claim.stale_after / 4
 
     def beat() -> None:
-        while not stop.wait(interval):
-            touch(claim)
+        while not stop.wait(claim.interval):
+            with contextlib.suppress(OSError):  # a store hiccup: the next beat
+                touch(claim)
 
     thread = threading.Thread(target=beat, name="digital-experiments-claim", daemon=True)
     thread.start()

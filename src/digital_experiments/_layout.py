@@ -7,7 +7,7 @@
     <root>/.de/ids/<id>                    reserved ids, one namespace per root
     <root>/.de/environments/<digest>.json  environments shared by many records
     <root>/.de/cache/<key>                 the id of a completed run of config key <key>
-    <root>/.de/sweep-claims/<key>          which process runs config key <key> in a sweep
+    <root>/.de/claims/<key>/<generation>   which process runs config key <key> in a sweep
     <root>/.de/locks/<name>.lock           inter-process locks
     <root>/.de/metrics/<id>.jsonl          metrics logged by run <id>
     <root>/.de/annotations/<id>.json       tags and notes of run <id>
@@ -53,10 +53,6 @@ def environment_blob(root: Path, digest: str) -> Path:
 
 def cache_entry(root: Path, key: str) -> Path:
     return internal(root, "cache", key)
-
-
-def sweep_claim(root: Path, key: str) -> Path:
-    return internal(root, "sweep-claims", key)
 
 
 def lock(root: Path, name: str) -> Path:

@@ -152,7 +152,7 @@ def _create(lease: Lease, generation: int) -> bool:
     return created is not None
 
 
-def acquire(lease: Lease, observer: Observer = OBSERVER) -> bool:
+def acquire(lease: Lease, observer: Observer | None = None) -> bool:
     """Take ``lease`` if it is free, released or stale; whether this token now holds it.
 
     Generations only grow (a released lease keeps its last one, marked
@@ -167,7 +167,8 @@ def acquire(lease: Lease, observer: Observer = OBSERVER) -> bool:
         released = _released(lease, generation)
         if body.get("token") == lease.token and not released:
             return True
-        if not released and not stale(lease, generation, body, version, observer):
+        watcher = observer if observer is not None else OBSERVER  # read now: tests swap it
+        if not released and not stale(lease, generation, body, version, watcher):
             return False
         taken = generation + 1
     if not _create(lease, taken):
@@ -192,6 +193,8 @@ def stale(
     beat = _read(lease.store, f"{lease.generation_key(generation)}.beat")
     holder = beat[0].get("holder") if beat is not None else None
     holder = holder if isinstance(holder, dict) else body.get("holder")
+    if not body.get("token") and version_has_bytes(lease, generation):
+        return True  # garbage (leases are published whole): nobody holds it
     if storage.same_namespace(holder):
         if storage.process_gone(holder):
             return True
@@ -202,18 +205,58 @@ def stale(
     return observer.unchanged_for(lease, state) >= length
 
 
-def beat(lease: Lease) -> bool:
-    """Renew ``lease`` (its heartbeat names this process as the holder); whether
-    it is still held."""
+def version_has_bytes(lease: Lease, generation: int) -> bool:
+    """Whether generation ``generation`` holds any bytes: an empty one may be
+    being written in place (a filesystem without hard links), so it is given
+    a lease's time like a live holder; a non-empty unreadable one is garbage."""
+    found = lease.store.get_or_none(lease.generation_key(generation))
+    return found is not None and bool(found[0])
+
+
+def held(store: Store, prefix: str) -> list[str]:
+    """The keys under ``prefix`` whose lease is held (not released)."""
+    return [k for k in store.folders(prefix) if holds_any(Lease(store, k, prefix))]
+
+
+def holds_any(lease: Lease) -> bool:
+    """Whether anyone holds ``lease``: it has a generation not released."""
+    current = _current(lease)
+    return current is not None and not _released(lease, current[0])
+
+
+def beat(lease: Lease, adopt: bool = False) -> bool:
+    """Renew ``lease``; whether it is still held. With ``adopt`` the heartbeat
+    names this process as the one running the guarded work (a sweep's worker);
+    otherwise it keeps naming whoever it named."""
     current = _current(lease)
     if current is None or current[1].get("token") != lease.token:
         return False
+    if _released(lease, current[0]):
+        return False  # given back (a sweep stopping): not to be run any more
     key = f"{lease.generation_key(current[0])}.beat"
-    counter = _read(lease.store, key)
-    count = counter[0].get("count", 0) if counter is not None else 0
-    body = {"token": lease.token, "holder": storage.process_info(), "count": int(count) + 1}
+    found = _read(lease.store, key)
+    last = found[0] if found is not None else {}
+    holder = last.get("holder")
+    if adopt or not isinstance(holder, dict):
+        holder = storage.process_info()
+    count = last.get("count", 0)
+    body = {"token": lease.token, "holder": holder, "count": _int(count) + 1}
     lease.store.put(key, json.dumps(body, sort_keys=True).encode())
     return True
+
+
+def worker(lease: Lease) -> dict[str, Any] | None:
+    """The process the heartbeat names (the adopter), if there is a heartbeat."""
+    current = _current(lease)
+    if current is None:
+        return None
+    found = _read(lease.store, f"{lease.generation_key(current[0])}.beat")
+    holder = found[0].get("holder") if found is not None else None
+    return holder if isinstance(holder, dict) else None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def release(lease: Lease) -> None:

@@ -50,7 +50,8 @@ import anyio.to_thread
 
 from . import _signals as signals
 from ._backends import Backend
-from ._claims import Claim, adopt, heartbeat, release, touch, try_claim
+from ._claims import Claim, adopt, heartbeat, holds, release, touch, try_claim
+from ._lease import DEFAULT_LENGTH
 from ._plan import Entry, Plan, Progress
 from ._query import select
 from ._records import COMPLETED, FAILED, Observation, error_info, is_completed, status_of
@@ -163,6 +164,8 @@ def _run_claimed(job: _Job) -> _Outcome:
             else:
                 ending = exp.record((), job.kwargs)
         if claim is not None and ending[0] is not None and is_completed(ending[0]):
+            if not holds(claim):  # taken over while it ran: the new holder completes it
+                return _Outcome(None, FAILED, lost=True)
             exp.index.remember(ending[0])  # before the claim goes: others look here
     finally:
         if claim is not None:
@@ -181,6 +184,8 @@ async def _arun_job(job: _Job) -> _Outcome:
             else:  # a sync experiment runs in a worker thread (which copies the context)
                 ending = await anyio.to_thread.run_sync(exp.record, (), job.kwargs)
         if claim is not None and ending[0] is not None and is_completed(ending[0]):
+            if not await anyio.to_thread.run_sync(holds, claim):
+                return _Outcome(None, FAILED, lost=True)  # taken over while it ran
             await anyio.to_thread.run_sync(exp.index.remember, ending[0])
     finally:
         if claim is not None:
@@ -234,9 +239,9 @@ class _Keeper:
         return entries
 
     def beat(self, claims: Iterable[Claim | None]) -> None:
-        if self.stale_after is None or time.monotonic() < self.next_beat:
+        if time.monotonic() < self.next_beat:
             return
-        self.next_beat = time.monotonic() + self.stale_after / 4
+        self.next_beat = time.monotonic() + (self.stale_after or DEFAULT_LENGTH) / 4
         for claim in claims:
             if claim is not None:
                 touch(claim)
@@ -246,9 +251,8 @@ class _Keeper:
         wakes = []
         if self.deferred:
             wakes.append(self.next_poll)
-        if self.stale_after is not None:
-            wakes.append(self.next_beat)
-        return min(wakes) if wakes else None
+        wakes.append(self.next_beat)  # held claims are renewed, whatever stale_after
+        return min(wakes)
 
 
 class _Engine:
@@ -284,8 +288,8 @@ class _Engine:
         # runs deleted before now are gone for this sweep; later ones still count
         self.began = time.time()
 
-    @property
     def done(self) -> bool:
+        """Whether every config has its observation (a method: it changes under us)."""
         return not (self.queue or self.in_flight or self.keeper.deferred)
 
     def next_entry(self) -> Entry | None:
@@ -626,7 +630,7 @@ def sweep(
 def _drive(engine: _Engine, executor: Any) -> None:
     """Run ``engine``'s jobs on ``executor`` until every config has an observation."""
     try:
-        while not engine.done:
+        while not engine.done():
             while (entry := engine.next_entry()) is not None:
                 job = engine.attempt(entry)
                 if job is None:
@@ -637,6 +641,8 @@ def _drive(engine: _Engine, executor: Any) -> None:
                     engine.refused(entry, job, exc)
                     continue
                 engine.started(future, entry, job)
+            if engine.done():  # the last configs were found done elsewhere
+                break
             if engine.in_flight:
                 for future in _wait(list(engine.in_flight), engine.timeout()):
                     engine.finish(future, _result_of(future))
@@ -774,13 +780,15 @@ async def _adrive(engine: _Engine) -> None:
 
     async with send, receive, anyio.create_task_group() as group:
         try:
-            while not engine.done:
+            while not engine.done():
                 while (entry := engine.next_entry()) is not None:
                     job = await anyio.to_thread.run_sync(engine.attempt, entry)
                     if job is not None:
                         handle = object()
                         engine.started(handle, entry, job)
                         group.start_soon(run, job, handle)
+                if engine.done():  # the last configs were found done elsewhere
+                    break
                 with anyio.move_on_after(engine.timeout()):
                     handle, outcome = await receive.receive()
                     await anyio.to_thread.run_sync(engine.finish, handle, outcome)

@@ -119,12 +119,12 @@ def test_a_sweep_never_takes_over_the_claim_of_another_namespace(
 ) -> None:
     """A sweep claim held by a live process of another PID namespace is not taken over."""
     from digital_experiments import _claims as claims
+    from digital_experiments import _lease as leases
 
     (run,) = query.load(run_in_another_namespace[0], status="all")
-    holder = {**run.metadata["process"], "token": "theirs", "since": 0}
+    theirs = claims.Claim(str(tmp_path), "key", "theirs").lease
+    body = {"token": "theirs", "generation": 0, "holder": run.metadata["process"]}
+    assert theirs.store.put_new(theirs.generation_key(0), json.dumps(body).encode())
     claim = claims.Claim(str(tmp_path), "key", "mine")
-    path = Path(claim.path)
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(holder))
     assert not claims.try_claim(claim)
-    assert json.loads(path.read_text())["token"] == "theirs"
+    assert leases.holds(theirs)

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from digital_experiments import _layout as layout
+from digital_experiments import _claims as claims
 from digital_experiments import _storage as storage
 from digital_experiments import query
 from digital_experiments.backends import PickleBackend
@@ -64,7 +64,7 @@ def check_recorded_once(function: Any, runs: list[Any], same_process: bool = Fal
         assert artefact.name == "pid.txt"
         assert artefact.read_text() == str(pid)
     root = function.experiment.root
-    assert not os.listdir(layout.internal(root, "sweep-claims"))
+    assert claims.held(str(root)) == []
     return pids
 
 
@@ -191,7 +191,7 @@ def test_two_processes_sweeping_one_root_run_each_config_once(tmp_path: Path) ->
     observations = reader.load_all()
     assert sorted(o.config["x"] for o in observations) == list(range(24))
     assert {o.status for o in observations} == {"completed"}
-    assert not os.listdir(layout.internal(root, "sweep-claims"))
+    assert claims.held(str(root)) == []
 
 
 def test_a_killed_sweep_resumes_where_it_stopped(tmp_path: Path) -> None:
@@ -208,7 +208,7 @@ def test_a_killed_sweep_resumes_where_it_stopped(tmp_path: Path) -> None:
         1: "completed",
         2: "abandoned",
     }
-    assert len(os.listdir(layout.internal(root, "sweep-claims"))) == 1
+    assert len(claims.held(str(root))) == 1
 
     second = _start(root, 5, 2)
     stdout, stderr = second.communicate(timeout=120)
@@ -218,7 +218,7 @@ def test_a_killed_sweep_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert ids["1"] == before[1].id
     completed = [o for o in reader.load_all() if o.status == "completed"]
     assert sorted(o.config["x"] for o in completed) == [0, 1, 2, 3, 4]
-    assert not os.listdir(layout.internal(root, "sweep-claims"))
+    assert claims.held(str(root)) == []
 
 
 def test_sweep_dask_example(tmp_path: Path) -> None:
@@ -326,4 +326,4 @@ def test_sigterm_to_a_sweep_driver_stops_its_pool_workers(tmp_path: Path) -> Non
         assert not storage.pid_alive(pid), f"worker {pid} still runs"
     runs = query.load(root, status="all")
     assert sorted(run.status for run in runs) == ["interrupted", "interrupted"]
-    assert not list(layout.internal(root, "sweep-claims").iterdir())  # every claim given back
+    assert claims.held(str(root)) == []  # every claim given back

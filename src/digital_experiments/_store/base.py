@@ -81,6 +81,11 @@ class Store(ABC):
         """The keys that start with ``prefix``, sorted, each after ``start_after``
         when given (so a listing can resume, and ``since=`` skips old ids)."""
 
+    def folders(self, prefix: str) -> Iterator[str]:
+        """The names of the "folders" directly under ``prefix`` (which ends in
+        ``/``, or is empty): the next part of every deeper key, sorted, once each."""
+        raise NotImplementedError(f"{type(self).__name__} does not list folders")
+
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error if it is missing)."""

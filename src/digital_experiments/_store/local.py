@@ -99,6 +99,15 @@ class LocalStore(Store):
             if start_after is None or key > start_after:
                 yield key
 
+    def folders(self, prefix: str) -> Iterator[str]:
+        base = os.path.join(self.root, prefix) if prefix else os.fspath(self.root)
+        try:
+            with os.scandir(base) as entries:
+                names = sorted(entry.name for entry in entries if entry.is_dir())
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        yield from names
+
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(key))

@@ -64,6 +64,11 @@ class MemoryStore(Store):
             if key.count("/") == depth and (start_after is None or key > start_after):
                 yield key
 
+    def folders(self, prefix: str) -> Iterator[str]:
+        with self._lock:
+            keys = [k[len(prefix) :] for k in self._objects if k.startswith(prefix)]
+        yield from sorted({rest.partition("/")[0] for rest in keys if "/" in rest})
+
     def delete(self, key: str) -> None:
         with self._lock:
             self._objects.pop(key, None)
