@@ -55,6 +55,16 @@ def make_repo(repo: Path, *, commit: bool = True, remote: str | None = None) -> 
         git(repo, "remote", "add", "origin", remote)
 
 
+class Touch:
+    """Unpickles as ``Path(marker).touch()``: the proof that a pickle was loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
 def python_code(code: str, *args: object, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run ``python -c code args...`` to the end (output captured, exit code not checked)."""
     return subprocess.run(

@@ -21,25 +21,16 @@ from digital_experiments import _layout as layout
 from digital_experiments.backends import instantiate_backend
 from digital_experiments.errors import TrashError
 
+from .conftest import Touch
 from .test_cli import cli
 
 ID = "2026-01-01_00-00-00_000000"
 
 
-class _Touch:
-    """Unpickling this creates ``path``: the stand-in for a pickle that runs code."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Path.touch, (self.path,))
-
-
 def foreign_pickles(folder: Path, marker: Path) -> None:
     """A folder of .pkl records digital-experiments did not record (no .de/ids)."""
     folder.mkdir(parents=True)
-    (folder / f"{ID}.pkl").write_bytes(pickle.dumps(_Touch(marker)))
+    (folder / f"{ID}.pkl").write_bytes(pickle.dumps(Touch(marker)))
 
 
 # ---------------------------------------------------------------- the trust gate
@@ -321,15 +312,16 @@ def mixed(a: int, /, b: int, *rest: int, c: int = 3, **options: int) -> list[Any
     return [a, b, rest, c, options]
 
 
-@pytest.mark.parametrize(
-    ("function", "args", "kwargs"),
-    [
-        (va, (1, 2, 3), {}),
-        (po, (1,), {"b": 5}),
-        (kw, (1,), {"d": 4}),
-        (mixed, (1, 2, 7, 8), {"c": 9, "e": 5}),
-    ],
-)
+# a call of each kind of parameter: *args, positional-only, **kwargs, all at once
+EVERY_KIND = [
+    (va, (1, 2, 3), {}),
+    (po, (1,), {"b": 5}),
+    (kw, (1,), {"d": 4}),
+    (mixed, (1, 2, 7, 8), {"c": 9, "e": 5}),
+]
+
+
+@pytest.mark.parametrize(("function", "args", "kwargs"), EVERY_KIND)
 def test_rerun_works_for_every_kind_of_parameter(
     tmp_path: Path, function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
@@ -341,15 +333,7 @@ def test_rerun_works_for_every_kind_of_parameter(
     assert new.result == first
 
 
-@pytest.mark.parametrize(
-    ("function", "args", "kwargs"),
-    [
-        (va, (1, 2, 3), {}),
-        (po, (1,), {"b": 5}),
-        (kw, (1,), {"d": 4}),
-        (mixed, (1, 2, 7, 8), {"c": 9, "e": 5}),
-    ],
-)
+@pytest.mark.parametrize(("function", "args", "kwargs"), EVERY_KIND)
 def test_show_call_prints_the_call_that_reproduces_the_config(
     tmp_path: Path, function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:

@@ -28,9 +28,9 @@ playwright = pytest.importorskip("playwright.sync_api")
 from digital_experiments import current_dir, experiment  # noqa: E402
 from digital_experiments._records import Observation  # noqa: E402
 from digital_experiments.ui import create_app  # noqa: E402
-from digital_experiments.ui._index import RunIndex  # noqa: E402
 
 from .test_ui_api import make_root  # noqa: E402
+from .test_ui_safety import break_refresh  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = Path(__file__).parent.parent / "docs" / "_static" / "ui"
@@ -232,14 +232,7 @@ def test_folders_not_shown_say_why(site: Any, monkeypatch: pytest.MonkeyPatch) -
     (root / "old").mkdir()  # pickles that 3.x did not record (no .de/ids)
     record = Observation("2020-01-01_00-00-00_000000", {"x": 1}, 1, {})
     (root / "old" / f"{record.id}.pkl").write_bytes(pickle.dumps(record))
-    real = RunIndex.refresh
-
-    def refresh(self: RunIndex) -> bool:
-        if self.folder.name == "broken":
-            raise OSError("disk on fire")
-        return real(self)
-
-    monkeypatch.setattr(RunIndex, "refresh", refresh)
+    break_refresh(monkeypatch, "broken")
     experiment(root=root / "broken", backend="json")(scripted)(1)
     page.goto(server.url + "#/e/old")
     expect(page.locator("#notice")).to_contain_text("pass --trust")

@@ -29,6 +29,7 @@ from digital_experiments._records import Observation
 from digital_experiments.ui import create_app
 from digital_experiments.ui._index import RunIndex
 
+from .conftest import Touch
 from .test_ui_api import fit, make_root
 
 DEADLINE = 60  # seconds to wait for a condition on a shared machine
@@ -180,16 +181,6 @@ def test_artefacts_never_render_in_the_view_s_origin(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- 3. trust
 
 
-class Touch:
-    """Unpickles as ``Path(marker).touch()``: the proof a pickle was loaded."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Path.touch, (self.marker,))
-
-
 def old_folder(root: Path, marker: Path) -> Path:
     """An experiment folder of pickle records that 3.x did not record (no .de/ids),
     tagged (which makes .de/ but not .de/ids), beside a 3.x JSON experiment."""
@@ -298,19 +289,24 @@ def test_an_odd_record_later_leaves_the_others_live(tmp_path: Path, odd_rows: No
         )
 
 
+def break_refresh(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Every refresh of experiment ``name``'s index fails (``OSError: disk on fire``)."""
+    real = RunIndex.refresh
+
+    def refresh(self: RunIndex) -> bool:
+        if self.folder.name == name:
+            raise OSError("disk on fire")
+        return real(self)
+
+    monkeypatch.setattr(RunIndex, "refresh", refresh)
+
+
 def test_a_refresh_that_fails_at_startup_does_not_stop_the_view(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_root(tmp_path / "root")
     experiment(root=tmp_path / "root" / "broken", backend="json")(counted)(1)
-    real = RunIndex.refresh
-
-    def refresh(self: RunIndex) -> bool:
-        if self.folder.name == "broken":
-            raise OSError("disk on fire")
-        return real(self)
-
-    monkeypatch.setattr(RunIndex, "refresh", refresh)
+    break_refresh(monkeypatch, "broken")
     with app_client(tmp_path / "root") as client:
         found = {e["name"]: e for e in client.get("/api/experiments").json()["experiments"]}
         assert found["fit"]["runs"] == 4

@@ -100,15 +100,27 @@ def _body(lease: Lease, generation: int) -> bytes:
 
 
 def _read(store: Store, key: str) -> tuple[dict[str, Any], str] | None:
-    """``(body, version)`` of ``key``; an unreadable body reads as ``{}``."""
+    """``(body, version)`` of ``key``. An empty body reads as ``{}`` (it may be being
+    written in place, on a filesystem without hard links); any other unreadable one
+    as ``{"garbage": True}`` (leases are published whole, so nobody holds it)."""
     found = store.get_or_none(key)
     if found is None:
         return None
     try:
-        body = json.loads(found[0])
+        body = json.loads(found[0]) if found[0] else {}
     except ValueError:
         body = None
-    return (body if isinstance(body, dict) else {}), found[1]
+    return (body if isinstance(body, dict) else {"garbage": True}), found[1]
+
+
+def _beat(lease: Lease, generation: int) -> tuple[dict[str, Any] | None, str | None]:
+    """``(the process the heartbeat names, its version)``, ``None`` for each if there
+    is none."""
+    found = _read(lease.store, f"{lease.generation_key(generation)}.beat")
+    if found is None:
+        return None, None
+    holder = found[0].get("holder")
+    return (holder if isinstance(holder, dict) else None), found[1]
 
 
 def generations(lease: Lease) -> list[int]:
@@ -176,9 +188,10 @@ def acquire(lease: Lease, observer: Observer | None = None) -> bool:
     if not holds(lease):  # a lower name re-created after a tidy-up: not the top
         _remove(lease, taken)
         return False
-    for generation in generations(lease):  # tidy: only the top generation matters
-        if generation < taken:
-            _remove(lease, generation)
+    if taken:  # tidy: only the top generation matters
+        for generation in generations(lease):
+            if generation < taken:
+                _remove(lease, generation)
     return True
 
 
@@ -190,27 +203,17 @@ def stale(
     observer: Observer = OBSERVER,
 ) -> bool:
     """Whether the holder of ``generation`` may be taken over."""
-    beat = _read(lease.store, f"{lease.generation_key(generation)}.beat")
-    holder = beat[0].get("holder") if beat is not None else None
-    holder = holder if isinstance(holder, dict) else body.get("holder")
-    if not body.get("token") and version_has_bytes(lease, generation):
-        return True  # garbage (leases are published whole): nobody holds it
+    if body.get("garbage"):
+        return True
+    holder, beaten = _beat(lease, generation)
+    holder = holder or body.get("holder")
     if storage.same_namespace(holder):
         if storage.process_gone(holder):
             return True
         if lease.length is None:
             return False  # a live holder on this host: wait for it
     length = lease.length if lease.length is not None else DEFAULT_LENGTH
-    state = (generation, version, beat[1] if beat is not None else None)
-    return observer.unchanged_for(lease, state) >= length
-
-
-def version_has_bytes(lease: Lease, generation: int) -> bool:
-    """Whether generation ``generation`` holds any bytes: an empty one may be
-    being written in place (a filesystem without hard links), so it is given
-    a lease's time like a live holder; a non-empty unreadable one is garbage."""
-    found = lease.store.get_or_none(lease.generation_key(generation))
-    return found is not None and bool(found[0])
+    return observer.unchanged_for(lease, (generation, version, beaten)) >= length
 
 
 def held(store: Store, prefix: str) -> list[str]:
@@ -233,14 +236,12 @@ def beat(lease: Lease, adopt: bool = False) -> bool:
         return False
     if _released(lease, current[0]):
         return False  # given back (a sweep stopping): not to be run any more
+    # the adopter stays named when the driver renews; a fresh nonce changes the
+    # version on every store (an S3 ETag is a digest of the bytes)
+    holder = None if adopt else _beat(lease, current[0])[0]
+    body = {"token": lease.token, "holder": holder or storage.process_info()}
+    body["nonce"] = uuid.uuid4().hex
     key = f"{lease.generation_key(current[0])}.beat"
-    found = _read(lease.store, key)
-    last = found[0] if found is not None else {}
-    holder = last.get("holder")
-    if adopt or not isinstance(holder, dict):
-        holder = storage.process_info()
-    count = last.get("count", 0)
-    body = {"token": lease.token, "holder": holder, "count": _int(count) + 1}
     lease.store.put(key, json.dumps(body, sort_keys=True).encode())
     return True
 
@@ -248,15 +249,7 @@ def beat(lease: Lease, adopt: bool = False) -> bool:
 def worker(lease: Lease) -> dict[str, Any] | None:
     """The process the heartbeat names (the adopter), if there is a heartbeat."""
     current = _current(lease)
-    if current is None:
-        return None
-    found = _read(lease.store, f"{lease.generation_key(current[0])}.beat")
-    holder = found[0].get("holder") if found is not None else None
-    return holder if isinstance(holder, dict) else None
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return _beat(lease, current[0])[0] if current is not None else None
 
 
 def release(lease: Lease) -> None:
