@@ -10,7 +10,8 @@ EXAMPLES := examples/quickstart.py examples/backends_and_artefacts.py examples/p
 .PHONY: help install demo test lint typecheck pytest compat docs bench clean mutate
 
 help:
-	@echo "make demo   - create .venv, install, run the examples"
+	@echo "make demo   - create .venv, install (with the dask and ui extras), run the examples,"
+	@echo "              then print the command that shows their runs in a browser"
 	@echo "make test   - create .venv, install dev extras, run ruff, import-linter, mypy, pytest and 2.0.4's suite"
 	@echo "make docs   - build the Sphinx docs offline, warnings as errors"
 	@echo "make bench  - benchmarks against digital-experiments 2.0.4"
@@ -24,9 +25,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-# the examples include a Dask cluster (examples/sweep_dask.py): demo installs that extra
+# the examples include a Dask cluster (examples/sweep_dask.py), and the demo ends
+# with the web view of their runs: demo installs those two extras
 $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dask]"
+	$(BIN)/python -m pip install --quiet -e ".[dask,ui]"
 	touch $@
 
 $(STAMP): pyproject.toml | $(BIN)/python
@@ -35,10 +37,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The examples write under examples/experiments (DE_ROOT is left out: the demo's
+# runs stay in one place), and the commands printed name the command line by its
+# full path, so they work as shown in any shell, with no virtual environment active.
+DEMO_CLI := $(CURDIR)/$(BIN)/digital-experiments
+DEMO_ROOT := $(CURDIR)/examples/experiments
+
 demo: $(VENV)/.installed-demo
-	@set -e; for ex in $(EXAMPLES); do \
+	@set -e; unset DE_ROOT; for ex in $(EXAMPLES); do \
 		echo "=== $$ex"; (cd examples && ../$(BIN)/python $$(basename $$ex)); \
 	done
+	@echo "=== the demo's runs"
+	@echo "in a table:      $(DEMO_CLI) list $(DEMO_ROOT)"
+	@echo "in a browser (Ctrl-C stops it; add --open to open the page):"
+	@echo "  $(DEMO_CLI) ui $(DEMO_ROOT)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples benchmarks docs/conf.py

@@ -4,12 +4,18 @@ Run it from this folder with ``python metrics_and_queries.py``. It trains a toy
 model (gradient descent on a quadratic) over a small grid, logging the loss at
 every step, then finds the best run with a query, tags it, compares it with the
 worst, reruns it, and deletes and restores a run. The same can be done from the
-shell: the commands are printed at the end.
+shell: the commands are printed at the end, ready to paste into any shell (with
+the full path of ``digital-experiments`` when its virtual environment is not
+activated).
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
+import sys
+from pathlib import Path
 
 from digital_experiments import experiment, log
 
@@ -68,12 +74,26 @@ def main() -> None:
     descend.restore(worst.id)
     print(f"restored it: {len(descend.observations())} runs")
 
-    root = descend.backend.root
+    root, de = shlex.quote(str(descend.backend.root)), command_line()
     print("\nthe same from the shell:")
-    print(f'  digital-experiments list {root} --where "result.loss < 0.01" --sort=-config.lr')
-    print(f"  digital-experiments diff {root} {best.id} {worst.id}")
-    print(f"  digital-experiments tag {root} {best.id} reviewed=true")
-    print(f"  digital-experiments show {root} {best.id} --call")
+    print(f'  {de} list {root} --where "result.loss < 0.01" --sort=-config.lr')
+    print(f"  {de} diff {root} {best.id} {worst.id}")
+    print(f"  {de} tag {root} {best.id} reviewed=true")
+    print(f"  {de} show {root} {best.id} --call")
+    print(f"  {de} ui {shlex.quote(str(descend.backend.root.parent))}")
+
+
+def command_line() -> str:
+    """How to call ``digital-experiments`` from a fresh shell: by its name when the
+    shell finds this one, else by its full path (a virtual environment that is not
+    activated is not on PATH), else through this Python."""
+    script = Path(os.path.abspath(sys.executable)).parent / "digital-experiments"
+    found = shutil.which("digital-experiments")
+    if found is not None and Path(os.path.abspath(found)) == script:
+        return "digital-experiments"
+    if script.is_file():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m digital_experiments"
 
 
 if __name__ == "__main__":

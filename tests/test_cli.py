@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -28,21 +29,32 @@ def cli(
     input: str | None = None,
     cwd: Path | None = None,
     de_root: Path | None = None,
+    terminal: str | None = None,
+    columns: int = 200,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the command line in a fresh interpreter; never raises on a non-zero exit."""
+    """Run the command line in a fresh interpreter; never raises on a non-zero exit.
+
+    ``input`` is piped to it (no terminal, as in a script); ``terminal`` is typed
+    on a pseudo-terminal that is its standard input (``"\\x04"``: end of input).
+    """
     env = {k: v for k, v in os.environ.items() if k != "DE_ROOT"}
     if de_root is not None:
         env["DE_ROOT"] = str(de_root)
-    env["COLUMNS"] = "200"  # wide tables: nothing cut
-    return subprocess.run(
-        [sys.executable, "-m", "digital_experiments", *map(str, args)],
-        input=input,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=120,
-    )
+    env["COLUMNS"] = str(columns)  # wide tables by default: nothing cut
+    command = [sys.executable, "-m", "digital_experiments", *map(str, args)]
+    if terminal is None:
+        return subprocess.run(
+            command, input=input, capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+        )
+    leader, follower = pty.openpty()
+    try:
+        os.write(leader, terminal.encode())  # typed ahead: the terminal keeps it until read
+        return subprocess.run(
+            command, stdin=follower, capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
 
 
 def train(lr: float, epochs: int = 3) -> dict[str, float]:
@@ -130,10 +142,10 @@ def test_list_shows_every_run_with_status_duration_config_and_result(root: Path)
     assert [line.split()[0] for line in lines[1:4]] == [ids["first"], ids["second"], ids["failed"]]
     assert "completed" in lines[1]
     assert "lr=0.1, epochs=3" in lines[1]
-    assert "{'loss': 1.0}" in lines[1]
+    assert "loss=1" in lines[1]
     assert "failed" in lines[3]
     assert "ValueError: lr too big: 5.0" in lines[3]
-    assert lines[1].split()[2].endswith("ms")
+    assert lines[1].split()[3] in ("µs", "ms", "s")  # such as "243 µs"
     assert lines[-1] == "3 runs (2 completed, 1 failed)"
 
 
@@ -339,7 +351,7 @@ def test_prune_asks_and_answering_no_deletes_nothing(root: Path) -> None:
     """``prune`` lists the runs it would delete and keeps them on "n"."""
     ids = make_runs(root)
     add_record(root, "2026-01-01_00-00-00_000000", "failed")
-    done = cli("prune", root, "--status", "failed", input="n\n")
+    done = cli("prune", root, "--status", "failed", terminal="n\n")
     assert done.returncode == 0
     assert ids["failed"] in done.stdout
     assert "2026-01-01_00-00-00_000000" in done.stdout
@@ -350,9 +362,10 @@ def test_prune_asks_and_answering_no_deletes_nothing(root: Path) -> None:
 
 
 def test_prune_without_an_answer_deletes_nothing(root: Path) -> None:
-    """End of input (no terminal, no ``--yes``) counts as "no"."""
+    """End of input on a terminal (Ctrl-D) counts as "no"."""
     ids = make_runs(root)
-    done = cli("prune", root, "--status", "failed", input="")
+    done = cli("prune", root, "--status", "failed", terminal="\x04")
+    assert done.returncode == 0, done.stderr
     assert "Nothing deleted." in done.stdout
     assert (root / f"{ids['failed']}.pkl").exists()
 
@@ -362,7 +375,7 @@ def test_prune_deletes_records_and_artefacts_on_yes(root: Path, answer: str) -> 
     """Answering yes deletes the matching records and their artefact folders, nothing else."""
     ids = make_runs(root)
     add_record(root, "2026-01-01_00-00-00_000000", "failed")
-    done = cli("prune", root, "--status", "failed", input=answer)
+    done = cli("prune", root, "--status", "failed", terminal=answer)
     assert done.returncode == 0, done.stderr
     assert "Deleted 2 runs." in done.stdout
     assert not (root / f"{ids['failed']}.pkl").exists()

@@ -173,7 +173,7 @@ def test_rm_and_trash(tmp_path: Path) -> None:
     ids = make(root)
     refused = cli("rm", root)
     assert refused.returncode == 2
-    asked = cli("rm", root, ids[0], input="n\n")
+    asked = cli("rm", root, ids[0], terminal="n\n")
     assert "Nothing deleted" in asked.stdout
     removed = cli("rm", root, "--where", "config.lr > 0.05", "--yes")
     assert removed.returncode == 0, removed.stderr

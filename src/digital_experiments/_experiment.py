@@ -18,7 +18,17 @@ from ._callbacks import Callback, CodeVersioning, GitInfo, Logging, PipFreeze, S
 from ._compare import call_arguments, compare
 from ._keys import same_code
 from ._layout import is_id
-from ._query import ANY_CODE, Since, Status, Where, select, to_dataframe
+from ._query import (
+    ANY_CODE,
+    NoSuchRun,
+    Since,
+    Status,
+    Where,
+    find_id,
+    select,
+    shows_status,
+    to_dataframe,
+)
 from ._records import COMPLETED, Observation, Observations
 from ._run import Ending, Recorder, as_recorder
 from ._sweep import asweep, sweep
@@ -28,6 +38,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ID_EXAMPLE = "2026-01-01_12-00-00_000000"
+LAMBDA = (lambda: None).__name__  # "<lambda>"
 P = ParamSpec("P")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
@@ -133,7 +144,11 @@ class Experiment(Recorder, Generic[P, R]):
     ) -> pd.DataFrame:
         """The runs as a flat :class:`pandas.DataFrame`, one row per run.
 
-        Nested dicts are flattened into columns such as ``config.lr``.
+        Nested dicts are flattened into columns such as ``config.lr``: the
+        columns of 2.0.4 (``id``, ``result`` or ``result.*``, ``config.*``), then
+        ``tags.<name>`` and ``notes`` when some run has them. With a ``status=``
+        other than the default ``"completed"``, a ``status`` column follows
+        ``id``, so the rows that failed show.
 
         Parameters
         ----------
@@ -148,7 +163,7 @@ class Experiment(Recorder, Generic[P, R]):
             per metric the runs logged (see :func:`~digital_experiments.log`).
         columns : list of str, optional
             Keep only these columns, in this order (``"config"`` keeps every
-            ``config.*`` column).
+            ``config.*`` column; ``"status"`` is there whatever ``status=``).
         **filters
             ``status``, ``where``, ``since``, ``limit`` and ``sort``, as in
             :meth:`observations`.
@@ -158,26 +173,43 @@ class Experiment(Recorder, Generic[P, R]):
         >>> add.to_dataframe()  # doctest: +SKIP
                                    id  result  config.a  config.b
         0  2026-11-28_12-00-00_000000       3         1         2
+        >>> add.to_dataframe(status="all")  # doctest: +SKIP
+                                   id     status  result  config.a  config.b
+        0  2026-11-28_12-00-00_000000  completed     3.0         1         2
+        1  2026-11-28_12-00-01_000000     failed     NaN       "x"         2
         """
         code = self.code_identity if current_code_only else ANY_CODE
         # without metadata columns (or a where= that may read it) the shared
         # environment is never looked at: do not attach it to every run
         environment = include_metadata or callable(filters.get("where"))
         observations = select(self.backend, code=code, environment=environment, **filters)
+        with_status = shows_status(filters.get("status", COMPLETED)) or "status" in (columns or ())
         return to_dataframe(
-            observations, include_metadata, normalising_sep, metrics=metrics, columns=columns
+            observations,
+            include_metadata,
+            normalising_sep,
+            metrics=metrics,
+            columns=columns,
+            with_status=with_status,
         )
 
     def artefacts(self, id: str) -> list[Path]:
-        """The files the run ``id`` wrote to its :func:`current_dir`.
+        """The files the run ``id`` (or an unambiguous prefix of it) wrote to its
+        :func:`current_dir`.
 
         Returns ``[]`` for a run with no artefacts or an unknown id.
 
         Raises
         ------
         ValueError
-            If ``id`` is a path (such as ``"../.."``) rather than an id.
+            If ``id`` is a path (such as ``"../.."``) rather than an id, or the
+            beginning of several runs' ids.
         """
+        try:
+            id = self._find(id)
+        except NoSuchRun as exc:
+            if exc.matches:
+                raise
         return self.backend.artefacts(id)
 
     # -- looking back
@@ -186,17 +218,19 @@ class Experiment(Recorder, Generic[P, R]):
         """The fields that differ between runs ``ids``, side by side (one column per run).
 
         Config, result, tags, the last value of each metric, and the code (as a
-        digest), packages and git state they ran with.
+        digest), packages and git state they ran with. Each id may be the
+        beginning of one, as on the command line (``"2026-11-28_13-47"``).
 
         Raises
         ------
         ValueError
-            For fewer than two ids, or an id with no run.
+            For fewer than two ids, or an id (or prefix) naming no run or several.
         """
         return compare(self._load_each(ids))
 
     def rerun(self, id: str, check_code: bool = True) -> Observation:
-        """Call the function again with the config run ``id`` recorded; the new run.
+        """Call the function again with the config run ``id`` (or an unambiguous
+        prefix of it) recorded; the new run.
 
         The new record's metadata says ``rerun_of: id``. The call raises what
         the function raises, as any call does.
@@ -207,6 +241,7 @@ class Experiment(Recorder, Generic[P, R]):
             If the code differs from the one run ``id`` ran with (pass
             ``check_code=False`` to rerun anyway), or the function is a method.
         """
+        id = self._find(id)
         (old,) = self._load_each([id])
         if check_code and not same_code(old.metadata, self.code_identity):
             raise ValueError(
@@ -218,42 +253,85 @@ class Experiment(Recorder, Generic[P, R]):
 
     def _load_each(self, ids: Iterable[str]) -> list[Observation]:
         found = []
-        for id in ids:
+        for given in ids:
+            id = self._find(given)
             try:
                 found.append(self.backend.load(id))
-            except FileNotFoundError:
-                raise ValueError(f"No run {id!r} in {str(self.root)!r}.") from None
+            except FileNotFoundError:  # deleted since it was found
+                raise ValueError(f"No run {given!r} in {str(self.root)!r}.") from None
         return found
+
+    def _find(self, id: str, ids: Iterable[str] | None = None) -> str:
+        """The run id ``id`` names: itself, or the one id it begins (as the CLI)."""
+        return find_id(self.backend, id, None if ids is None else list(ids))
 
     # -- tags, notes and deletion
 
     def tag(self, id: str, **values: Any) -> dict[str, Any]:
         """Set tags of run ``id`` (``None`` removes one); its tags now.
 
-        Tags appear in ``metadata["tags"]`` and can be queried
+        ``id`` may be the beginning of a run's id, as on the command line
+        (``train.tag("2026-11-28_13-47", best=True)``), if only one run's id
+        begins so. Tags appear in ``metadata["tags"]`` and can be queried
         (``where='tags.best == true'``). Records stay as written: tags are
         stored beside them, and concurrent taggers never lose each other's tags.
+
+        Raises
+        ------
+        ValueError
+            If ``id`` names no run, or begins several runs' ids.
         """
+        id = self._find(id)
         return marks.tag(self.root, id, values, self._record_path(id))
 
     def note(self, id: str, text: str) -> list[str]:
-        """Add a note to run ``id``; its notes now (in ``metadata["notes"]``)."""
+        """Add a note to run ``id`` (or an unambiguous prefix of it); its notes now
+        (in ``metadata["notes"]``)."""
+        id = self._find(id)
         return marks.note(self.root, id, text, self._record_path(id))
 
     def delete(self, *ids: str) -> list[str]:
         """Move runs ``ids`` (record, artefacts, metrics, tags) to the root's trash.
 
-        Returns the ids that were deleted (an unknown id is skipped).
+        Each id may be the beginning of one run's id. Returns the ids that were
+        deleted (an id naming no run is skipped).
 
         Raises
         ------
         ValueError
-            If a run is ``running`` in a live process.
+            If a run is ``running`` in a live process, or an id begins several
+            runs' ids (then nothing is deleted).
         """
-        return [id for id in ids if trashcan.delete(self.backend, id)]
+        found = []
+        for id in ids:
+            try:
+                found.append(self._find(id))
+            except NoSuchRun as exc:
+                if exc.matches:
+                    raise
+                if is_id(id):  # perhaps half deleted: the trash finishes it, or skips it
+                    found.append(id)
+        return [id for id in dict.fromkeys(found) if trashcan.delete(self.backend, id)]
 
     def restore(self, id: str) -> Observation:
-        """Move run ``id`` back from the trash."""
+        """Move run ``id`` (or an unambiguous prefix of it) back from the trash.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the trash holds no such run.
+        ValueError
+            If ``id`` begins the ids of several runs in the trash.
+        """
+        try:
+            id = self._find(id, trashcan.trashed(self.backend))
+        except NoSuchRun as exc:
+            if exc.matches:
+                raise
+            if not is_id(id):
+                raise FileNotFoundError(
+                    f"No run {id!r} in the trash of {str(self.root)!r}: see trash()."
+                ) from None
         return trashcan.restore(self.backend, id)
 
     def trash(self) -> list[str]:
@@ -525,10 +603,12 @@ def _build(
     if not callable(function):
         raise TypeError(f"@experiment decorates functions, not {function!r}.")
     name = getattr(function, "__name__", None)
-    if not isinstance(name, str) or not name.isidentifier():
+    # a lambda is recorded under "<lambda>", as 2.0.4 did: every lambda shares that
+    # folder, and each keeps to its own runs by its code
+    if not isinstance(name, str) or not (name.isidentifier() or name == LAMBDA):
         raise TypeError(
             f"@experiment records named functions, and {function!r} has no usable "
-            "__name__ (a functools.partial, a lambda or a callable object). Define a "
+            "__name__ (a functools.partial or a callable object). Define a "
             "function with def that calls it, and decorate that."
         )
     if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):

@@ -31,7 +31,7 @@ from ._records import (
     tags_of,
 )
 from ._where import Where as CompiledWhere
-from ._where import compile_where
+from ._where import compile_where, suggestion
 from .errors import DigitalExperimentsError
 
 if TYPE_CHECKING:
@@ -250,18 +250,35 @@ def rows(
 def matching(table: Sequence[Mapping[str, Any]], where: str | CompiledWhere) -> list[int]:
     """The positions of the rows of ``table`` (flat fields) that ``where`` keeps.
 
+    A run without a field the query names fails every comparison on it.
+
     Raises
     ------
     ValueError
-        For a syntax error, or a field no row has (with no rows, a field outside
-        the namespaces of :data:`NAMESPACES`).
+        For a syntax error, or a field that no run could have (see :func:`open_namespaces`).
     """
     expression = compile_where(where) if isinstance(where, str) else where
     known = _known(table)
-    if not table:  # no run to say which fields exist: check the namespaces only
-        known |= {f for f in expression.fields if f.split(".")[0] in NAMESPACES}
-    expression.check_fields(known)
+    expression.check_fields(known, open_namespaces(known))
     return [i for i, row in enumerate(table) if expression(row)]
+
+
+def open_namespaces(known: Collection[str]) -> list[str]:
+    """The namespaces whose fields are taken on trust: any run may lack them.
+
+    ``tags``, ``metrics`` and ``metadata`` vary from run to run (a tag nobody set
+    yet, a metric some runs log), so a name below them is never an error: a run
+    without it matches nothing and sorts last. ``config`` and ``result`` are
+    checked against the fields the runs have (``config.lrr`` when ``config.lr``
+    is known is a typo), unless no run has any field below them (no run, or
+    only failed runs with no result): then they are open too.
+    """
+    opened = ["tags", "metrics", "metadata"]
+    for namespace in ("config", "result"):
+        below = namespace + "."
+        if not any(name.startswith(below) for name in known):
+            opened.append(namespace)
+    return opened
 
 
 _NOT_FIELDS = frozenset({"environment", "code", "tags", "notes"})
@@ -302,24 +319,28 @@ def _ordered(
 
 def sort_order(rows: Sequence[Mapping[str, Any]], sort: str) -> list[int]:
     """The positions of ``rows`` (flat fields) in ``sort`` order, such as
-    ``"-result.loss,config.lr"`` (``-``: descending; missing values last).
+    ``"-result.loss,config.lr"`` (``-``: descending; missing values last,
+    whatever the direction).
 
     Raises
     ------
     ValueError
-        For a field no row has.
+        For a field that no run could have, as for :func:`matching`.
     """
     keys = [key.strip() for key in sort.split(",") if key.strip()]
     if not keys:
         raise ValueError(f"sort= names a field such as '-result.loss', not {sort!r}.")
     known = _known(rows)
+    opened = tuple(f"{namespace}." for namespace in open_namespaces(known))
     order = list(range(len(rows)))
     for key in reversed(keys):  # stable sorts, last key first
         name, descending = key.lstrip("-"), key.startswith("-")
-        if not any(name == k or k.startswith(name + ".") for k in known):
+        if not name.startswith(opened) and not any(
+            name == k or k.startswith(name + ".") for k in known
+        ):
             raise ValueError(
                 f"sort={sort!r}: unknown field {name!r}. Known fields: "
-                f"{', '.join(sorted(known)[:30])}"
+                f"{', '.join(sorted(known)[:30])}{suggestion(name, known)}"
             )
         order = _sorted_by(order, [row.get(name) for row in rows], descending)
     return order
@@ -385,6 +406,69 @@ def _matches(value: Any, wanted: Any) -> bool:
     except Exception:  # a value whose == raises: compare by content
         return keys.same_config(value, wanted)
     return equal if isinstance(equal, bool) else keys.same_config(value, wanted)
+
+
+# ---------------------------------------------------------------- ids and their prefixes
+
+
+class NoSuchRun(DigitalExperimentsError, ValueError):
+    """An id, or id prefix, that names no run, or several (``matches``)."""
+
+    def __init__(self, message: str, id: str, root: Path, matches: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.id, self.root, self.matches = id, root, list(matches)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.id, self.root, self.matches))
+
+
+def find_id(backend: Backend, id: str, ids: Collection[str] | None = None) -> str:
+    """The id of the run ``id`` names: ``id`` itself, or the one id it begins.
+
+    Parameters
+    ----------
+    backend : Backend
+        Where the runs are.
+    id : str
+        An id, or a prefix of one such as ``"2026-11-28_13-47"``.
+    ids : collection of str, optional
+        The ids to look among (default: every run of ``backend``; pass the
+        trash's ids to find a deleted run).
+
+    Raises
+    ------
+    NoSuchRun
+        If no run has that id or prefix, or several do (a ``ValueError``).
+    """
+    if not isinstance(id, str):
+        raise TypeError(f"A run id is a str such as {_EXAMPLE_ID!r}, not {id!r}.")
+    store = backend if isinstance(backend, FileBackend) else None
+    if ids is None and store is not None and is_id(id) and os.path.lexists(store.path(id)):
+        return id  # a whole id: no need to list the folder
+    known = backend.all_ids() if ids is None else ids
+    if id and id in known:
+        return id
+    matches = sorted(i for i in known if id and i.startswith(id))
+    if len(matches) == 1:
+        return matches[0]
+    where = str(backend.root)
+    if matches:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise NoSuchRun(
+            f"{id!r} matches {len(matches)} runs in {where!r} ({shown}): give more of the id.",
+            id,
+            backend.root,
+            matches,
+        )
+    raise NoSuchRun(
+        f"No run {id!r} in {where!r}: give a run's id, such as {_EXAMPLE_ID!r}, or the "
+        "beginning of one.",
+        id,
+        backend.root,
+    )
+
+
+_EXAMPLE_ID = "2026-01-01_12-00-00_000000"
 
 
 # ---------------------------------------------------------------- a root without its function
@@ -549,29 +633,68 @@ def to_dataframe(
     *,
     metrics: str | None = None,
     columns: Sequence[str] | None = None,
+    with_status: bool = False,
 ) -> pd.DataFrame:
     """``observations`` as a flat :class:`pandas.DataFrame`, one row per run.
 
-    The same table as ``pandas.json_normalize([o._asdict() for o in observations],
-    sep=sep)`` (2.0.4's), built faster. ``metrics`` (``"last"``, ``"min"`` or
-    ``"max"``) adds a ``metrics.<name>`` column per metric; ``columns`` keeps only
-    those columns, in that order (a prefix such as ``config`` keeps all of its
-    columns).
+    The columns of 2.0.4's table, ``pandas.json_normalize([o._asdict() for o in
+    observations], sep=sep)``, built faster and in the same order; then
+    ``metrics.<name>`` columns with ``metrics`` (``"last"``, ``"min"`` or
+    ``"max"``), and ``tags.<name>`` and ``notes`` (the notes of a run joined by
+    newlines) when some run has them, named as queries name them (they are not
+    repeated among the ``metadata.*`` columns). ``with_status`` adds a
+    ``status`` column after ``id``. ``columns`` keeps only those columns, in
+    that order (a prefix such as ``config`` keeps all of its columns).
+
+    Examples
+    --------
+    >>> from digital_experiments import query
+    >>> runs = query.load("experiments/train", status="all")  # doctest: +SKIP
+    >>> query.to_dataframe(runs, with_status=True)  # doctest: +SKIP
+                               id     status  result.loss  config.lr  tags.best
+    0  2026-11-28_12-00-00_000000  completed          0.2        0.1       True
+    1  2026-11-28_12-00-05_000000     failed          NaN        5.0        NaN
     """
     import pandas as pd  # heavy: imported only when needed
 
     rows = []
     for observation in observations:
         row = observation._asdict()
-        if not include_metadata:
+        if include_metadata:
+            row["metadata"] = _metadata_columns(observation.metadata)
+        else:
             del row["metadata"]
         if metrics is not None:
             row["metrics"] = metrics_of(observation, metrics)
-        rows.append(_flatten(row, sep))
+        flat = _flatten(row, sep)
+        if with_status:
+            flat = {"id": flat.pop("id"), "status": status_of(observation), **flat}
+        _flatten_into(flat, tags_of(observation), "tags", sep)
+        notes = notes_of(observation)
+        if notes:
+            flat["notes"] = "\n".join(notes)
+        rows.append(flat)
     frame: pd.DataFrame = pd.DataFrame(rows) if rows else pd.DataFrame()
     if columns is not None:
         frame = frame[select_columns(list(frame.columns), columns, sep)]
     return frame
+
+
+def _metadata_columns(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The metadata a table shows as ``metadata.*``: tags and notes have columns of
+    their own (``tags.*``, ``notes``), unless they have a shape no tag or note has."""
+    rest = dict(metadata)
+    if isinstance(rest.get("tags"), dict):
+        del rest["tags"]
+    if isinstance(rest.get("notes"), (str, list, tuple)):
+        del rest["notes"]
+    return rest
+
+
+def shows_status(status: Status) -> bool:
+    """Whether a table of the runs ``status=`` selects needs a ``status`` column:
+    always, but when it selects completed runs only (the default, 2.0.4's table)."""
+    return _statuses(status) != frozenset({COMPLETED})
 
 
 def select_columns(available: list[str], wanted: Sequence[str], sep: str = ".") -> list[str]:

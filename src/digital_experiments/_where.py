@@ -25,8 +25,14 @@ be compared (text with a number, ``null`` with a number, ``true`` with ``1``)
 compare false, never raise; ints and floats compare as numbers.
 
 Queries are parsed here, never evaluated by Python: nothing in one can run code.
-An unknown field or a syntax error is a ``WhereError`` (a ``ValueError``) that
-shows the query with a caret under the spot.
+A syntax error, or a field no run could have, is a ``WhereError`` (a
+``ValueError``) that shows the query with a caret under the spot. Fields below
+``tags``, ``metrics`` and ``metadata`` vary from run to run and are never
+unknown: ``tags.best == true`` before any run is tagged matches nothing. Fields
+below ``config`` and ``result`` are checked against those the runs have
+(``config.lrr`` when runs have ``config.lr`` is a typo), unless no run has any
+(only failed runs, which returned nothing). A bare name such as ``lr`` is
+unknown, and the error suggests ``config.lr``.
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ _ORDERS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator
 _STRAY = {"=": "comparisons use ==", "&": "use and", "|": "use or", "!": "use not or !="}
 _MAX_DEPTH = 100  # nested "(" and "not": deep enough for people, shallow enough for the stack
 _MAX_SHOWN = 30
+_NAMESPACED = (
+    " A field starts with where it comes from: config.<name>, result.<key>, tags.<name>, "
+    "metrics.<name>."
+)
 
 
 class WhereError(DigitalExperimentsError, ValueError):
@@ -118,18 +128,25 @@ class Where:
         """Whether the run whose flat fields (``{"config.lr": 0.1, ...}``) are ``row`` matches."""
         return _evaluate(self.tree, row)
 
-    def check_fields(self, known: Collection[str]) -> None:
+    def check_fields(self, known: Collection[str], anything_under: Collection[str] = ()) -> None:
         """Raise :class:`WhereError` for the first field that is not ``known``.
 
         A field is known when it is in ``known`` or is a prefix of a known
         field (``config`` when ``config.lr`` is known); a field below a known
-        one (``result.loss.x`` when only ``result.loss`` is known) is not.
+        one (``result.loss.x`` when only ``result.loss`` is known) is not. A
+        field below one of ``anything_under`` (``tags.best`` for ``tags``) is
+        accepted whether or not a run has it: where it is missing, it matches
+        nothing. An unknown bare name is shown the field it most likely means
+        (``lr``: ``config.lr``).
         """
         present = set(known)
         names = sorted(present)
+        opened = tuple(f"{prefix}." for prefix in anything_under)
         for node in _comparisons(self.tree):
             prefix = node.field + "."
-            if node.field in present or any(k.startswith(prefix) for k in names):
+            if node.field in present or node.field.startswith(opened):
+                continue
+            if any(k.startswith(prefix) for k in names):
                 continue
             shown = ", ".join(names[:_MAX_SHOWN]) or "(none)"
             if len(names) > _MAX_SHOWN:
@@ -138,8 +155,28 @@ class Where:
                 f"Unknown field {node.field!r} in where=:", self.text, node.at, len(node.field)
             )
             message += f"\nKnown fields: {shown}"
-            close = difflib.get_close_matches(node.field, names, n=1)
-            raise WhereError(message + (f"\nDid you mean {close[0]!r}?" if close else ""))
+            raise WhereError(message + suggestion(node.field, names))
+
+
+def suggestion(name: str, known: Collection[str]) -> str:
+    """A line naming the field ``name`` most likely means (``""`` if none does).
+
+    A bare name is looked for below the namespaces, ``config`` first (``lr``:
+    ``config.lr``; ``config.lr`` too when no run is there to say); anything else
+    is matched by spelling (``config.lrr``: ``config.lr``).
+    """
+    names = sorted(known)
+    if "." not in name:
+        below = sorted(
+            (k for k in names if k.endswith(f".{name}")),
+            key=lambda k: (not k.startswith("config."), k.count("."), k),
+        )
+        if below:
+            return f"\nDid you mean {below[0]!r}?{_NAMESPACED}"
+        if not any(k.startswith("config.") for k in names):
+            return f"\nDid you mean 'config.{name}'?{_NAMESPACED}"
+    close = difflib.get_close_matches(name, names, n=1)
+    return f"\nDid you mean {close[0]!r}?" if close else ""
 
 
 def compile_where(text: str) -> Where:

@@ -11,7 +11,8 @@ in folders written by digital-experiments 3.x (they hold ``.de/``) or with
 ``--trust``.
 
 Exit codes: 0 success, 1 failure (unknown id, export failed), 2 usage error
-(bad arguments, no such folder).
+(bad arguments, no such folder, a command that would delete asked without a
+terminal and without ``--yes``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import argparse
 import difflib
 import json
 import os
-import shutil
 import sys
 import warnings
 from collections import Counter
@@ -31,11 +31,10 @@ from typing import Any, TextIO
 
 from . import __version__
 from . import _annotations as marks
-from . import _layout as layout
 from . import _query as query
 from . import _trash as trashcan
 from ._backends import FileBackend, yaml_text
-from ._compare import call_text, compare, keywords
+from ._compare import call_text, compare
 from ._records import (
     ABANDONED,
     COMPLETED,
@@ -48,7 +47,17 @@ from ._records import (
     status_of,
     tags_of,
 )
-from ._tables import FORMATS, json_text, printable, render, text, wants_colour
+from ._tables import (
+    FORMATS,
+    duration,
+    json_text,
+    pairs,
+    printable,
+    render,
+    short,
+    text,
+    wants_colour,
+)
 from .errors import RunningError, TrashError
 
 PROG = "digital-experiments"
@@ -152,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
             "status == 'completed'\" (see docs/queries.md)",
         )
         command.add_argument(
-            "--sort", help="order by these fields, such as -result.loss (- for descending)"
+            "--sort",
+            help="order by these fields, such as -result.loss (- for descending; runs "
+            "without the field last; see docs/queries.md)",
         )
         command.add_argument(
             "--top", type=_non_negative, metavar="N", help="only the first N runs (with --sort)"
@@ -182,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser(
         "show",
         help="one run in full, with its artefacts",
-        description="One run in full: config, result, metadata and artefacts.",
+        description="One run in full: config, result, the last value of each metric, "
+        "metadata and artefacts.",
     )
     root_argument(show, optional=True)
     id_argument(show)
@@ -223,12 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
         "rm",
         help="move runs to the trash",
         description="Move runs (record, artefacts, metrics, tags) to the root's trash, "
-        "from where `trash restore` brings them back. A running run is refused.",
+        "from where `trash restore` brings them back. A running run is refused. Lists "
+        "the runs and asks first on a terminal; without one, pass --yes.",
     )
     root_argument(remove)
     remove.add_argument("ids", metavar="ID", nargs="*", help="run ids (or unambiguous prefixes)")
     remove.add_argument("--where", help="the runs matching this query (see docs/queries.md)")
-    remove.add_argument("--yes", "-y", action="store_true", help="do not ask first")
+    remove.add_argument(
+        "--yes", "-y", action="store_true", help="do not ask first (needed without a terminal)"
+    )
     remove.set_defaults(command=cmd_rm, default_status="all")
 
     bin_ = commands.add_parser(
@@ -240,7 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     root_argument(bin_)
     bin_.add_argument("action", choices=("list", "restore", "purge"), help="what to do")
     bin_.add_argument("ids", metavar="ID", nargs="*", help="for restore: the run ids")
-    bin_.add_argument("--yes", "-y", action="store_true", help="purge without asking")
+    bin_.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="purge without asking (needed without a terminal)",
+    )
     bin_.set_defaults(command=cmd_trash)
 
     export = commands.add_parser(
@@ -281,8 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune = commands.add_parser(
         "prune",
         help="delete failed, abandoned or interrupted runs",
-        description="Delete the runs with the given status, with their artefact folders. "
-        "Lists them and asks first.",
+        description="Delete the runs with the given status for good, with their "
+        "artefacts, metrics, tags and notes (moved to the trash, then purged). Lists "
+        "them and asks first on a terminal; without one, pass --yes.",
     )
     root_argument(prune)
     prune.add_argument(
@@ -292,7 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STATUS",
         help=f"{', '.join(PRUNABLE)}; repeat or separate with commas for several",
     )
-    prune.add_argument("--yes", "-y", action="store_true", help="do not ask before deleting")
+    prune.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="do not ask before deleting (needed without a terminal)",
+    )
     prune.set_defaults(command=cmd_prune)
     return parser
 
@@ -334,14 +360,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         return 0
-    record = {
-        "id": run.id,
-        "status": status_of(run),
-        "config": run.config,
-        "result": run.result,
-        "metadata": run.metadata,
-        "artefacts": [str(path.relative_to(backend.root)) for path in backend.artefacts(id)],
-    }
+    record = {"id": run.id, "status": status_of(run), "config": run.config, "result": run.result}
+    metrics = query.metrics_of(run)
+    if metrics:
+        record["metrics"] = metrics  # the last value of each, as list shows them
+    record["metadata"] = run.metadata
+    record["artefacts"] = [str(path.relative_to(backend.root)) for path in backend.artefacts(id)]
     if args.json:
         print(json_text(_plain(record)))
     else:
@@ -366,13 +390,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         text = json_text(_plain(records)) + "\n"
         _write_text(text, args.output)
     else:
-        frame = query.to_dataframe(runs, include_metadata=args.include_metadata, metrics="last")
-        if len(frame):
-            frame.insert(1, "status", [status_of(run) for run in runs])
-            if not args.include_metadata:  # tags and notes are metadata, but people's own
-                marks_of = [_marks(run) for run in runs]
-                for name in dict.fromkeys(k for m in marks_of for k in m):
-                    frame[name] = [m.get(name) for m in marks_of]
+        frame = query.to_dataframe(
+            runs, include_metadata=args.include_metadata, metrics="last", with_status=True
+        )
         if args.columns:
             try:
                 frame = frame[query.select_columns(list(frame.columns), _names(args.columns))]
@@ -406,6 +426,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if not runs:
         print(f"Nothing to prune: no {' or '.join(statuses)} runs in {backend.root}.")
         return 0
+    if not args.yes:
+        _need_terminal(f"prune would delete {_plural(len(runs), 'run')}")
     _print_table(runs, sys.stdout)
     question = (
         "Delete the run above and its artefacts? [y/N] "
@@ -415,11 +437,21 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if not args.yes and not _confirm(question):
         print("Nothing deleted.")
         return 0
-    for run in runs:
-        backend.delete(run.id)
-        _remove_artefacts(backend.root, run.id)
-    print(f"Deleted {_plural(len(runs), 'run')}.")
-    return 0
+    # the trash's delete, then a purge of those runs: record, artefacts, metrics,
+    # tags and notes go, each move checked first, never leaving the root
+    deleted = [run.id for run in runs if _to_trash(backend, run.id)]
+    trashcan.purge(backend, deleted)
+    print(f"Deleted {_plural(len(deleted), 'run')}.")
+    return 0 if len(deleted) == len(runs) else 1
+
+
+def _to_trash(backend: FileBackend, id: str) -> bool:
+    """Move run ``id`` to the trash; ``False``, said on stderr, if it could not be."""
+    try:
+        return trashcan.delete(backend, id)
+    except (RunningError, TrashError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return False
 
 
 def _prunable(backend: FileBackend, statuses: frozenset[str]) -> list[Observation]:
@@ -529,15 +561,16 @@ def cmd_rm(args: argparse.Namespace) -> int:
     if not ids:
         print("No runs match: nothing deleted.")
         return 0
-    if not args.yes and not _confirm(f"Move {_plural(len(ids), 'run')} to the trash? [y/N] "):
-        print("Nothing deleted.")
-        return 0
-    deleted = 0
-    for id in ids:
-        try:
-            deleted += trashcan.delete(backend, id)
-        except (RunningError, TrashError) as exc:
-            print(f"{PROG}: {exc}", file=sys.stderr)
+    ids = list(dict.fromkeys(ids))
+    if not args.yes:
+        _need_terminal(f"rm would move {_plural(len(ids), 'run')} to the trash")
+        # what is about to go, as prune shows it (an unreadable record is skipped
+        # here with a warning, and deleted all the same)
+        _print_table(list(backend.iter_observations(ids, environment=False)), sys.stdout)
+        if not _confirm(f"Move {_plural(len(ids), 'run')} to the trash? [y/N] "):
+            print("Nothing deleted.")
+            return 0
+    deleted = sum(_to_trash(backend, id) for id in ids)
     print(f"Moved {_plural(deleted, 'run')} to the trash ({PROG} trash {backend.root} list).")
     return 0 if deleted == len(ids) else 1
 
@@ -552,7 +585,9 @@ def cmd_trash(args: argparse.Namespace) -> int:
     elif args.action == "restore":
         if not args.ids:
             raise CommandError("trash restore takes the ids of the runs to restore.", code=2)
-        for id in args.ids:
+        trashed = trashcan.trashed(backend)
+        for given in args.ids:
+            id = _resolve_id(backend, given, trashed, place="the trash of")
             try:
                 trashcan.restore(backend, id)
             except (FileNotFoundError, FileExistsError) as exc:
@@ -560,13 +595,11 @@ def cmd_trash(args: argparse.Namespace) -> int:
             print(f"Restored {id}")
     else:
         count = len(trashcan.trashed(backend))
-        if (
-            count
-            and not args.yes
-            and not _confirm(f"Delete the {_plural(count, 'run')} in the trash for good? [y/N] ")
-        ):
-            print("Nothing purged.")
-            return 0
+        if count and not args.yes:
+            _need_terminal(f"trash purge would delete {_plural(count, 'run')} for good")
+            if not _confirm(f"Delete the {_plural(count, 'run')} in the trash for good? [y/N] "):
+                print("Nothing purged.")
+                return 0
         print(f"Purged {_plural(trashcan.purge(backend), 'run')}.")
     return 0
 
@@ -681,26 +714,6 @@ def _find_run(folders: list[Path], args: argparse.Namespace) -> tuple[FileBacken
     )
 
 
-def _remove_artefacts(root: Path, id: str) -> None:
-    """Delete ``root/storage/<id>`` without ever leaving ``root``."""
-    folder = layout.artefacts(root, id)
-    if folder.is_symlink():
-        # a run folder moved and linked back: remove the link, never what it
-        # points to (outside the root, or another run's folder)
-        folder.unlink(missing_ok=True)
-        return
-    if not folder.is_dir():
-        return
-    real = folder.resolve()
-    if real != layout.artefacts(root.resolve(), id):  # storage itself links elsewhere
-        warnings.warn(
-            f"Kept the artefacts of {id!r} at {str(real)!r}: outside {str(root)!r}.",
-            stacklevel=2,
-        )
-        return
-    shutil.rmtree(real, ignore_errors=True)
-
-
 def _select(
     backend: FileBackend, args: argparse.Namespace, environment: bool = False
 ) -> list[Observation]:
@@ -717,15 +730,6 @@ def _select(
         )
     except ValueError as exc:  # an unknown status, field or sort, a bad query
         raise CommandError(str(exc), code=2) from None
-
-
-def _marks(run: Observation) -> dict[str, Any]:
-    """A run's tags (``tags.<name>``) and notes (one text), for export."""
-    found = {f"tags.{k}": v for k, v in tags_of(run).items()}
-    notes = notes_of(run)
-    if notes:
-        found["notes"] = "\n".join(notes)
-    return found
 
 
 def _limit(args: argparse.Namespace) -> int | None:
@@ -757,9 +761,10 @@ def _columns(rows: list[dict[str, Any]], wanted: str | None) -> list[str]:
         seen.extend(name for name in row if name not in seen)
     if wanted:
         try:
-            return query.select_columns(seen or ["id"], _names(wanted))
+            chosen = query.select_columns(seen or ["id"], _names(wanted))
         except ValueError as exc:
             raise CommandError(str(exc), code=2) from None
+        return chosen if "id" in chosen else ["id", *chosen]  # which run a line is
     shown = [c for c in seen if c.split(".")[0] in _SHOWN]
     return ["id", "status", "duration", *shown]
 
@@ -778,21 +783,42 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def _resolve_id(backend: FileBackend, id: str) -> str:
+def _resolve_id(
+    backend: FileBackend, id: str, among: list[str] | None = None, place: str = "in"
+) -> str:
+    """The run id ``id`` names (itself, or the one id it begins), as every
+    :class:`~digital_experiments.Experiment` method finds it; ``among``: the ids
+    to look in (default: the runs of ``backend``)."""
     if Path(id).name != id or not id:
         raise CommandError(f"Invalid run id {id!r}: ids are names, not paths.", code=2)
-    ids = backend.all_ids()
-    if id in ids:
-        return id
-    matches = sorted(i for i in ids if i.startswith(id))
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
-        raise CommandError(f"{id!r} matches {len(matches)} runs ({shown}): give more of the id.")
-    raise CommandError(
-        f"No run {id!r} in {str(backend.root)!r}. See the ids with: {PROG} list {backend.root}"
-    )
+    try:
+        return query.find_id(backend, id, among)
+    except query.NoSuchRun as exc:
+        if exc.matches:
+            shown = ", ".join(exc.matches[:5]) + (", ..." if len(exc.matches) > 5 else "")
+            raise CommandError(
+                f"{id!r} matches {len(exc.matches)} runs ({shown}): give more of the id."
+            ) from None
+    see = f"{PROG} list {backend.root}"
+    if among is not None:
+        see = f"{PROG} trash {backend.root} list"
+    raise CommandError(f"No run {id!r} {place} {str(backend.root)!r}. See the ids with: {see}")
+
+
+def _need_terminal(doing: str) -> None:
+    """Refuse (exit 2) to ask a question no one can answer: without a terminal on
+    standard input (a script, CI, ``< /dev/null``), a command that would delete
+    asks for ``--yes`` instead of reading "no" from nothing and exiting 0."""
+    try:
+        interactive = sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):  # closed or replaced stdin
+        interactive = False
+    if not interactive:
+        raise CommandError(
+            f"{doing}, but standard input is not a terminal to ask on: nothing was "
+            "deleted. Pass --yes to delete without asking.",
+            code=2,
+        )
 
 
 def _confirm(question: str) -> bool:
@@ -831,13 +857,18 @@ def _write_text(text: str, output: Path | None) -> None:
 
 
 def _print_table(runs: list[Observation], out: TextIO) -> None:
+    """The runs as ``list`` shows them: one line each, fitting the terminal (the id,
+    status and duration whole; config, result, metrics and tags cut to fit)."""
     metrics = [
         {k.removeprefix("metrics."): v for k, v in row.items() if k.startswith("metrics.")}
         for row in query.rows(runs, "last", metadata=False)
     ]
+    tags = [tags_of(run) for run in runs]
     columns = ["id", "status", "duration", "config", "result"]
     if any(metrics):
         columns.append("metrics")
+    if any(tags):
+        columns.append("tags")
     rows = [
         {
             "id": run.id,
@@ -845,9 +876,10 @@ def _print_table(runs: list[Observation], out: TextIO) -> None:
             "duration": _duration(run),
             "config": _config_text(run),
             "result": _result_text(run),
-            "metrics": ", ".join(f"{k}={text(v)}" for k, v in summary.items()),
+            "metrics": pairs(summary),
+            "tags": pairs(marks),
         }
-        for run, summary in zip(runs, metrics, strict=True)
+        for run, summary, marks in zip(runs, metrics, tags, strict=True)
     ]
     if rows:
         out.write(render(rows, columns, "table", wants_colour(out)))
@@ -858,28 +890,23 @@ def _duration(run: Observation) -> str:
     if isinstance(timing, dict) and isinstance(timing.get("total"), dict):
         timing = timing["total"]
     seconds = timing.get("duration") if isinstance(timing, dict) else None
-    if not isinstance(seconds, (int, float)):
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
         return "-"
-    if seconds < 1:
-        return f"{seconds * 1e3:.3g}ms"
-    if seconds < 60:
-        return f"{seconds:.3g}s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+    return duration(seconds)
 
 
 def _config_text(run: Observation) -> str:
-    return keywords(run.config if isinstance(run.config, dict) else {})
+    return pairs(run.config) if isinstance(run.config, dict) else short(run.config)
 
 
 def _result_text(run: Observation) -> str:
     error = run.metadata.get("error") if isinstance(run.metadata, dict) else None
     if isinstance(error, dict) and run.result is None:
-        return f"{error.get('type', 'Error')}: {error.get('message', '')}".rstrip(": ")
+        message = printable(f"{error.get('type', 'Error')}: {error.get('message', '')}")
+        return message.replace("\n", " ").rstrip(": ")
     if status_of(run) in (RUNNING, ABANDONED):
         return "-"
-    return repr(run.result)
+    return pairs(run.result) if isinstance(run.result, dict) else short(run.result)
 
 
 def _json_record(run: Observation, include_metadata: bool) -> dict[str, Any]:
