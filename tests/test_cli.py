@@ -34,8 +34,10 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run the command line in a fresh interpreter; never raises on a non-zero exit.
 
-    ``input`` is piped to it (no terminal, as in a script); ``terminal`` is typed
-    on a pseudo-terminal that is its standard input (``"\\x04"``: end of input).
+    ``input`` is piped to it (no terminal, as in a script; without it, standard
+    input is ``/dev/null``, never the terminal pytest runs in); ``terminal`` is
+    typed on a pseudo-terminal that is its standard input (``"\\x04"``: end of
+    input).
     """
     env = {k: v for k, v in os.environ.items() if k != "DE_ROOT"}
     if de_root is not None:
@@ -44,7 +46,14 @@ def cli(
     command = [sys.executable, "-m", "digital_experiments", *map(str, args)]
     if terminal is None:
         return subprocess.run(
-            command, input=input, capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+            command,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env=env,
+            timeout=120,
         )
     leader, follower = pty.openpty()
     try:

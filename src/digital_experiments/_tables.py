@@ -114,17 +114,18 @@ def fit(columns: list[str], cells: list[list[str]], kept: list[bool], width: int
 
     Kept columns get their whole width; the others share the rest fairly: a
     narrow column keeps its width, and what it leaves goes to the wider ones.
-    Each cut column still shows its header (at least ten characters), so on a
+    Each cut column still shows its header (at least four characters), so on a
     very narrow terminal the lines are longer than ``width`` rather than empty.
     """
     natural = [max(len(line[i]) for line in [columns, *cells]) for i in range(len(columns))]
     room = width - 2 * (len(columns) - 1) - sum(w for w, k in zip(natural, kept, strict=True) if k)
     widths = list(natural)
     flexible = sorted((i for i, k in enumerate(kept) if not k), key=lambda i: natural[i])
+    smallest = {i: min(natural[i], max(len(columns[i]), 4)) for i in flexible}
     for left, i in enumerate(flexible):
-        share = max(room, 0) // (len(flexible) - left)
-        smallest = min(natural[i], max(len(columns[i]), 10))
-        widths[i] = max(min(natural[i], share), smallest)
+        later = sum(smallest[j] for j in flexible[left + 1 :])  # kept for the columns after
+        share = min(room // (len(flexible) - left), room - later)
+        widths[i] = max(min(natural[i], share), smallest[i])
         room -= widths[i]
     return widths
 
