@@ -87,13 +87,16 @@ def test_a_bad_query_is_a_400_pointing_at_it(client: Any) -> None:
     assert client.get("/api/experiments/nope/runs").status_code == 404
 
 
-def test_points_give_whole_columns_for_plots(client: Any) -> None:
+def test_points_give_whole_columns_of_completed_runs_for_plots(client: Any) -> None:
+    """The plots get every completed run; a failed one is counted, not plotted."""
     data = client.get(
         "/api/experiments/fit/points", params={"columns": "config.lr,result.loss"}
     ).json()
-    assert data["ids"] == client.ids
-    assert data["config.lr"] == [0.1, 0.3, 0.01, 5.0]
-    assert data["result.loss"][:3] == [0.2, 0.3, 0.04]
+    assert data["ids"] == client.ids[:3]
+    assert data["config.lr"] == [0.1, 0.3, 0.01]
+    assert data["result.loss"] == [0.2, 0.3, 0.04]
+    assert (data["matched"], data["plotted"], data["shown"]) == (4, 3, 3)
+    assert data["left_out"] == {"failed": 1}
 
 
 def test_one_run_in_full_with_artefacts_and_metrics(client: Any) -> None:

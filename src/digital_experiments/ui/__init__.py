@@ -51,6 +51,8 @@ def serve(
     """
     import uvicorn
 
+    from ._server import Server
+
     if not _is_local(host):
         print(
             f"warning: serving on {host}, reachable from other machines; the view is "
@@ -62,10 +64,16 @@ def serve(
     url = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"
     app = create_app(Path(root), trust=trust, hosts=[*LOOPBACK, host])
     config = uvicorn.Config(app, host=host, port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    print(f"digital-experiments: serving {Path(root).absolute()} at {url} (Ctrl-C to stop)")
-    if open_browser:
-        webbrowser.open(url)
+
+    def ready() -> None:
+        print(
+            f"digital-experiments: serving {Path(root).absolute()} at {url} (Ctrl-C to stop)",
+            flush=True,
+        )
+        if open_browser:
+            webbrowser.open(url)
+
+    server = Server(config, ready)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn shut down, then passes it on
         server.run()
     print("digital-experiments: stopped")

@@ -15,6 +15,8 @@ import mimetypes
 import os
 import reprlib
 import threading
+import time
+import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -33,9 +35,9 @@ from .. import _layout as layout
 from .. import _query as query
 from .._compare import compare
 from .._metrics import read as read_metrics
-from .._records import status_of
+from .._records import notes_of, status_of, tags_of
 from .._where import WhereError
-from ._index import Refused, RunIndex, Watcher, settled, why
+from ._index import Refused, RunIndex, Watcher, labels, settled, why
 
 STATIC = Path(__file__).parent / "static"
 PAGE = 100  # rows per page of the runs table
@@ -49,6 +51,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # origin (sandbox), and is never read as another type than the one it is served as
 ARTEFACT_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
 PREVIEW = 200  # characters of a value the runs table shows; the run's page has it whole
+POINTS = 4000  # runs the plots get at most (a sample beyond)
+CURVES = 20  # runs whose curves one request gets at most
+PLOTTED = "completed"  # the plots show completed runs only: a failed run has no result
 
 
 class Root:
@@ -167,43 +172,45 @@ def create_app(
     async def runs(request: Request) -> Response:
         index = state.index(request.path_params["name"])
         params = request.query_params
-        rows = index.snapshot()
-        total = len(rows)
         try:
             offset = max(_whole(params, "offset", 0, "a row number from 0, such as 100"), 0)
             limit = min(max(_whole(params, "limit", PAGE, "1 to 1000 rows, such as 100"), 1), 1000)
-            rows = _filter(rows, params.get("where", ""))
-            rows = _sort(rows, params.get("sort", ""))
+            answer = await anyio.to_thread.run_sync(
+                _runs, index, params.get("where", ""), params.get("sort", ""), offset, limit
+            )
         except ValueError as exc:
             return _json({"error": str(exc)}, 400)
-        columns = _columns(rows)
-        return _json(
-            {
-                "version": index.version,
-                "total": total,
-                "matched": len(rows),
-                "offset": offset,
-                "columns": columns,
-                "numeric": [c for c in columns if _numeric(rows, c)],
-                "rows": [_previews(row) for row in rows[offset : offset + limit]],
-                "unreadable": [{"id": k, "error": v} for k, v in sorted(index.unreadable.items())],
-                "refused": sorted(index.refused.values()),
-                "problem": index.problem,
-            }
-        )
+        return _json(answer)
 
     async def points(request: Request) -> Response:
-        """Columns of every matching run, for the plots (not paged)."""
+        """Columns of the completed runs that match, for the plots (not paged; sampled
+        past ``limit`` runs, keeping those at both ends of ``keep`` and runs ``ids``)."""
         index = state.index(request.path_params["name"])
         params = request.query_params
+        wanted = [c for c in params.get("columns", "").split(",") if c]
+        chosen = [i for i in params.get("ids", "").split(",") if i]
         try:
-            rows = _filter(index.snapshot(), params.get("where", ""))
+            limit = max(_whole(params, "limit", POINTS, f"a number of runs, such as {POINTS}"), 2)
+            answer = await anyio.to_thread.run_sync(
+                _points, index, params.get("where", ""), wanted, limit, params.get("keep"), chosen
+            )
         except ValueError as exc:
             return _json({"error": str(exc)}, 400)
-        wanted = [c for c in params.get("columns", "").split(",") if c]
-        return _json(
-            {"ids": [r["id"] for r in rows], **{c: [r.get(c) for r in rows] for c in wanted}}
-        )
+        return _json(answer)
+
+    async def curves(request: Request) -> Response:
+        """The metric curves of runs ``ids`` (at most :data:`CURVES`), each thinned to
+        ``points`` points, with a legend name for each run (what differs)."""
+        index = state.index(request.path_params["name"])
+        params = request.query_params
+        ids = list(dict.fromkeys(i for i in params.get("ids", "").split(",") if i))
+        if not all(layout.is_id(i) for i in ids):
+            return _json({"error": "curves takes run ids: ?ids=ID1,ID2"}, 400)
+        try:
+            most = max(_whole(params, "points", 2000, "a number of points, such as 2000"), 2)
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        return _json(await anyio.to_thread.run_sync(_curves, index, ids[:CURVES], most))
 
     async def run(request: Request) -> Response:
         index = state.index(request.path_params["name"])
@@ -225,7 +232,12 @@ def create_app(
         for path in observation_artefacts(index, id):
             relative = path.relative_to(folder).as_posix()
             artefacts.append({"path": relative, "size": path.stat().st_size, "kind": _kind(path)})
+        with warnings.catch_warnings():  # odd tags or notes are left out; the page says so
+            warnings.simplefilter("ignore")
+            tags, notes = tags_of(observation), notes_of(observation)
         metadata = dict(observation.metadata)
+        metadata.pop("tags", None)
+        metadata.pop("notes", None)
         environment = metadata.pop("environment", None)
         if not isinstance(environment, dict):
             environment = {}
@@ -235,6 +247,8 @@ def create_app(
                 "status": status_of(observation),
                 "config": observation.config,
                 "result": observation.result,
+                "tags": tags,
+                "notes": notes,
                 "timing": metadata.pop("timing", None),
                 "error": metadata.pop("error", None),
                 "code": metadata.pop("code", None),
@@ -347,6 +361,9 @@ def create_app(
         with resources.as_file(bundle) as path:
             return FileResponse(path, media_type="text/javascript")
 
+    async def favicon(request: Request) -> Response:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     async def missing(request: Request, exc: Exception) -> Response:
         return _json({"error": str(exc)}, 404)
 
@@ -355,12 +372,14 @@ def create_app(
         Route("/api/experiments", experiments),
         Route("/api/experiments/{name}/runs", runs),
         Route("/api/experiments/{name}/points", points),
+        Route("/api/experiments/{name}/curves", curves),
         Route("/api/experiments/{name}/compare", differences),
         Route("/api/experiments/{name}/events", events),
         Route("/api/experiments/{name}/runs/{id}", run),
         Route("/api/experiments/{name}/runs/{id}/metrics", metrics),
         Route("/api/experiments/{name}/runs/{id}/artefacts/{path:path}", artefact),
         Route("/static/plotly.min.js", plotly_js),
+        Route("/favicon.ico", favicon),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
     app = Starlette(
@@ -460,6 +479,127 @@ def _kind(path: Path) -> str:
     return "binary"
 
 
+def _runs(index: RunIndex, where: str, sort: str, offset: int, limit: int) -> dict[str, Any]:
+    """The runs endpoint's answer: one page of the rows ``where`` keeps, in ``sort``
+    order, each with its extras (``duration``, ``error``; a running run's ``elapsed``
+    seconds and last ``step``).
+
+    Raises
+    ------
+    ValueError
+        For a bad ``where`` or ``sort`` (the message points at it).
+    """
+    rows = index.snapshot()
+    total = len(rows)
+    rows = _sort(_filter(rows, where), sort)
+    columns = index.columns()
+    now = time.time()
+    page = []
+    for row in rows[offset : offset + limit]:
+        shown = _previews(row)
+        extra = index.extra(row["id"])
+        shown["duration"] = extra.get("duration")
+        if "error" in extra:
+            shown["error"] = _preview(extra["error"])
+        if "started" in extra:
+            shown["elapsed"] = max(0.0, now - extra["started"])
+        if "step" in extra:
+            shown["step"] = extra["step"]
+        page.append(shown)
+    return {
+        "version": index.version,
+        "total": total,
+        "matched": len(rows),
+        "offset": offset,
+        "columns": columns.columns,
+        "numeric": columns.numeric,
+        "varying": columns.varying,
+        "filled": columns.filled,
+        "sorts": {"duration": columns.duration} if columns.duration else {},
+        "rows": page,
+        "unreadable": [{"id": k, "error": v} for k, v in sorted(index.unreadable.items())],
+        "refused": sorted(index.refused.values()),
+        "problem": index.problem,
+    }
+
+
+def _points(
+    index: RunIndex, where: str, columns: list[str], limit: int, keep: str | None, ids: list[str]
+) -> dict[str, Any]:
+    """The points endpoint's answer: ``columns`` of the completed runs ``where`` keeps,
+    at most ``limit`` of them (a sample: the runs at both ends of column ``keep``, runs
+    ``ids``, and an even spread of the others), with how many were left out and why."""
+    matched = _filter(index.snapshot(), where)
+    plotted = [row for row in matched if row["status"] == PLOTTED]
+    left_out: dict[str, int] = {}
+    for row in matched:
+        if row["status"] != PLOTTED:
+            left_out[row["status"]] = left_out.get(row["status"], 0) + 1
+    shown = _sample(plotted, limit, keep, set(ids))
+
+    def value(row: dict[str, Any], column: str) -> Any:
+        if column == "duration":
+            return index.extra(row["id"]).get("duration")
+        return _preview(row.get(column))
+
+    return {
+        "ids": [row["id"] for row in shown],
+        **{c: [value(row, c) for row in shown] for c in columns},
+        "matched": len(matched),
+        "plotted": len(plotted),
+        "shown": len(shown),
+        "left_out": left_out,
+    }
+
+
+def _sample(
+    rows: list[dict[str, Any]], limit: int, keep: str | None, ids: set[str]
+) -> list[dict[str, Any]]:
+    """At most ``limit`` of ``rows`` in their order: every run of ``ids``, the tenth of
+    ``limit`` at each end of column ``keep`` (the best runs, whichever way is best),
+    then an even spread of the rest."""
+    if len(rows) <= limit:
+        return rows
+    kept = {i for i, row in enumerate(rows) if row["id"] in ids}
+    if keep:
+        ranked = [i for i, row in enumerate(rows) if _plain_number(row.get(keep))]
+        ranked.sort(key=lambda i: rows[i][keep])
+        ends = max(1, limit // 10)
+        kept.update(ranked[:ends] + ranked[-ends:])
+    rest = [i for i in range(len(rows)) if i not in kept]
+    room = max(0, limit - len(kept))
+    if room:
+        step = len(rest) / room
+        kept.update(rest[int(n * step)] for n in range(min(room, len(rest))))
+    return [rows[i] for i in sorted(kept)]
+
+
+def _plain_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _curves(index: RunIndex, ids: list[str], most: int) -> dict[str, Any]:
+    """The curves endpoint's answer: ``{ids, labels, metrics: {name: {id: {steps,
+    values}}}}``, each curve thinned to ``most`` points (its last one kept)."""
+    with index.lock:
+        rows = [index.rows.get(i) for i in ids]
+    metrics: dict[str, dict[str, dict[str, list[Any]]]] = {}
+    for id in ids:
+        for step, name, value, _ in read_metrics(index.folder, id):
+            curve = metrics.setdefault(name, {}).setdefault(id, {"steps": [], "values": []})
+            curve["steps"].append(step)
+            curve["values"].append(value)
+    for runs in metrics.values():
+        for curve in runs.values():
+            count = len(curve["steps"])
+            if count > most:
+                every = math.ceil(count / most)
+                picked = [*range(0, count - 1, every), count - 1]
+                curve["steps"] = [curve["steps"][i] for i in picked]
+                curve["values"] = [curve["values"][i] for i in picked]
+    return {"ids": ids, "labels": labels(rows, ids), "metrics": metrics}
+
+
 def _filter(rows: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
     return [rows[i] for i in query.matching(rows, text)] if text.strip() else rows
 
@@ -468,22 +608,6 @@ def _sort(rows: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
     if not text.strip():
         return rows
     return [rows[i] for i in query.sort_order(rows, text)]
-
-
-def _columns(rows: list[dict[str, Any]]) -> list[str]:
-    seen: dict[str, None] = {"id": None, "status": None, "duration": None}
-    for row in rows[:2000]:  # the shape of a sweep shows in its first runs
-        for key, value in row.items():
-            if value is not None and key.split(".")[0] in ("config", "result", "metrics", "tags"):
-                seen[key] = None
-    return list(seen)
-
-
-def _numeric(rows: list[dict[str, Any]], column: str) -> bool:
-    values = [r.get(column) for r in rows[:2000] if r.get(column) is not None]
-    return bool(values) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
-    )
 
 
 def _json(data: Any, status: int = 200) -> Response:

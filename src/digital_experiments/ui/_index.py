@@ -11,6 +11,12 @@ are gone. A background thread refreshes every index twice a second, so however
 many browsers watch, the disk is scanned once per folder, and each change bumps
 :attr:`RunIndex.version`, which the live view waits on.
 
+A run's row is built by :func:`~digital_experiments._query.rows`, the builder
+``where=`` and ``sort=`` use in Python and on the command line, ``metadata.*``
+included, so a query means the same everywhere. What the page shows besides
+(duration, error, when a running run started and its last step) is kept apart
+in :attr:`RunIndex.extras` and is never queried.
+
 Pickle records are loaded only where :func:`~digital_experiments._query.trust_refusal`
 allows (a folder digital-experiments 3.x recorded, or ``trust``); a record whose
 row cannot be built is shown as unreadable, and the rest of the folder still is.
@@ -19,11 +25,14 @@ row cannot be built is shown as unreadable, and the rest of the folder still is.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import os
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +42,11 @@ from .._backends import FileBackend, available_backends, backend_class
 from .._records import Observation
 
 INTERVAL = 0.5  # seconds between two looks at a folder
+TAIL = 16_384  # bytes read from the end of a running run's metrics file
+SAMPLE = 5_000  # rows looked at to tell numeric and varying columns
+ID_FORMAT = "%Y-%m-%d_%H-%M-%S_%f"  # ids are the time of the claim, in UTC
+# the table's order of namespaces ("duration" is shown, not a field)
+ORDER = ("id", "status", "duration", "config", "result", "metrics", "tags", "notes", "metadata")
 # an mtime this recent may yet be shared by a change to come (timestamps are coarse,
 # a second or two on some file systems), so the folder is looked at again
 RECENT_NS = 2_000_000_000
@@ -47,18 +61,150 @@ class Refused(Exception):
     """A record the view will not load: unpickling it would need trust."""
 
 
-def row_of(observation: Observation, row: dict[str, Any]) -> dict[str, Any]:
-    """A run as the runs table shows it: its flat fields (``row``, from
-    :func:`~digital_experiments._query.rows`) with its duration and error."""
-    timing = observation.metadata.get("timing")
+def extras_of(observation: Observation, status: str, folder: Path) -> dict[str, Any]:
+    """What the runs table shows of a run besides its fields: ``duration`` (seconds),
+    ``error`` (``Type: message``), and for a running run ``started`` (seconds since
+    the epoch, from its id, which is UTC) and ``step`` (the last step it logged)."""
+    extras: dict[str, Any] = {"duration": duration_of(observation.metadata)}
+    error = observation.metadata.get("error")
+    if isinstance(error, dict):
+        extras["error"] = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+    if status == "running":
+        with contextlib.suppress(ValueError):
+            claimed = datetime.strptime(observation.id, ID_FORMAT)
+            extras["started"] = claimed.replace(tzinfo=timezone.utc).timestamp()
+        extras["step"] = last_step(folder, observation.id)
+    return extras
+
+
+def duration_of(metadata: dict[str, Any]) -> float | None:
+    """The run's duration in seconds (its ``total`` when :func:`time_block` was used)."""
+    timing = metadata.get("timing")
     if isinstance(timing, dict) and isinstance(timing.get("total"), dict):
         timing = timing["total"]
     seconds = timing.get("duration") if isinstance(timing, dict) else None
-    row["duration"] = seconds if isinstance(seconds, (int, float)) else None
-    error = observation.metadata.get("error")
-    if isinstance(error, dict):
-        row["error"] = f"{error.get('type', 'Error')}: {error.get('message', '')}"
-    return row
+    return seconds if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None
+
+
+def duration_field(columns: Iterable[str]) -> str | None:
+    """The field that the ``duration`` column sorts by, among ``columns``."""
+    known = set(columns)
+    for field in ("metadata.timing.duration", "metadata.timing.total.duration"):
+        if field in known:
+            return field
+    return None
+
+
+def last_step(folder: Path, id: str) -> int | None:
+    """The highest step in the last lines of run ``id``'s metrics file, read from its
+    end (a running run's file is read twice a second; it may hold millions of points)."""
+    try:
+        with open(layout.metrics(folder, id), "rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - TAIL))
+            lines = file.read().splitlines()
+    except OSError:
+        return None
+    if size > TAIL:
+        lines = lines[1:]  # the first may be cut
+    steps = []
+    for line in lines[-64:]:  # one step of a few dozen metrics
+        with contextlib.suppress(ValueError):
+            point = json.loads(line)
+            if isinstance(point, list) and point and type(point[0]) is int:
+                steps.append(point[0])
+    return max(steps) if steps else None
+
+
+class Columns:
+    """What the table can show of an index's rows: every field (``columns``), in
+    the table's order, and which are ``numeric`` and which ``varying`` (not the
+    same in every run), judged on at most :data:`SAMPLE` rows."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        # in the order runs name them (a config's own order), by namespace
+        names = dict.fromkeys(itertools.chain.from_iterable(rows))
+        self.columns = sorted({"id": None, "status": None, "duration": None, **names}, key=_rank)
+        step = max(1, len(rows) // SAMPLE)
+        sample = rows[::step] + rows[-SAMPLE // 10 :] if len(rows) > SAMPLE else rows
+        numeric: dict[str, bool] = {}
+        first: dict[str, Any] = {}
+        counts: dict[str, int] = {}
+        varying: set[str] = set()
+        for row in sample:
+            for key, value in row.items():
+                if value is None:
+                    continue
+                counts[key] = counts.get(key, 0) + 1
+                if key not in first:
+                    first[key] = value
+                    numeric[key] = _is_number(value)
+                    continue
+                if numeric[key] and not _is_number(value):
+                    numeric[key] = False
+                if key not in varying and not _same(first[key], value):
+                    varying.add(key)
+        varying.update(k for k, n in counts.items() if n < len(sample))  # missing in some
+        self.numeric = [c for c in self.columns if numeric.get(c)]
+        self.varying = [c for c in self.columns if c in varying]
+        # with a value in some run (tags and notes are rare: never judged on a sample)
+        self.filled = [
+            c
+            for c in self.columns
+            if c in counts or c in ("id", "status", "duration", "notes") or c.startswith("tags.")
+        ]
+        self.duration = duration_field(names)
+
+
+def labels(rows: list[dict[str, Any] | None], ids: list[str]) -> dict[str, str]:
+    """A short name for each run of ``ids`` (``rows``: their fields, ``None`` if not
+    known) by what differs in their configs: ``lr=0.2, depth=4``; the id where
+    nothing does, and the name followed by the id's time where two share one."""
+    keys: dict[str, None] = {}
+    for row in rows:
+        for key in row or {}:
+            if key.startswith("config."):
+                keys[key] = None
+    differing = []
+    for key in keys:
+        values = [(row or {}).get(key) for row in rows]
+        if any(not _same(values[0], v) for v in values[1:]):
+            differing.append(key)
+    names = {}
+    for id, row in zip(ids, rows, strict=True):
+        parts = [f"{k[len('config.') :]}={_short((row or {}).get(k))}" for k in differing[:4]]
+        names[id] = ", ".join(parts) + (", …" if len(differing) > 4 else "") or id
+    counts: dict[str, int] = {}
+    for name in names.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {
+        id: name if counts[name] == 1 or name == id else f"{name} ({id[11:]})"
+        for id, name in names.items()
+    }
+
+
+def _short(value: Any) -> str:
+    """A config value as a legend names it: ``0.2``, ``1e-05``, ``adam``."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    text = "–" if value is None else str(value)
+    return text if len(text) <= 24 else text[:23] + "…"
+
+
+def _rank(name: str) -> int:
+    first = name.split(".")[0]
+    return ORDER.index(first) if first in ORDER else len(ORDER)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except Exception:  # an odd value with an odd __eq__
+        return a is b
 
 
 def why(exc: BaseException) -> str:
@@ -82,7 +228,8 @@ class RunIndex:
         self.folder = folder
         self.trust = trust
         self.lock = threading.Lock()
-        self.rows: dict[str, dict[str, Any]] = {}  # id -> row
+        self.rows: dict[str, dict[str, Any]] = {}  # id -> its fields (query.rows)
+        self.extras: dict[str, dict[str, Any]] = {}  # id -> what is shown besides
         self.unreadable: dict[str, str] = {}  # id -> why
         self.refused: dict[str, str] = {}  # record suffix -> why its records are not loaded
         self.problem: str | None = None  # why the last refresh failed, if it did
@@ -92,6 +239,7 @@ class RunIndex:
         self.settled = False  # whether self.stamp is too old to hide a change
         self.version = 0
         self._sorted: tuple[int, list[dict[str, Any]]] | None = None
+        self._columns: tuple[int, Columns] | None = None
         self.backends: dict[str, FileBackend] = {}  # by record suffix
 
     def refresh(self) -> bool:
@@ -138,18 +286,22 @@ class RunIndex:
         with warnings.catch_warnings():  # the page shows what is wrong; no one reads stderr
             warnings.simplefilter("ignore")
             loaded, unreadable = self._load(dict.fromkeys(changed), suffixes)
-            rows = self._rows(loaded, unreadable)
+            rows, extras = self._rows(loaded, unreadable)
         with self.lock:
             moved = bool(gone) or any(self.rows.get(id) != row for id, row in rows.items())
+            moved = moved or any(self.extras.get(id) != e for id, e in extras.items())
             moved = moved or any(self.unreadable.get(id) != t for id, t in unreadable.items())
             moved = moved or refused != self.refused or self.problem is not None
             for name in gone:
                 id = os.path.splitext(name)[0]
                 self.rows.pop(id, None)
+                self.extras.pop(id, None)
                 self.unreadable.pop(id, None)
             for id in unreadable:
                 self.rows.pop(id, None)  # a run reread and now unreadable
+                self.extras.pop(id, None)
             self.rows.update(rows)
+            self.extras.update(extras)
             for id in rows:
                 self.unreadable.pop(id, None)
             self.unreadable.update(unreadable)
@@ -192,19 +344,30 @@ class RunIndex:
 
     def _rows(
         self, loaded: list[Observation], unreadable: dict[str, str]
-    ) -> dict[str, dict[str, Any]]:
-        """The rows of ``loaded``; a run whose row cannot be built joins ``unreadable``."""
-        with contextlib.suppress(Exception):  # one odd record: find it by building each row
-            table = query.rows(loaded, "last", metadata=False)
-            return {o.id: row_of(o, row) for o, row in zip(loaded, table, strict=True)}
-        rows = {}
-        for observation in loaded:
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """The rows of ``loaded`` (built by :func:`~digital_experiments._query.rows`,
+        as Python and the CLI build them) and their extras; a run whose row cannot be
+        built joins ``unreadable``."""
+        rows, extras = {}, {}
+        try:
+            table = query.rows(loaded, "last")
+            built = list(zip(loaded, table, strict=True))
+        except Exception:  # one odd record: find it by building each row
+            built = []
+            for observation in loaded:
+                try:
+                    (row,) = query.rows([observation], "last")
+                    built.append((observation, row))
+                except Exception as exc:
+                    unreadable[observation.id] = why(exc)
+        for observation, row in built:
             try:
-                (row,) = query.rows([observation], "last", metadata=False)
-                rows[observation.id] = row_of(observation, row)
+                extras[observation.id] = extras_of(observation, row["status"], self.folder)
             except Exception as exc:
                 unreadable[observation.id] = why(exc)
-        return rows
+                continue
+            rows[observation.id] = row
+        return rows, extras
 
     @staticmethod
     def _marks(notes: str) -> dict[str, tuple[int, int]]:
@@ -235,10 +398,29 @@ class RunIndex:
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every row, oldest first (sorted once per version)."""
+        return self._snapshot()[1]
+
+    def _snapshot(self) -> tuple[int, list[dict[str, Any]]]:
         with self.lock:
             if self._sorted is None or self._sorted[0] != self.version:
                 self._sorted = (self.version, [self.rows[id] for id in sorted(self.rows)])
-            return self._sorted[1]
+            return self._sorted
+
+    def columns(self) -> Columns:
+        """The :class:`Columns` of every row (worked out once per version)."""
+        version, rows = self._snapshot()
+        with self.lock:
+            known = self._columns
+        if known is None or known[0] != version:
+            known = (version, Columns(rows))
+            with self.lock:
+                self._columns = known
+        return known[1]
+
+    def extra(self, id: str) -> dict[str, Any]:
+        """What the table shows of run ``id`` besides its fields (``{}`` if unknown)."""
+        with self.lock:
+            return self.extras.get(id, {})
 
     def load(self, id: str) -> Observation:
         """Run ``id`` in full.
