@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from digital_experiments import Observation, experiment, query
+from digital_experiments import Observation, _query, experiment, query
 from digital_experiments import _storage as storage
 from digital_experiments.backends import FileBackend, instantiate_backend
 from digital_experiments.errors import DigitalExperimentsError
@@ -361,3 +361,54 @@ def test_where_matches_numpy_values_by_content() -> None:
     f(np.arange(4))
     assert [o.result for o in f.observations(where={"x": np.arange(4)})] == [6]
     assert [o.result for o in f.observations(where={"x": [0, 1, 2]})] == [3]
+
+
+# ---------------------------------------------------------------- missing fields and id prefixes
+
+
+def test_open_namespaces_close_config_and_result_once_a_run_has_them() -> None:
+    """``tags``, ``metrics``, ``metadata`` are open; ``config``, ``result`` until a run has one."""
+    assert _query.open_namespaces([]) == ["tags", "metrics", "metadata", "config", "result"]
+    assert _query.open_namespaces(["config.lr", "id"]) == ["tags", "metrics", "metadata", "result"]
+    assert _query.open_namespaces(["config.lr", "result.loss"]) == ["tags", "metrics", "metadata"]
+
+
+@pytest.mark.parametrize("sort", ["result.loss", "-result.loss"])
+def test_sort_order_puts_rows_without_the_field_last(sort: str) -> None:
+    """Rows lacking the sort field (or holding ``None`` there) come last, in their order."""
+    rows = [{"id": "a"}, {"id": "b", "result.loss": 2}, {"id": "c", "result.loss": None}]
+    rows += [{"id": "d", "result.loss": 1}, {"id": "e"}]
+    order = [rows[i]["id"] for i in _query.sort_order(rows, sort)]
+    assert order[:2] == (["d", "b"] if sort == "result.loss" else ["b", "d"])
+    assert order[2:] == ["a", "c", "e"]
+
+
+def test_matching_a_tag_nobody_set_keeps_no_row() -> None:
+    """``tags.best == true`` over rows without tags is an empty answer, not an error."""
+    rows = [{"id": "a", "config.lr": 0.1}, {"id": "b", "config.lr": 0.2}]
+    assert _query.matching(rows, "tags.best == true") == []
+    assert _query.matching(rows, "not tags.best == true") == [0, 1]
+    with pytest.raises(ValueError, match=r"Did you mean 'config\.lr'"):
+        _query.matching(rows, "config.lrr > 0")
+
+
+def test_find_id_takes_a_whole_id_or_its_only_beginning(tmp_path: Path) -> None:
+    """``find_id``: the id a prefix begins; a prefix of several ids, or none, is ``NoSuchRun``."""
+    backend = instantiate_backend("json", tmp_path)
+    ids = ["2026-01-01_12-00-00_000000", "2026-01-01_12-00-00_000001", "2026-01-02_12-00-00_000000"]
+    for id in ids:
+        backend.record(Observation(id, {"x": 1}, 1, {"status": "completed"}))
+    assert _query.find_id(backend, ids[0]) == ids[0]
+    assert _query.find_id(backend, "2026-01-02") == ids[2]
+    with pytest.raises(_query.NoSuchRun, match="matches 2 runs") as several:
+        _query.find_id(backend, "2026-01-01")
+    assert several.value.matches == ids[:2]
+    assert isinstance(several.value, DigitalExperimentsError)
+    copied = pickle.loads(pickle.dumps(several.value))
+    assert (copied.matches, str(copied)) == (ids[:2], str(several.value))
+    with pytest.raises(_query.NoSuchRun, match="No run '1999'") as none:
+        _query.find_id(backend, "1999")
+    assert none.value.matches == []
+    assert _query.find_id(backend, "2026-01-01_12-00-00_000001", ids=[ids[1]]) == ids[1]
+    with pytest.raises(_query.NoSuchRun):
+        _query.find_id(backend, "")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from digital_experiments._where import Where, WhereError, compile_where
+from digital_experiments._where import Where, WhereError, compile_where, suggestion
 from digital_experiments.errors import DigitalExperimentsError
 
 ROW = {
@@ -412,6 +412,41 @@ def test_check_fields_shows_at_most_30_known_fields() -> None:
     assert listed.startswith("config.k00, config.k01, ")
     assert listed.endswith("config.k29, ... (15 more)")
     assert "config.k30" not in listed
+
+
+def test_fields_below_an_open_namespace_are_taken_on_trust() -> None:
+    """A field below ``anything_under`` passes the check, and a row without it matches nothing."""
+    where = compile_where("tags.best == true or metrics.loss < 1")
+    where.check_fields(KNOWN, anything_under=["tags", "metrics"])
+    assert not where(ROW | {"tags.best": False})
+    assert not where({"config.lr": 0.1})
+    with pytest.raises(WhereError, match=r"Unknown field 'tags\.best'"):
+        where.check_fields(KNOWN)
+
+
+@pytest.mark.parametrize(
+    ("name", "known", "suggested"),
+    [
+        ("lr", KNOWN, "config.lr"),  # a bare name: the config field of that name first
+        ("loss", KNOWN, "result.loss"),
+        ("lr", ["config.lr", "metrics.lr", "result.lr"], "config.lr"),
+        ("lr", ["id", "status"], "config.lr"),  # no config to look in: config.<name> anyway
+        ("config.lrr", KNOWN, "config.lr"),  # a typo: by spelling
+    ],
+)
+def test_an_unknown_name_suggests_the_field_it_most_likely_means(
+    name: str, known: list[str], suggested: str
+) -> None:
+    """The suggestion names the field a bare name lives under, else the closest spelling."""
+    assert f"Did you mean {suggested!r}?" in suggestion(name, known)
+    with pytest.raises(WhereError, match=f"Did you mean {suggested!r}"):
+        compile_where(f"{name} < 1").check_fields(known)
+
+
+def test_a_bare_name_with_config_fields_elsewhere_suggests_nothing_made_up() -> None:
+    """With config fields known and none named so, a bare name is matched by spelling only."""
+    assert suggestion("zzz", KNOWN) == ""
+    assert "config.epochs" in suggestion("epoch", KNOWN)
 
 
 # ---------------------------------------------------------------- safety

@@ -163,7 +163,8 @@ def suggestion(name: str, known: Collection[str]) -> str:
 
     A bare name is looked for below the namespaces, ``config`` first (``lr``:
     ``config.lr``; ``config.lr`` too when no run is there to say); anything else
-    is matched by spelling (``config.lrr``: ``config.lr``).
+    is matched by spelling (``config.lrr``: ``config.lr``), a bare name against
+    the last part of each field (``epoch``: ``config.epochs``).
     """
     names = sorted(known)
     if "." not in name:
@@ -175,6 +176,12 @@ def suggestion(name: str, known: Collection[str]) -> str:
             return f"\nDid you mean {below[0]!r}?{_NAMESPACED}"
         if not any(k.startswith("config.") for k in names):
             return f"\nDid you mean 'config.{name}'?{_NAMESPACED}"
+        last: dict[str, str] = {}  # last part: its first field, config first
+        for k in sorted(names, key=lambda k: (not k.startswith("config."), k)):
+            last.setdefault(k.rsplit(".", 1)[-1], k)
+        close = difflib.get_close_matches(name, [t for t in last if t != last[t]], n=1)
+        if close:
+            return f"\nDid you mean {last[close[0]]!r}?{_NAMESPACED}"
     close = difflib.get_close_matches(name, names, n=1)
     return f"\nDid you mean {close[0]!r}?" if close else ""
 
