@@ -527,6 +527,10 @@ def test_list_shows_numbers_with_sensible_precision(root: Path) -> None:
     assert "0.30000000000000004" not in first
     assert "lr=3.0, scale=1e-09, fast=false" in second
     assert second.rstrip().endswith("0.6667")
+    flat = cli("list", root, "--columns", "config,result", "--format", "md").stdout.splitlines()
+    assert flat[0] == "| id | config.lr | config.scale | config.fast | result.loss | result |"
+    assert flat[2] == f"| {ID} | 0.1 | 123.5 | true | 0.3 | - |"
+    assert flat[3].endswith("| 3.0 | 1e-09 | false | - | 0.6667 |")
 
 
 def test_list_columns_always_keeps_the_id(root: Path) -> None:

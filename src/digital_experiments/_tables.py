@@ -82,7 +82,7 @@ def render(
         for row in rows:
             writer.writerow([_csv(row.get(c)) for c in columns])
         return out.getvalue()
-    cells = [[text(row.get(c)) for c in columns] for row in rows]
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
     if form == "md":
         header = [printable(c) for c in columns]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(columns)]
@@ -143,6 +143,11 @@ def text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return printable(repr(value))
+
+
+def cell(value: Any) -> str:
+    """A table cell a person reads: :func:`short`, and ``-`` for a missing value."""
+    return "-" if value is None else short(value)
 
 
 def short(value: Any) -> str:
