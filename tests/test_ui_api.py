@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,11 @@ pytest.importorskip("starlette")
 
 from starlette.testclient import TestClient
 
-from digital_experiments import current_dir, experiment, log
+from digital_experiments import current_dir, experiment, log, query
+from digital_experiments._annotations import note
+from digital_experiments._records import Observation
 from digital_experiments.ui import create_app
-from digital_experiments.ui._index import RunIndex
+from digital_experiments.ui._index import RunIndex, extras_of
 
 # a 2 x 2 red PNG
 PNG = base64.b64decode(
@@ -99,6 +102,70 @@ def test_points_give_whole_columns_of_completed_runs_for_plots(client: Any) -> N
     assert data["left_out"] == {"failed": 1}
 
 
+def test_a_query_means_in_the_view_what_it_means_in_python(client: Any) -> None:
+    """Rows are built as Python and the CLI build them, ``metadata.*`` included."""
+    backend = query.open_root(client.root / "fit")
+    for where, sort in [
+        ("metadata.status == 'failed'", "id"),
+        ("metadata.timing.duration > 0 and config.lr < 1", "-metadata.timing.duration"),
+        ("tags.best == true", "id"),  # no run tagged yet: matches nothing
+    ]:
+        expected = [o.id for o in query.select(backend, status="all", where=where, sort=sort)]
+        answer = client.get("/api/experiments/fit/runs", params={"where": where, "sort": sort})
+        assert answer.status_code == 200, answer.json()
+        assert [row["id"] for row in answer.json()["rows"]] == expected, where
+    failed = client.get(
+        "/api/experiments/fit/runs", params={"where": "metadata.status == 'failed'"}
+    )
+    assert [row["id"] for row in failed.json()["rows"]] == [client.ids[-1]]
+
+
+def test_points_are_a_sample_keeping_both_ends_and_the_ticked_runs(tmp_path: Path) -> None:
+    f = experiment(root=tmp_path / "many", backend="json")(fit)
+    for n in range(30):
+        f(0.01 * (n + 1), n % 3 + 1)
+    ids = [o.id for o in f.observations()]
+    with TestClient(create_app(tmp_path, hosts=["testserver"])) as client:
+        params = {"columns": "config.lr,result.loss", "limit": 10, "keep": "result.loss"}
+        data = client.get("/api/experiments/many/points", params={**params, "ids": ids[7]}).json()
+    assert (data["matched"], data["plotted"], data["shown"]) == (30, 30, 10)
+    losses = [0.01 * (n + 1) * (n % 3 + 1) for n in range(30)]
+    best, worst = ids[losses.index(min(losses))], ids[losses.index(max(losses))]
+    assert {best, worst, ids[7]} <= set(data["ids"])
+    assert data["ids"] == sorted(data["ids"])  # in the runs' order
+    assert data["result.loss"] == [losses[ids.index(i)] for i in data["ids"]]
+
+
+def test_curves_are_named_by_what_differs_and_thinned(client: Any) -> None:
+    a, b, c = client.ids[:3]
+    data = client.get(
+        "/api/experiments/fit/curves", params={"ids": f"{a},{b},{c}", "points": 2}
+    ).json()
+    assert data["labels"] == {a: "lr=0.1, depth=2", b: "lr=0.3, depth=1", c: "lr=0.01, depth=4"}
+    assert data["metrics"]["loss"][a] == {"steps": [0, 3], "values": [0.4, 0.1]}  # last kept
+    same = client.get("/api/experiments/fit/curves", params={"ids": a}).json()
+    assert same["labels"] == {a: a}  # nothing differs: the id
+    bad = client.get("/api/experiments/fit/curves", params={"ids": "../x"})
+    assert bad.status_code == 400
+    assert "?ids=ID1,ID2" in bad.json()["error"]
+
+
+def test_a_running_run_s_elapsed_time_counts_from_its_id_in_utc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids are UTC: in any time zone, a run claimed now has run for about no time."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # UTC+5:30
+    time.tzset()
+    try:
+        id = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S_%f")
+        running = Observation(id, {"x": 1}, None, {"status": "running"})
+        started = extras_of(running, "running", tmp_path)["started"]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert abs(started - time.time()) < 60
+
+
 def test_one_run_in_full_with_artefacts_and_metrics(client: Any) -> None:
     id = client.ids[0]
     run = client.get(f"/api/experiments/fit/runs/{id}").json()
@@ -117,6 +184,12 @@ def test_one_run_in_full_with_artefacts_and_metrics(client: Any) -> None:
     assert metrics["loss"]["steps"] == [0, 1, 2, 3]
     failed = client.get(f"/api/experiments/fit/runs/{client.ids[-1]}").json()
     assert "ValueError: lr=5.0 diverges" in failed["error"]["traceback"]
+    assert (run["tags"], run["notes"]) == ({}, [])
+    experiment(root=client.root / "fit", backend="json")(fit).tag(id, best=True)
+    note(client.root / "fit", id, "the one to beat")
+    run = client.get(f"/api/experiments/fit/runs/{id}").json()
+    assert (run["tags"], run["notes"]) == ({"best": True}, ["the one to beat"])
+    assert "tags" not in run["metadata"]
 
 
 def test_artefact_paths_cannot_leave_the_run(client: Any, tmp_path: Path) -> None:
@@ -203,7 +276,7 @@ def test_ui_command_refuses_a_missing_root_and_names_the_extra(tmp_path: Path) -
 
 
 def test_the_ui_command_serves_until_ctrl_c(tmp_path: Path) -> None:
-    """`digital-experiments ui ROOT` prints its URL, answers, and exits cleanly on Ctrl-C;
+    """`digital-experiments ui ROOT` prints its URL once it answers, and exits cleanly on Ctrl-C;
     on an address other machines can reach it warns first."""
     import signal
     import socket
@@ -232,18 +305,11 @@ def test_the_ui_command_serves_until_ctrl_c(tmp_path: Path) -> None:
     )
     try:
         assert server.stdout is not None
-        line = server.stdout.readline()  # printed before serving starts
+        line = server.stdout.readline()  # printed once it accepts connections
         assert f":{port}/" in line
         assert "Ctrl-C to stop" in line
-        body = None
-        for _ in range(600):  # until it listens (the line comes first)
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/experiments") as answer:
-                    body = answer.read()
-                break
-            except OSError:
-                time.sleep(0.05)
-        assert body is not None
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/experiments") as answer:
+            body = answer.read()  # at once: no retry
         assert b'"name": "fit"' in body
     finally:
         server.send_signal(signal.SIGINT)

@@ -164,7 +164,11 @@ def test_plots_leave_out_failed_runs_and_redraw_when_runs_are_ticked(site: Any) 
     page.goto(server.url + "#/e/fit")
     drawn(page)
     page.locator("#y").select_option("metrics.loss")  # the failed run has one
+    page.wait_for_function(
+        "document.getElementById('scatter').layout.yaxis.title.text === 'metrics.loss'"
+    )
     expect(page.locator("#scatter .scatterlayer .point")).to_have_count(3)
+    expect(page.locator("#plots-status")).to_have_text("3 completed runs; left out: 1 failed")
     parallel = page.locator("#parallel .parallel")
     expect(parallel).to_have_attribute("data-lines", "3")
     expect(parallel).to_have_attribute("data-ticked", "0")
@@ -238,6 +242,10 @@ def test_axes_log_or_linear_no_constant_column_and_no_overlapping_labels(site: A
     assert "config.seed" not in options
     assert "config.seed" not in page.locator("#runs thead").inner_text()
     boxes = [t.bounding_box() for t in page.locator("#parallel .axis-title").all()]
+    frame = page.locator("#parallel").bounding_box()
+    for box in boxes:  # inside the picture
+        assert frame["x"] <= box["x"]
+        assert box["x"] + box["width"] <= frame["x"] + frame["width"]
     for a, b in itertools.combinations(boxes, 2):
         apart = a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
         assert apart or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"], (a, b)

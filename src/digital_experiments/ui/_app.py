@@ -232,7 +232,7 @@ def create_app(
         for path in observation_artefacts(index, id):
             relative = path.relative_to(folder).as_posix()
             artefacts.append({"path": relative, "size": path.stat().st_size, "kind": _kind(path)})
-        with warnings.catch_warnings():  # odd tags or notes are left out; the page says so
+        with warnings.catch_warnings():  # odd tags or notes are left out, as everywhere
             warnings.simplefilter("ignore")
             tags, notes = tags_of(observation), notes_of(observation)
         metadata = dict(observation.metadata)
@@ -593,7 +593,7 @@ def _curves(index: RunIndex, ids: list[str], most: int) -> dict[str, Any]:
         for curve in runs.values():
             count = len(curve["steps"])
             if count > most:
-                every = math.ceil(count / most)
+                every = math.ceil((count - 1) / (most - 1))  # with the last: `most` at most
                 picked = [*range(0, count - 1, every), count - 1]
                 curve["steps"] = [curve["steps"][i] for i in picked]
                 curve["values"] = [curve["values"][i] for i in picked]

@@ -134,7 +134,7 @@ async function curveCharts(container, name, ids, logY, token) {
     }));
     const positive = traces.every((t) => t.y.every((v) => v === null || v > 0));
     await Plotly.react(chart.querySelector(".chart"), traces, {
-      margin: { t: 8, r: 8, b: 40, l: 56 }, height: 280, showlegend: true,
+      margin: { t: 8, r: 8, b: 40, l: 56 }, height: 280, showlegend: traces.length > 1,
       legend: { orientation: "h", y: -0.22, font: { size: 11 } },
       xaxis: { title: { text: "step", standoff: 4 }, automargin: true },
       yaxis: { type: logY && positive ? "log" : "linear", automargin: true, exponentformat: "e" },
@@ -155,7 +155,7 @@ function stream(name, onChange) {
   source.onerror = () => { live.textContent = "reconnecting…"; live.classList.remove("on"); };
   source.onmessage = (event) => {
     const version = JSON.parse(event.data).version;
-    if (version !== seen) onChange(); // the first one too: the runs may have changed since the page's fetch
+    if (version !== seen) onChange(version); // the first one too: the runs may have changed since the page's fetch
     seen = version;
   };
 }
@@ -297,7 +297,7 @@ async function showRuns(name, params) {
     el("div", { class: "curves", id: "curves", "data-state": "loading" }));
   plots.token = token;
   await loadRuns(true);
-  if (token === page) stream(name, () => loadRuns(false));
+  if (token === page) stream(name, (version) => { if (!view.data || view.data.version !== version) loadRuns(false); });
 }
 
 async function loadRuns(asked) { // asked: by the user (plots redraw now), else by a live update
