@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from .servers import any_store, moto, seaweedfs  # noqa: F401 (fixtures for every test file)
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test Author",
     "GIT_AUTHOR_EMAIL": "author@example.com",
@@ -98,3 +100,37 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Run every @pytest.mark.anyio test on asyncio and on trio."""
     return str(request.param)
+
+
+# Property and fuzz tests (tests/test_properties.py, tests/test_fuzz_readers.py):
+# bounded example counts, so `make test` grows by seconds, and no deadline (a
+# wall-clock limit per example fails on a busy machine and proves nothing).
+# HYPOTHESIS_PROFILE=thorough explores more; `make mutate` uses "mutate" (few,
+# fixed examples: each mutant sees the same inputs).
+try:
+    from hypothesis import HealthCheck, settings
+    from hypothesis.configuration import set_hypothesis_home_dir
+except ImportError:  # hypothesis is a dev extra
+    pass
+else:
+    # each test runs in its own tmp_path: keep the example database in the checkout
+    set_hypothesis_home_dir(Path(__file__).parent.parent / ".hypothesis")
+    _RELAXED = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    settings.register_profile(
+        "default", max_examples=60, deadline=None, suppress_health_check=_RELAXED
+    )
+    settings.register_profile(
+        "thorough", max_examples=2000, deadline=None, suppress_health_check=_RELAXED
+    )
+    settings.register_profile(
+        "mutate",
+        max_examples=30,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=_RELAXED,
+    )
+    settings.load_profile(
+        os.environ.get("HYPOTHESIS_PROFILE")
+        or ("mutate" if "MUTANT_UNDER_TEST" in os.environ else "default")
+    )
