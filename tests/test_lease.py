@@ -15,9 +15,10 @@ import pytest
 from digital_experiments import _lease as leases
 from digital_experiments import _storage as storage
 from digital_experiments._lease import Lease, Observer
-from digital_experiments._store import LocalStore, MemoryStore, Store
+from digital_experiments._store import MemoryStore, Store, open_store
 
 from .conftest import dead_pid
+from .servers import ATOMIC_KINDS, KINDS, Server, store_of
 
 FOREIGN = {"host": "another-host", "pid": 1, "boot": "b", "pidns": "p", "start": 1}
 
@@ -32,9 +33,10 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["local", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    return LocalStore(tmp_path, fsync=False) if request.param == "local" else MemoryStore()
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """Every store: a folder, memory, and the loopback SeaweedFS and moto servers."""
+    return store_of(request.param, request, tmp_path, monkeypatch)
 
 
 def plant(store: Store, key: str, generation: int, token: str, holder: dict[str, Any]) -> None:
@@ -209,18 +211,33 @@ def test_a_lost_answer_is_settled_by_the_token() -> None:
     assert not leases.acquire(other)
 
 
-def _race(folder: str, token: str, barrier: Any, results: Any) -> None:
-    store = LocalStore(folder, fsync=False)
+def _race(url: str, env: dict[str, str], token: str, barrier: Any, results: Any) -> None:
+    import os
+
+    os.environ.update(env)
+    store = open_store(url, fsync=False)
     barrier.wait(60)
     results.put((token, leases.acquire(Lease(store, "k", token=token))))
 
 
+@pytest.mark.parametrize("kind", ATOMIC_KINDS)
 @pytest.mark.parametrize("start", ["free", "released", "dead holder"])
-def test_processes_racing_for_one_lease_one_wins(tmp_path: Path, start: str) -> None:
+def test_processes_racing_for_one_lease_one_wins(
+    kind: str,
+    start: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Real processes (spawn), let go together by a barrier, race to create the
     first generation, to take a released lease, or to take over a dead holder's:
-    exactly one wins, and the others find it holding."""
-    store = LocalStore(tmp_path, fsync=False)
+    exactly one wins, and the others find it holding. On a folder and on
+    SeaweedFS (moto's conditional writes are not atomic: a race proves nothing)."""
+    store = store_of(kind, request, tmp_path, monkeypatch)
+    env: dict[str, str] = {}
+    if kind != "local":
+        server: Server = request.getfixturevalue(kind)
+        env = server.env()
     if start == "released":
         first = Lease(store, "k")
         assert leases.acquire(first)
@@ -232,7 +249,7 @@ def test_processes_racing_for_one_lease_one_wins(tmp_path: Path, start: str) -> 
     barrier, results = context.Barrier(count), context.Queue()
     tokens = [f"racer-{n}" for n in range(count)]
     workers = [
-        context.Process(target=_race, args=(str(tmp_path), token, barrier, results))
+        context.Process(target=_race, args=(store.url, env, token, barrier, results))
         for token in tokens
     ]
     for worker in workers:

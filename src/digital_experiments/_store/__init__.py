@@ -13,5 +13,6 @@ from __future__ import annotations
 from .base import Missing, Store, StoreError
 from .local import LocalStore
 from .memory import MemoryStore
+from .open import is_url, open_store
 
-__all__ = ["LocalStore", "MemoryStore", "Missing", "Store", "StoreError"]
+__all__ = ["LocalStore", "MemoryStore", "Missing", "Store", "StoreError", "is_url", "open_store"]

@@ -16,7 +16,7 @@ carry a random token): then a match proves the caller wrote it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from ..errors import DigitalExperimentsError
 
@@ -96,6 +96,17 @@ class Store(ABC):
             return self.get(key)
         except Missing:
             return None
+
+    def get_many(self, keys: Sequence[str]) -> Iterator[tuple[str, tuple[bytes, str] | None]]:
+        """``(key, (bytes, version))`` for each of ``keys``, in order (``None`` for a
+        key deleted since it was listed). Remote stores fetch them in parallel."""
+        for key in keys:
+            yield key, self.get_or_none(key)
+
+    def check(self) -> None:
+        """Fail now, with a :class:`StoreError` naming the setting to fix, if the
+        store cannot be used (remote stores ask the server; folders need nothing)."""
+        return None
 
     def settle_new(self, key: str, data: bytes) -> str | None:
         """After a create-only write whose answer was lost or said "exists": the
