@@ -389,8 +389,9 @@ def _local_folder(text: str | bytes, where: str) -> Path:
         text = os.fsdecode(text)
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
         raise InvalidRootError(
-            f"{where} {text!r} is a URL, but runs are stored in a local (or mounted) "
-            "folder. Mount the bucket or share and pass its local path."
+            f"{where} {text!r} is a URL, but runs are recorded in a folder for now "
+            "(s3:// roots are being built). Pass a local or NFS folder; a FUSE mount "
+            "of a bucket is not safe for sweeps sharing it (see docs/stores.md)."
         )
     return Path(text)
 
