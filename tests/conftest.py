@@ -134,3 +134,13 @@ else:
         os.environ.get("HYPOTHESIS_PROFILE")
         or ("mutate" if "MUTANT_UNDER_TEST" in os.environ else "default")
     )
+
+
+def examples(n: int) -> int:
+    """``n`` examples under the default profile, scaled like the loaded one
+    (``@settings(max_examples=examples(40))``: "thorough" runs ~33 times as many)."""
+    try:
+        from hypothesis import settings
+    except ImportError:
+        return n
+    return max(3, n * settings.default.max_examples // 60)

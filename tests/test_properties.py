@@ -26,6 +26,8 @@ from digital_experiments import _where as where
 from digital_experiments.backends import instantiate_backend
 from digital_experiments.core import Observation
 
+from .conftest import examples
+
 np = pytest.importorskip("numpy")
 from hypothesis.extra import numpy as hnp  # noqa: E402 - only with numpy
 
@@ -193,7 +195,7 @@ _COUNTER = itertools.count()
 
 
 @given(_VALUES.map(lambda value: {"x": value}))
-@settings(max_examples=25)
+@settings(max_examples=examples(25))
 def test_every_backend_gives_back_a_config_with_the_same_key(
     tmp_path: Path, config: dict[str, Any]
 ) -> None:
@@ -230,7 +232,7 @@ for config in pickle.load(sys.stdin.buffer):
 
 
 @given(st.lists(_PICKLED, min_size=5, max_size=15))
-@settings(max_examples=3)
+@settings(max_examples=examples(3))
 def test_keys_are_the_same_in_a_fresh_process(configs: list[Any]) -> None:
     """Another process (another string hash seed, so other set orders) computes the same keys."""
     child = subprocess.run(
@@ -285,7 +287,7 @@ _QUERY_CHARS = st.sampled_from(
 
 
 @given(st.one_of(st.text(max_size=40), st.lists(_QUERY_CHARS, max_size=25).map("".join)))
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 def test_any_text_parses_or_raises_a_where_error_with_a_position(text: str) -> None:
     """Nothing but WhereError escapes the parser, and its caret is inside the query."""
     try:
@@ -423,7 +425,7 @@ _TREES = st.recursive(_comparison(), _logic, max_leaves=6)
 
 
 @given(_TREES)
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 def test_a_printed_query_parses_back_to_the_same_query(tree: Any) -> None:
     """Every tree the grammar allows, printed, parses back to that tree."""
     text = show(tree)
@@ -486,7 +488,7 @@ def _spelled_value(value: Any, draw: Any) -> str:
 
 
 @given(_TREES, st.data())
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 def test_every_spelling_of_a_query_parses_to_the_same_query(tree: Any, data: st.DataObject) -> None:
     """Spacing, parentheses, quotes and number forms change the text, not the query;
     printed and parsed again it is still that query."""
@@ -579,7 +581,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 @given(_ORACLE_TREES, st.lists(_ROWS, min_size=1, max_size=5))
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 def test_evaluating_a_query_agrees_with_a_plain_python_oracle(tree: Any, rows: list[Any]) -> None:
     """Missing fields, None, bools, nan and text: the parsed query decides like the docs say."""
     parsed = where.compile_where(show(tree))

@@ -21,11 +21,12 @@ _JSON_TYPES = (str, int, float, bool, type(None))
 
 
 def read_annotations(root: Path, id: str) -> dict[str, Any]:
-    """``{"tags": ..., "notes": ...}`` of run ``id`` (only the keys it has)."""
-    try:
-        data = json.loads(storage.read_bytes(os.fspath(layout.annotation_file(root, id))))
-    except (FileNotFoundError, ValueError):
-        return {}
+    """``{"tags": ..., "notes": ...}`` of run ``id`` (only the keys it has).
+
+    A file that cannot be read, or holds something else, gives ``{}``: a
+    listing shows the run without tags rather than stop.
+    """
+    data = _read(layout.annotation_file(root, id))
     if not isinstance(data, dict):
         return {}
     found: dict[str, Any] = {}
@@ -34,6 +35,25 @@ def read_annotations(root: Path, id: str) -> dict[str, Any]:
     if isinstance(data.get("notes"), list) and data["notes"]:
         found["notes"] = data["notes"]
     return found
+
+
+_NONE, _UNREADABLE = object(), object()
+
+
+def _read(path: Path) -> Any:
+    """The parsed file at ``path``: ``_NONE`` if there is none, ``_UNREADABLE``
+    if it cannot be read or parsed."""
+    try:
+        data = storage.read_bytes(os.fspath(path))
+    except FileNotFoundError:
+        return _NONE
+    except OSError:  # a folder in its place, no permission
+        return _UNREADABLE
+    try:
+        return json.loads(data)
+    # not JSON, not UTF-8, or nested past the parser's limit (a RecursionError)
+    except (ValueError, RecursionError):
+        return _UNREADABLE
 
 
 def annotated(root: Path) -> set[str]:
@@ -91,8 +111,24 @@ def _update(root: Path, id: str, change: Any, record: Path | None) -> dict[str, 
     with locked(root, id):
         if record is not None and not record.exists():
             raise ValueError(f"No run {id!r} in {str(root)!r} (deleted?).")
-        data = read_annotations(root, id)
-        change(data)
+        data = _read(path)
+        if data is _NONE:
+            data = {}
+        elif not _whole(data):  # rewriting it would drop what it holds
+            raise ValueError(
+                f"The tags and notes of run {id!r} in {str(path)!r} cannot be read: the file "
+                'is not {"tags": {...}, "notes": [...]}. Fix or remove it, then tag again.'
+            )
+        change(data)  # other fields (another tool's) are kept
         path.parent.mkdir(parents=True, exist_ok=True)
         storage.atomic_write(path, json.dumps(data, sort_keys=True).encode())
-    return data
+    return dict(data)
+
+
+def _whole(data: Any) -> bool:
+    """Whether ``data`` is an annotations file tag() and note() can add to, losing nothing."""
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("tags", {}), dict)
+        and isinstance(data.get("notes", []), list)
+    )

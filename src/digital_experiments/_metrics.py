@@ -176,11 +176,15 @@ def read(root: Path, id: str) -> list[tuple[int, str, float, float]]:
             lines = file.read().splitlines()
     except FileNotFoundError:
         return []
+    except OSError:  # a folder in its place, no permission: no points to show
+        return []
     points = []
     for line in lines:
         try:
             point = json.loads(line)
-        except ValueError:  # a torn line (a writer killed mid-write): the rest is intact
+        # a torn line (a writer killed mid-write; the rest is intact), bad UTF-8, or
+        # nesting past json's limit (RecursionError): not a point
+        except (ValueError, RecursionError):
             continue
         if _is_point(point):
             points.append(tuple(point))
