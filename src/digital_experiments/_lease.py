@@ -108,7 +108,7 @@ def _read(store: Store, key: str) -> tuple[dict[str, Any], str] | None:
         return None
     try:
         body = json.loads(found[0]) if found[0] else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past json's limit
         body = None
     return (body if isinstance(body, dict) else {"garbage": True}), found[1]
 
