@@ -31,6 +31,7 @@ from ._query import (
 )
 from ._records import COMPLETED, Observation, Observations
 from ._run import Ending, Recorder, as_recorder
+from ._store import filesystems
 from ._sweep import asweep, sweep
 from .errors import InvalidRootError
 
@@ -381,6 +382,7 @@ def resolve_root(root: str | os.PathLike[str] | None, name: str) -> Path:
             f"The experiment root {str(path)!r} is a file, not a folder. Pass root= a "
             "folder (it is created if missing)."
         )
+    filesystems.warn_if_unsafe(path)
     return path
 
 
