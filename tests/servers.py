@@ -234,12 +234,34 @@ def store_of(
         return LocalStore(tmp_path / "store", fsync=False)
     if kind == "memory":
         return MemoryStore()
+    from digital_experiments._store.s3 import S3Store
+
+    return S3Store(use_server(kind, request, monkeypatch).url())
+
+
+def use_server(
+    kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Server:
+    """The session's server ``kind``, with this test's environment pointed at it."""
     server: Server = request.getfixturevalue(kind)
     for name, value in server.env().items():
         monkeypatch.setenv(name, value)
-    from digital_experiments._store.s3 import S3Store
+    return server
 
-    return S3Store(server.url())
+
+def race(context: Any, target: Any, args: list[tuple[Any, ...]]) -> list[Any]:
+    """Run ``target(*arguments, barrier, out)`` in one process of ``context`` per
+    entry of ``args``, let go together by a barrier; what each put on ``out``.
+    Every process must exit 0."""
+    barrier, out = context.Barrier(len(args)), context.Queue()
+    procs = [context.Process(target=target, args=(*each, barrier, out)) for each in args]
+    for proc in procs:
+        proc.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    return results
 
 
 @pytest.fixture(params=KINDS)

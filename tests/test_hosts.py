@@ -97,6 +97,14 @@ def _wait_for(path: Path, host: subprocess.Popen[str]) -> None:
         time.sleep(0.05)  # polling a file another process writes
 
 
+def _take_over(server: Server, url: str, folder: Path) -> None:
+    """Another host takes the lease over (once stale on its clock) and publishes."""
+    taker = _host("host-b", "taker", server, url, folder)
+    out, err = taker.communicate(timeout=DEADLINE)
+    assert taker.returncode == 0, err
+    assert out.split()[0] == "took"
+
+
 def test_a_host_killed_holding_a_lease_is_taken_over_by_another(
     seaweedfs: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -106,10 +114,7 @@ def test_a_host_killed_holding_a_lease_is_taken_over_by_another(
     os.killpg(holder.pid, signal.SIGKILL)
     holder.communicate()
     assert holder.returncode == -signal.SIGKILL
-    taker = _host("host-b", "taker", seaweedfs, url, tmp_path)
-    out, err = taker.communicate(timeout=DEADLINE)
-    assert taker.returncode == 0, err
-    assert out.split()[0] == "took"
+    _take_over(seaweedfs, url, tmp_path)
     assert (tmp_path / "published").read_text() == "host-b"
     for name, value in seaweedfs.env().items():
         monkeypatch.setenv(name, value)
@@ -126,10 +131,7 @@ def test_a_host_frozen_past_its_lease_publishes_nothing_over_the_new_holder(
     _wait_for(tmp_path / "host-a.ready", holder)
     os.killpg(holder.pid, signal.SIGSTOP)  # frozen: no heartbeat, no progress
     try:
-        taker = _host("host-b", "taker", seaweedfs, url, tmp_path)
-        out, err = taker.communicate(timeout=DEADLINE)
-        assert taker.returncode == 0, err
-        assert out.split()[0] == "took"
+        _take_over(seaweedfs, url, tmp_path)
     finally:
         os.killpg(holder.pid, signal.SIGCONT)
     (tmp_path / "go").write_text("")  # resumed: it now tries to publish

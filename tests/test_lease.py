@@ -18,7 +18,7 @@ from digital_experiments._lease import Lease, Observer
 from digital_experiments._store import MemoryStore, Store, open_store
 
 from .conftest import dead_pid
-from .servers import ATOMIC_KINDS, KINDS, Server, store_of
+from .servers import ATOMIC_KINDS, KINDS, race, store_of, use_server
 
 FOREIGN = {"host": "another-host", "pid": 1, "boot": "b", "pidns": "p", "start": 1}
 
@@ -234,10 +234,7 @@ def test_processes_racing_for_one_lease_one_wins(
     exactly one wins, and the others find it holding. On a folder and on
     SeaweedFS (moto's conditional writes are not atomic: a race proves nothing)."""
     store = store_of(kind, request, tmp_path, monkeypatch)
-    env: dict[str, str] = {}
-    if kind != "local":
-        server: Server = request.getfixturevalue(kind)
-        env = server.env()
+    env = {} if kind == "local" else use_server(kind, request, monkeypatch).env()
     if start == "released":
         first = Lease(store, "k")
         assert leases.acquire(first)
@@ -245,19 +242,8 @@ def test_processes_racing_for_one_lease_one_wins(
     elif start == "dead holder":
         plant(store, "k", 0, "dead", {**storage.process_info(), "pid": dead_pid(), "start": None})
     context = multiprocessing.get_context("spawn")
-    count = 6
-    barrier, results = context.Barrier(count), context.Queue()
-    tokens = [f"racer-{n}" for n in range(count)]
-    workers = [
-        context.Process(target=_race, args=(store.url, env, token, barrier, results))
-        for token in tokens
-    ]
-    for worker in workers:
-        worker.start()
-    outcomes = dict(results.get(timeout=120) for _ in workers)
-    for worker in workers:
-        worker.join(60)
-        assert worker.exitcode == 0
+    tokens = [f"racer-{n}" for n in range(6)]
+    outcomes = dict(race(context, _race, [(store.url, env, token) for token in tokens]))
     winners = [token for token, won in outcomes.items() if won]
     assert len(winners) == 1, outcomes
     assert leases.holds(Lease(store, "k", token=winners[0]))

@@ -15,7 +15,7 @@ import pytest
 from digital_experiments._store import LocalStore, Missing, Store, StoreError, open_store
 from digital_experiments._store.s3 import ATTEMPTS, S3Store, parse
 
-from .servers import ATOMIC_KINDS, DroppingProxy, Server, free_ports, store_of
+from .servers import ATOMIC_KINDS, DroppingProxy, Server, free_ports, race, store_of, use_server
 
 # ---------------------------------------------------------------- the contract
 
@@ -142,9 +142,7 @@ def _where(
     in this process's environment too)."""
     if kind == "local":
         return str(tmp_path / "store"), {}
-    server: Server = request.getfixturevalue(kind)
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
+    server = use_server(kind, request, monkeypatch)
     return server.url(), server.env()
 
 
@@ -161,18 +159,9 @@ def test_processes_racing_to_create_one_key_one_wins(
     context = multiprocessing.get_context(start)
     writers, rounds = 4, 5
     for round in range(rounds):
-        barrier, out = context.Barrier(writers), context.Queue()
         key = f"race/{round}"
-        procs = [
-            context.Process(target=_race_new, args=(url, env, key, me, barrier, out))
-            for me in range(writers)
-        ]
-        for proc in procs:
-            proc.start()
-        results = dict(out.get(timeout=120) for _ in procs)
-        for proc in procs:
-            proc.join(60)
-            assert proc.exitcode == 0
+        args = [(url, env, key, me) for me in range(writers)]
+        results = dict(race(context, _race_new, args))
         winners = [me for me, version in results.items() if version is not None]
         assert len(winners) == 1, results
         (winner,) = winners
@@ -189,16 +178,8 @@ def test_processes_racing_to_swap_one_version_one_wins(
     for round in range(4):
         key = f"swap/{round}"
         version = open_store(url, fsync=False).put(key, b"start")
-        barrier, out = context.Barrier(writers), context.Queue()
-        procs = [
-            context.Process(target=_race_swap, args=(url, env, key, me, version, barrier, out))
-            for me in range(writers)
-        ]
-        for proc in procs:
-            proc.start()
-        results = dict(out.get(timeout=120) for _ in procs)
-        for proc in procs:
-            proc.join(60)
+        args = [(url, env, key, me, version) for me in range(writers)]
+        results = dict(race(context, _race_swap, args))
         winners = [me for me, new in results.items() if new is not None]
         assert len(winners) == 1, results
         assert open_store(url, fsync=False).get(key)[0] == f"writer-{winners[0]}".encode()

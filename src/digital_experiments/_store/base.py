@@ -30,6 +30,19 @@ class StoreError(DigitalExperimentsError, OSError):
     which setting to fix."""
 
 
+def checked(key: str) -> str:
+    """``key``, if it is a relative key inside the root (no ``..``, no leading ``/``).
+
+    Raises
+    ------
+    ValueError
+        Otherwise: a key must never reach outside its root, on any store.
+    """
+    if not key or key.startswith("/") or ".." in key.split("/"):
+        raise ValueError(f"Invalid key {key!r}: keys are relative paths inside the root.")
+    return key
+
+
 class Store(ABC):
     """One root's objects, by key.
 

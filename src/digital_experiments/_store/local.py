@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import _layout as layout
 from .. import _storage as storage
-from .base import Missing, Store
+from .base import Missing, Store, checked
 
 
 class LocalStore(Store):
@@ -30,9 +30,7 @@ class LocalStore(Store):
         self.fsync = fsync
 
     def _path(self, key: str) -> str:
-        if not key or key.startswith("/") or ".." in key.split("/"):
-            raise ValueError(f"Invalid key {key!r}: keys are relative paths inside the root.")
-        return os.path.join(self.root, key)
+        return os.path.join(self.root, checked(key))
 
     def get(self, key: str) -> tuple[bytes, str]:
         path = self._path(key)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from .base import Missing, Store, StoreError
+from .base import Missing, Store, StoreError, checked
 
 T = TypeVar("T")
 
@@ -165,9 +165,7 @@ class S3Store(Store):
     # -- requests
 
     def _key(self, key: str) -> str:
-        if not key or key.startswith("/") or ".." in key.split("/"):
-            raise ValueError(f"Invalid key {key!r}: keys are relative paths inside the root.")
-        return self._head + key
+        return self._head + checked(key)
 
     def _pages(self, prefix: str, start_after: str | None) -> Iterator[dict[str, Any]]:
         request: dict[str, Any] = {
