@@ -84,6 +84,8 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run each test in a fresh working directory, so ./experiments is private."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DE_ROOT", raising=False)
+    # remote roots' working folders (current_dir() staging, downloads): private too
+    monkeypatch.setenv("DE_CACHE", str(tmp_path / ".de-cache"))
     # `make mutate`: mutmut's coverage pass ("stats") counts calls in this process
     # only, and a child told "stats" fails without mutmut's config: children run
     # the unmutated code then (they still run each mutant in the later passes)

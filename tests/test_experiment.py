@@ -790,12 +790,13 @@ def test_name_with_a_path_is_refused(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/runs", "gs://b/r", "file:///tmp/x"])
+@pytest.mark.parametrize("url", ["gs://b/r", "file:///tmp/x", "s3://Bad_Bucket/x"])
 def test_url_root_is_refused(url: str, tmp_path: Path) -> None:
-    """root="s3://..." is a ValueError naming it, not a folder called ./s3:."""
+    """root="gs://..." is a ValueError naming it and the roots that work, not a
+    folder called ./gs:; an s3:// URL with no valid bucket says so."""
     from digital_experiments.errors import InvalidRootError
 
-    with pytest.raises(InvalidRootError, match=r"is a URL.*local"):
+    with pytest.raises(InvalidRootError, match=r"cannot be recorded in.*s3://|no valid bucket"):
 
         @experiment(root=url)
         def f() -> None: ...
@@ -808,8 +809,10 @@ def test_de_root_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """$DE_ROOT set to a URL is refused the same way."""
     from digital_experiments.errors import InvalidRootError
 
-    monkeypatch.setenv("DE_ROOT", "s3://bucket/runs")
-    with pytest.raises(InvalidRootError, match=r"\$DE_ROOT 's3://bucket/runs' is a URL"):
+    monkeypatch.setenv("DE_ROOT", "gs://bucket/runs")
+    with pytest.raises(
+        InvalidRootError, match=r"\$DE_ROOT 'gs://bucket/runs/f' is a URL of a kind"
+    ):
 
         @experiment
         def f() -> None: ...

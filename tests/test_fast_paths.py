@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from digital_experiments import _blobs as shared
 from digital_experiments import _environment as environment
 from digital_experiments import _layout as layout
 from digital_experiments import _storage as storage
+from digital_experiments._store.local import LocalStore
 
 from .conftest import git
 
@@ -27,8 +29,10 @@ def blobs(root: Path) -> list[str]:
 def test_equal_environments_are_stored_once(tmp_path: Path) -> None:
     """The same environment, even as a new dict, gets the same digest and one blob."""
     env = {"system": {"pwd": "/a"}, "pip_freeze": "x==1"}
-    first = storage.put_environment(tmp_path, env)
-    second = storage.put_environment(tmp_path, {"system": {"pwd": "/a"}, "pip_freeze": "x==1"})
+    first = shared.put_environment(LocalStore(tmp_path), env)
+    second = shared.put_environment(
+        LocalStore(tmp_path), {"system": {"pwd": "/a"}, "pip_freeze": "x==1"}
+    )
     assert first == second
     assert blobs(tmp_path) == [f"{first}.json"]
 
@@ -36,21 +40,21 @@ def test_equal_environments_are_stored_once(tmp_path: Path) -> None:
 def test_a_changed_environment_gets_a_new_blob(tmp_path: Path) -> None:
     """Changing a value, even in place after it was stored, makes a new digest."""
     env = {"system": {"pwd": "/a"}, "pip_freeze": "x==1"}
-    first = storage.put_environment(tmp_path, env)
+    first = shared.put_environment(LocalStore(tmp_path), env)
     env["system"]["pwd"] = "/b"  # the memo kept its own copy
-    second = storage.put_environment(tmp_path, env)
+    second = shared.put_environment(LocalStore(tmp_path), env)
     assert first != second
     assert len(blobs(tmp_path)) == 2
-    assert storage.get_environment(tmp_path, second) == env
+    assert shared.get_environment(LocalStore(tmp_path), second) == env
 
 
 def test_equal_values_of_other_types_are_not_confused(tmp_path: Path) -> None:
     """``1`` and ``1.0`` compare equal but are stored as different environments."""
-    as_int = storage.put_environment(tmp_path, {"value": 1})
-    as_float = storage.put_environment(tmp_path, {"value": 1.0})
+    as_int = shared.put_environment(LocalStore(tmp_path), {"value": 1})
+    as_float = shared.put_environment(LocalStore(tmp_path), {"value": 1.0})
     assert as_int != as_float
-    assert storage.get_environment(tmp_path, as_float) == {"value": 1.0}
-    assert type(storage.get_environment(tmp_path, as_float)["value"]) is float
+    assert shared.get_environment(LocalStore(tmp_path), as_float) == {"value": 1.0}
+    assert type(shared.get_environment(LocalStore(tmp_path), as_float)["value"]) is float
 
 
 @pytest.mark.skipif(

@@ -31,6 +31,7 @@ from digital_experiments import _metrics as metrics
 from digital_experiments import experiment, log, query
 from digital_experiments._backends import yaml_text
 from digital_experiments._storage import HOST
+from digital_experiments._store.local import LocalStore
 from digital_experiments.backends import instantiate_backend
 from digital_experiments.core import Observation
 
@@ -323,7 +324,7 @@ def test_a_metrics_file_cut_anywhere_keeps_its_whole_lines(
     id = template[1][0]
     path = root / ".de" / "metrics" / f"{id}.jsonl"
     original = path.read_bytes()
-    points = metrics.read(root, id)
+    points = metrics.read(LocalStore(root), id)
     assert len(points) == 2
     cut = data.draw(st.integers(0, len(original)))
     tail = data.draw(st.sampled_from([b"", _NEXT_WRITER, b"garbage"]))
@@ -331,13 +332,13 @@ def test_a_metrics_file_cut_anywhere_keeps_its_whole_lines(
         tail = b"\n" + data.draw(st.binary(max_size=40))
     path.write_bytes(original[:cut] + tail)
     before = snapshot(root)
-    read = metrics.read(root, id)
+    read = metrics.read(LocalStore(root), id)
     whole = [point for point in points if _line_of(point) in original[:cut]]
     assert read[: len(whole)] == whole
     if tail in (b"", _NEXT_WRITER):  # nothing else: a cut line is skipped, or whole
         assert set(read[len(whole) :]) <= {*points, (7, "loss", 0.5, 1.0)}
     for how in ("last", "min", "max"):
-        metrics.summary(root, id, how)
+        metrics.summary(LocalStore(root), id, how)
     listed, _ = listing(root, backend)
     assert id in listed
     assert_unchanged(root, before)
@@ -365,7 +366,7 @@ def test_a_metrics_line_no_parser_can_read_is_skipped(tmp_path: Path, line: byte
     path = tmp_path / ".de" / "metrics" / "2026-01-01_00-00-00_000000.jsonl"
     path.parent.mkdir(parents=True)
     path.write_bytes(b'[0, "loss", 1.5, 1.0]\n' + line + b'\n[1, "loss", 0.5, 2.0]\n')
-    points = metrics.read(tmp_path, "2026-01-01_00-00-00_000000")
+    points = metrics.read(LocalStore(tmp_path), "2026-01-01_00-00-00_000000")
     assert points[0] == (0, "loss", 1.5, 1.0)
     assert points[-1] == (1, "loss", 0.5, 2.0)
     assert len(points) == 2 + (line == b'[1, "loss", 1e999, 1e999]')
@@ -401,7 +402,7 @@ def test_annotations_of_any_shape_never_stop_a_listing(
     else:
         path.write_bytes(_damaged(data.draw, path.read_bytes() if path.exists() else b"{}"))
     before = snapshot(root)
-    found = annotations.read_annotations(root, victim)
+    found = annotations.read_annotations(LocalStore(root), victim)
     assert set(found) <= {"tags", "notes"}
     assert isinstance(found.get("tags", {}), dict)
     assert isinstance(found.get("notes", []), list)
@@ -421,7 +422,7 @@ def test_an_annotation_file_no_parser_can_read_is_left_out(tmp_path: Path, conte
     path = tmp_path / ".de" / "annotations" / f"{id}.json"
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
-    assert annotations.read_annotations(tmp_path, id) == {}
+    assert annotations.read_annotations(LocalStore(tmp_path), id) == {}
 
 
 @pytest.mark.parametrize(
@@ -450,13 +451,13 @@ def test_tagging_never_overwrites_annotations_it_cannot_read_whole(
         and isinstance(data.get("notes"), list)
     )
     if whole:
-        assert annotations.tag(tmp_path, id, {"b": 2}) == {"a": 1, "b": 2}
+        assert annotations.tag(LocalStore(tmp_path), id, {"b": 2}) == {"a": 1, "b": 2}
         assert json.loads(path.read_bytes())["by"] == "a tool of ours"
         return
     with pytest.raises(ValueError, match=r"annotations.*cannot be read|not tags and notes"):
-        annotations.tag(tmp_path, id, {"b": 2})
+        annotations.tag(LocalStore(tmp_path), id, {"b": 2})
     with pytest.raises(ValueError, match=r"annotations.*cannot be read|not tags and notes"):
-        annotations.note(tmp_path, id, "more")
+        annotations.note(LocalStore(tmp_path), id, "more")
     assert path.read_bytes() == content
 
 

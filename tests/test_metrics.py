@@ -17,6 +17,7 @@ import pytest
 from digital_experiments import NoExperimentRunning, experiment, log, propagate
 from digital_experiments import _layout as layout
 from digital_experiments import _metrics as metrics
+from digital_experiments._store.local import LocalStore
 
 
 def test_log_records_points_with_per_name_steps(tmp_path: Path) -> None:
@@ -208,11 +209,13 @@ def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
     path = layout.metrics(tmp_path, "2026-01-01_00-00-00_000000")
     path.parent.mkdir(parents=True)
     path.write_text('[0, "x", 1.0, 1.5]\n[1, "x", 2.0, 1.6]\n[2, "x"')
-    assert metrics.read(tmp_path, "2026-01-01_00-00-00_000000") == [
+    assert metrics.read(LocalStore(tmp_path), "2026-01-01_00-00-00_000000") == [
         (0, "x", 1.0, 1.5),
         (1, "x", 2.0, 1.6),
     ]
-    assert isinstance(metrics.frame(tmp_path, "2026-01-01_00-00-00_000000"), pd.DataFrame)
+    assert isinstance(
+        metrics.frame(LocalStore(tmp_path), "2026-01-01_00-00-00_000000"), pd.DataFrame
+    )
 
 
 def test_special_floats_round_trip(tmp_path: Path) -> None:
@@ -244,7 +247,7 @@ def test_points_are_written_once_flush_every_has_passed(
 
         for step in range(3):
             log(x=step)
-            seen.append(len(metrics.read(tmp_path, current_id())))
+            seen.append(len(metrics.read(LocalStore(tmp_path), current_id())))
 
     f()
     assert seen == [1, 2, 3]

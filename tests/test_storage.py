@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from digital_experiments import _blobs as blobs
 from digital_experiments import _run as runs
 from digital_experiments import _storage as storage
 from digital_experiments import current_dir, experiment
@@ -334,7 +335,7 @@ def test_missing_environment_blob_loads_as_none(tmp_path: Path) -> None:
         return 1
 
     f()
-    storage._BLOB_CACHE.clear()
+    blobs._CACHE.clear()
     for blob in (tmp_path / "runs" / ".de" / "environments").iterdir():
         blob.unlink()
     with pytest.warns(UserWarning, match="is missing"):
@@ -396,7 +397,7 @@ def test_deleted_environment_blob_warns_once_and_is_rewritten(tmp_path: Path) ->
     f(1)
     blob = _blob(tmp_path / "runs")
     content = blob.read_bytes()
-    storage._BLOB_CACHE.clear()
+    blobs._CACHE.clear()
     blob.unlink()
     with pytest.warns(UserWarning, match=re.escape(str(blob))) as caught:
         assert [o.metadata["environment"] for o in f.observations()] == [None]
@@ -430,7 +431,7 @@ def test_corrupt_environment_blob_warns_and_next_writer_repairs(
     assert [o.metadata["environment"] for o in observations] == [None]
     _run_in_new_process(root)
     assert blob.read_bytes() == content
-    storage._BLOB_CACHE.clear()
+    blobs._CACHE.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         environments = [o.metadata["environment"] for o in storage_observations(root)]

@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 from digital_experiments import current_dir, experiment, log, query
 from digital_experiments._annotations import note
 from digital_experiments._records import Observation
+from digital_experiments._store.local import LocalStore
 from digital_experiments.ui import create_app
 from digital_experiments.ui._index import RunIndex, extras_of
 
@@ -186,7 +187,7 @@ def test_one_run_in_full_with_artefacts_and_metrics(client: Any) -> None:
     assert "ValueError: lr=5.0 diverges" in failed["error"]["traceback"]
     assert (run["tags"], run["notes"]) == ({}, [])
     experiment(root=client.root / "fit", backend="json")(fit).tag(id, best=True)
-    note(client.root / "fit", id, "the one to beat")
+    note(LocalStore(client.root / "fit"), id, "the one to beat")
     run = client.get(f"/api/experiments/fit/runs/{id}").json()
     assert (run["tags"], run["notes"]) == ({"best": True}, ["the one to beat"])
     assert "tags" not in run["metadata"]

@@ -30,6 +30,7 @@ playwright = pytest.importorskip("playwright.sync_api")
 from digital_experiments import current_dir, experiment, log, query  # noqa: E402
 from digital_experiments._annotations import note  # noqa: E402
 from digital_experiments._records import Observation  # noqa: E402
+from digital_experiments._store.local import LocalStore  # noqa: E402
 from digital_experiments.ui import create_app  # noqa: E402
 
 from .test_ui_api import fit, make_root  # noqa: E402
@@ -117,7 +118,7 @@ def test_experiments_to_runs_to_one_run(site: Any) -> None:
     expect = playwright.expect
     run = experiment(root=root / "fit", backend="json")(fit)
     run.tag(ids[0], best=True, owner="ana")
-    note(root / "fit", ids[0], "the one to beat")
+    note(LocalStore(root / "fit"), ids[0], "the one to beat")
     page.goto(server.url)
     row = page.locator('tr[data-experiment="fit"]')
     expect(row).to_contain_text("4")
@@ -377,7 +378,7 @@ def test_the_table_fits_1280_pixels_and_columns_can_be_chosen(site: Any) -> None
         run(0.1 * (n + 1), n + 1, optimiser=["adam", "sgd", "adamw"][n])
     (first, *_) = [o.id for o in run.observations()]
     run.tag(first, reviewed=True, best_so_far="yes")
-    note(root / "wide", first, "a long note about why this run is the one to keep")
+    note(LocalStore(root / "wide"), first, "a long note about why this run is the one to keep")
     page.goto(server.url + "#/e/wide")
     expect(page.locator("#runs tbody tr")).to_have_count(3)
     heads = page.locator("#runs thead th[data-column]")

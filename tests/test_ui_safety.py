@@ -26,6 +26,7 @@ from starlette.testclient import TestClient
 from digital_experiments import _query, current_dir, experiment
 from digital_experiments._annotations import note, tag
 from digital_experiments._records import Observation
+from digital_experiments._store.local import LocalStore
 from digital_experiments.ui import create_app
 from digital_experiments.ui._index import RunIndex
 
@@ -189,7 +190,7 @@ def old_folder(root: Path, marker: Path) -> Path:
     folder.mkdir()
     record = Observation(OLD_ID, {"x": Touch(marker)}, 1, {"status": "completed"})
     (folder / f"{OLD_ID}.pkl").write_bytes(pickle.dumps(record))
-    tag(folder, OLD_ID, {"seen": True})
+    tag(LocalStore(folder), OLD_ID, {"seen": True})
     assert (folder / ".de").is_dir()
     assert not (folder / ".de" / "ids").exists()
     return folder
@@ -356,8 +357,8 @@ def test_tags_and_notes_added_while_it_runs_show(live: Any) -> None:
         return answer.json() if answer.json()["matched"] else None
 
     assert [row["id"] for row in eventually(found, "tags.best queryable")["rows"]] == [id]
-    tag(live.root / "fit", id, {"best": 2})
-    note(live.root / "fit", live.ids[1], "a second look")
+    tag(LocalStore(live.root / "fit"), id, {"best": 2})
+    note(LocalStore(live.root / "fit"), live.ids[1], "a second look")
 
     def changed() -> bool:
         rows = {row["id"]: row for row in live.get(runs).json()["rows"]}
@@ -366,7 +367,7 @@ def test_tags_and_notes_added_while_it_runs_show(live: Any) -> None:
         )
 
     eventually(changed, "a changed tag and a new note shown")
-    tag(live.root / "fit", id, {"best": None})
+    tag(LocalStore(live.root / "fit"), id, {"best": None})
     eventually(lambda: "tags.best" not in live.get(runs).json()["rows"][0], "a removed tag gone")
 
 

@@ -2,31 +2,33 @@
 
 Records stay immutable: a run's tags and notes live beside it, in
 ``<root>/.de/annotations/<id>.json`` (``{"tags": {...}, "notes": [...]}``).
-Every change is a read-modify-write under a lock on that run, published by an
-atomic rename, so concurrent taggers merge and a reader never sees half a file.
+Every change is a read-modify-write published by compare-and-swap (retried
+when another tagger came first), so concurrent taggers on any number of hosts
+merge and a reader never sees half a file. In a folder, the change is also
+made under a lock on that run, which a delete takes too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any
 
 from . import _layout as layout
 from . import _storage as storage
+from ._store.base import Store
 
 _JSON_TYPES = (str, int, float, bool, type(None))
 
 
-def read_annotations(root: Path, id: str) -> dict[str, Any]:
+def read_annotations(store: Store, id: str) -> dict[str, Any]:
     """``{"tags": ..., "notes": ...}`` of run ``id`` (only the keys it has).
 
     A file that cannot be read, or holds something else, gives ``{}``: a
     listing shows the run without tags rather than stop.
     """
-    data = _read(layout.annotation_file(root, id))
+    data = _read(store, layout.annotations_key(id))[0]
     if not isinstance(data, dict):
         return {}
     found: dict[str, Any] = {}
@@ -40,41 +42,46 @@ def read_annotations(root: Path, id: str) -> dict[str, Any]:
 _NONE, _UNREADABLE = object(), object()
 
 
-def _read(path: Path) -> Any:
-    """The parsed file at ``path``: ``_NONE`` if there is none, ``_UNREADABLE``
-    if it cannot be read or parsed."""
+def _read(store: Store, key: str) -> tuple[Any, str | None]:
+    """The parsed object at ``key`` and its version: ``_NONE`` if there is none,
+    ``_UNREADABLE`` if it cannot be read or parsed."""
     try:
-        data = storage.read_bytes(os.fspath(path))
-    except FileNotFoundError:
-        return _NONE
+        found = store.get_or_none(key)
     except OSError:  # a folder in its place, no permission
-        return _UNREADABLE
+        return _UNREADABLE, None
+    if found is None:
+        return _NONE, None
     try:
-        return json.loads(data)
+        return json.loads(found[0]), found[1]
     # not JSON, not UTF-8, or nested past the parser's limit (a RecursionError)
     except (ValueError, RecursionError):
-        return _UNREADABLE
+        return _UNREADABLE, found[1]
 
 
-def annotated(root: Path) -> set[str]:
-    """The ids of the runs under ``root`` that have tags or notes."""
+def annotated(store: Store) -> set[str]:
+    """The ids of the runs of ``store`` that have tags or notes."""
+    prefix = layout.internal_prefix("annotations")
     try:
-        names = os.listdir(layout.internal(root, "annotations"))
+        keys = list(store.list(prefix))
     except OSError:
         return set()
-    return {name[:-5] for name in names if name.endswith(".json") and layout.is_id(name[:-5])}
+    start = len(prefix)
+    return {k[start:-5] for k in keys if k.endswith(".json") and layout.is_id(k[start:-5])}
 
 
-def locked(root: Path, id: str) -> AbstractContextManager[None]:
-    """Hold run ``id``'s annotation lock (a delete moves them under it too)."""
-    return storage.file_lock(layout.lock(root, f"annotations-{id}"))
+def locked(store: Store, id: str) -> AbstractContextManager[None]:
+    """Hold run ``id``'s annotation lock in a folder (a delete moves them under it
+    too); nothing on a remote store, where compare-and-swap alone merges."""
+    if store.folder is None:
+        return contextlib.nullcontext()
+    return storage.file_lock(layout.lock(store.folder, f"annotations-{id}"))
 
 
-def tag(root: Path, id: str, values: dict[str, Any], record: Path | None = None) -> dict[str, Any]:
+def tag(store: Store, id: str, values: dict[str, Any], record: str | None = None) -> dict[str, Any]:
     """Merge ``values`` into run ``id``'s tags (``None`` removes a tag); its tags now.
 
-    With ``record``, refuse (``ValueError``) if that file is gone when the lock is held:
-    the run was deleted meanwhile."""
+    With ``record`` (the key of the run's record), refuse (``ValueError``) if it is
+    gone when the lock is held: the run was deleted meanwhile."""
     for name, value in values.items():
         if not isinstance(value, _JSON_TYPES):
             raise TypeError(
@@ -90,11 +97,11 @@ def tag(root: Path, id: str, values: dict[str, Any], record: Path | None = None)
             else:
                 tags[name] = value
 
-    tags: dict[str, Any] = _update(root, id, change, record).get("tags", {})
+    tags: dict[str, Any] = _update(store, id, change, record).get("tags", {})
     return tags
 
 
-def note(root: Path, id: str, text: str, record: Path | None = None) -> list[str]:
+def note(store: Store, id: str, text: str, record: str | None = None) -> list[str]:
     """Add ``text`` to run ``id``'s notes; its notes now (``record`` as for :func:`tag`)."""
     if not isinstance(text, str) or not text.strip():
         raise TypeError(f"A note is non-empty text, not {text!r}.")
@@ -102,27 +109,34 @@ def note(root: Path, id: str, text: str, record: Path | None = None) -> list[str
     def add(data: dict[str, Any]) -> None:
         data.setdefault("notes", []).append(text)
 
-    notes: list[str] = _update(root, id, add, record)["notes"]
+    notes: list[str] = _update(store, id, add, record)["notes"]
     return notes
 
 
-def _update(root: Path, id: str, change: Any, record: Path | None) -> dict[str, Any]:
-    path = layout.annotation_file(root, id)
-    with locked(root, id):
-        if record is not None and not record.exists():
-            raise ValueError(f"No run {id!r} in {str(root)!r} (deleted?).")
-        data = _read(path)
-        if data is _NONE:
-            data = {}
-        elif not _whole(data):  # rewriting it would drop what it holds
-            raise ValueError(
-                f"The tags and notes of run {id!r} in {str(path)!r} cannot be read: the file "
-                'is not {"tags": {...}, "notes": [...]}. Fix or remove it, then tag again.'
-            )
-        change(data)  # other fields (another tool's) are kept
-        path.parent.mkdir(parents=True, exist_ok=True)
-        storage.atomic_write(path, json.dumps(data, sort_keys=True).encode())
-    return dict(data)
+def _update(store: Store, id: str, change: Any, record: str | None) -> dict[str, Any]:
+    key = layout.annotations_key(id)
+    with locked(store, id):
+        while True:
+            if record is not None and store.version(record) is None:
+                raise ValueError(f"No run {id!r} in {store.url!r} (deleted?).")
+            data, version = _read(store, key)
+            if data is _NONE:
+                data = {}
+            elif not _whole(data):  # rewriting it would drop what it holds
+                raise ValueError(
+                    f"The tags and notes of run {id!r} ({key!r} in {store.url!r}) cannot be "
+                    'read: it is not {"tags": {...}, "notes": [...]}. Fix or remove it, '
+                    "then tag again."
+                )
+            change(data)  # other fields (another tool's) are kept
+            body = json.dumps(data, sort_keys=True).encode()
+            if version is None:
+                written = store.put_new(key, body)
+            else:
+                written = store.put_if(key, body, version)
+            if written is not None:
+                return dict(data)
+            # another tagger came first: read theirs and change it again
 
 
 def _whole(data: Any) -> bool:

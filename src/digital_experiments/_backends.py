@@ -18,12 +18,16 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from . import _blobs as blobs
 from . import _keys as keys
 from . import _layout as layout
 from . import _storage as storage
 from ._annotations import annotated, read_annotations
 from ._layout import is_id
 from ._records import Observation, stored
+from ._store.base import Store, checked
+from ._store.local import LocalStore
+from ._store.open import is_url, open_store
 from .errors import UnknownBackendError
 
 
@@ -42,11 +46,35 @@ class Backend(ABC):
     """
 
     def __init__(self, root: Path) -> None:
+        if is_url(root):
+            raise ValueError(
+                f"{type(self).__name__} keeps runs in a folder, so it cannot record into "
+                f"{root!r}. Use a file format (backend='pickle', 'json' or 'yaml', or a "
+                "FileBackend subclass) for s3:// roots."
+            )
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.root)!r})"
+        return f"{type(self).__name__}({self.where!r})"
+
+    @property
+    def store(self) -> Store:
+        """Where this backend's runs are kept (its root's folder, for a custom backend)."""
+        found: Store | None = self.__dict__.get("_store")
+        if found is None:
+            found = self.__dict__["_store"] = LocalStore(self.root)
+        return found
+
+    @property
+    def where(self) -> str:
+        """The root, for messages: a folder, or a URL such as ``s3://bucket/prefix``."""
+        return self.store.url
+
+    def keep_artefacts(self, id: str) -> None:
+        """Keep run ``id``'s artefacts where its records are (a remote store uploads
+        its working folder's ``storage/<id>/``); nothing to do in a folder."""
+        return None
 
     @abstractmethod
     def record(self, observation: Observation) -> None:
@@ -94,7 +122,7 @@ class Backend(ABC):
                 continue
             except Exception as exc:  # a foreign or torn file must not stop a listing
                 warnings.warn(
-                    f"Skipping unreadable record {id!r} in {str(self.root)!r}: {exc!r}",
+                    f"Skipping unreadable record {id!r} in {self.where!r}: {exc!r}",
                     stacklevel=3,
                 )
 
@@ -219,9 +247,10 @@ def backend_class(name: str) -> type[Backend]:
         ) from None
 
 
-def instantiate_backend(name: str, root: Path) -> Backend:
-    """Create the backend registered as ``name`` for ``root``."""
-    return backend_class(name)(Path(root))
+def instantiate_backend(name: str, root: Path | str) -> Backend:
+    """Create the backend registered as ``name`` for ``root`` (a folder, or a
+    URL such as ``s3://bucket/prefix`` for a file format)."""
+    return backend_class(name)(root if is_url(root) else Path(root))  # type: ignore[arg-type]
 
 
 class FileBackend(Backend):
@@ -238,6 +267,18 @@ class FileBackend(Backend):
     # reported complete; "process": renamed into place unsynced (see durability())
     durability: str = "power"
 
+    def __init__(self, root: Path | str) -> None:
+        if is_url(root):
+            # a remote store: records go there; current_dir() and downloaded
+            # artefacts live in its local working folder, which is self.root
+            store = self.__dict__["_store"] = open_store(root)
+            self.root = store.workdir
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._remote = True
+        else:
+            super().__init__(Path(root))
+            self._remote = False
+
     @abstractmethod
     def dumps(self, observation: Observation) -> bytes:
         """Serialise ``observation``."""
@@ -247,16 +288,30 @@ class FileBackend(Backend):
         """Deserialise what :meth:`dumps` wrote."""
 
     def path(self, id: str) -> Path:
+        """The record's file (for a remote store: where a local copy would be)."""
         return self.root / f"{id}{self.suffix}"
+
+    def key(self, id: str) -> str:
+        """The record's key in :attr:`store`."""
+        return f"{id}{self.suffix}"
 
     def record(self, observation: Observation) -> None:
         data = self.dumps(self._pack(observation))
+        if self._remote:
+            self.store.put(self.key(observation.id), data)
+            return
         target = os.path.join(self.root, f"{observation.id}{self.suffix}")  # no Path: hot path
         storage.atomic_write(target, data, fsync=self.durability == POWER)
 
     def create(self, observation: Observation) -> Observation:
         """Reserve an id for ``observation`` in the root's one id namespace and
-        publish its record (temp file + rename, like every record)."""
+        publish its record (temp file + rename, like every record).
+
+        On a remote store the record's key itself is created create-only: of
+        any number of hosts, one gets an id, and the others take the next one.
+        """
+        if self._remote:
+            return self._create_remote(observation)
         id = storage.reserve_id(self.root, observation.id)
         while os.path.lexists(self.path(id)):  # an older version's record
             id = storage.reserve_id(self.root, id)
@@ -265,8 +320,22 @@ class FileBackend(Backend):
         storage.atomic_write(os.path.join(self.root, f"{id}{self.suffix}"), data, fsync=False)
         return created
 
+    def _create_remote(self, observation: Observation) -> Observation:
+        id, attempt = observation.id, 0
+        packed = self._pack(observation)
+        while True:
+            created = observation._replace(id=id)
+            # the body names its process (pid, start time): no other writer's is equal
+            if self.store.put_new(self.key(id), self.dumps(packed._replace(id=id))) is not None:
+                return created
+            attempt += 1
+            id = storage.next_id(id, attempt)
+
     def load(self, id: str) -> Observation:
-        data = storage.read_bytes(os.path.join(self.root, f"{id}{self.suffix}"))
+        if self._remote:
+            data = self.store.read(self.key(id))  # the store refuses keys outside it
+        else:
+            data = storage.read_bytes(os.path.join(self.root, f"{id}{self.suffix}"))
         # the file name rules listings; an explicit load of a custom name (2.0.4 allowed any) works
         return self._unpack(self.loads(data), id=id if is_id(id) else None)
 
@@ -281,12 +350,14 @@ class FileBackend(Backend):
         foreign file such as ``notes.pkl`` is listed too, so that reading it
         warns (it is never returned as a run, and never deleted).
         """
+        suffix = self.suffix
+        if self._remote:
+            return [k[: -len(suffix)] for k in self.store.list("") if k.endswith(suffix)]
         ids = []
         try:
             entries = os.scandir(self.root)
         except FileNotFoundError:
             return []
-        suffix = self.suffix
         with entries:
             for entry in entries:
                 name = entry.name
@@ -312,9 +383,44 @@ class FileBackend(Backend):
                 f"Invalid run id {id!r}: ids look like '2026-01-01_12-00-00_000000'. "
                 "Delete records by the ids all_ids() lists."
             )
+        if self._remote:
+            self.store.delete(self.key(id))
+            return
         # unlinks a symlinked record itself, never what it points to
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.root, f"{id}{self.suffix}"))
+
+    def artefacts(self, id: str) -> list[Path]:
+        """The files stored for run ``id`` (``[]`` if there are none); those of a
+        remote store are downloaded first (once) to its local working folder."""
+        if self._remote and is_id(id):
+            self._download(id)
+        return super().artefacts(id)
+
+    def _download(self, id: str) -> None:
+        prefix = layout.artefacts_prefix(id)
+        for key in self.store.walk(prefix):
+            target = self.root.joinpath(*checked(key).split("/"))
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                storage.atomic_write(target, self.store.read(key), fsync=False)
+
+    def keep_artefacts(self, id: str) -> None:
+        """Upload run ``id``'s ``current_dir()`` to a remote store (each file once,
+        under ``storage/<id>/``); in a folder the files are already in place.
+
+        Raises
+        ------
+        OSError
+            If a file cannot be read or uploaded (the run's record is unaffected).
+        """
+        if not self._remote:
+            return
+        folder = layout.artefacts(self.root, id)
+        prefix = layout.artefacts_prefix(id)
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                self.store.put(prefix + path.relative_to(folder).as_posix(), path.read_bytes())
 
     def iter_observations(
         self, ids: Iterable[str], *, environment: bool = True
@@ -328,6 +434,9 @@ class FileBackend(Backend):
         """
         if type(self).load is not FileBackend.load:  # a subclass reads its own way
             yield from super().iter_observations(ids)
+            return
+        if self._remote:
+            yield from self._iter_remote(list(ids), environment)
             return
         prefix, suffix = os.path.join(self.root, ""), self.suffix
         for id in ids:
@@ -345,9 +454,26 @@ class FileBackend(Backend):
                 continue
             yield observation
 
+    def _iter_remote(self, ids: list[str], environment: bool) -> Iterator[Observation]:
+        """Fetch the records in parallel, in order; annotations are listed once."""
+        self._marked: set[str] = annotated(self.store)
+        try:
+            keys = [self.key(id) for id in ids]
+            for id, (_, found) in zip(ids, self.store.get_many(keys), strict=True):
+                if found is None:
+                    continue  # deleted after it was listed
+                try:
+                    observation = self._unpack(self.loads(found[0]), environment, id=id)
+                except Exception as exc:
+                    self._warn_unreadable(id, exc)
+                    continue
+                yield observation
+        finally:
+            del self._marked
+
     def _warn_unreadable(self, id: str, exc: Exception) -> None:
         warnings.warn(
-            f"Skipping unreadable record {id!r} in {str(self.root)!r}: {exc!r}",
+            f"Skipping unreadable record {id!r} in {self.where!r}: {exc!r}",
             stacklevel=4,
         )
 
@@ -357,7 +483,7 @@ class FileBackend(Backend):
             return observation
         metadata = dict(observation.metadata)
         del metadata["environment"]
-        metadata["environment_ref"] = storage.put_environment(self.root, environment)
+        metadata["environment_ref"] = blobs.put_environment(self.store, environment)
         return observation._replace(metadata=metadata)
 
     def _unpack(
@@ -391,7 +517,7 @@ class FileBackend(Backend):
                     f"not a {kind.__name__}"
                 )
         if id is not None and observation.id != id:
-            _warn_renamed(self.root, id, observation.id, self.suffix)
+            _warn_renamed(self.where, id, observation.id, self.suffix)
             observation = observation._replace(id=id)
         metadata = observation.metadata
         metadata.update(self._annotations(observation.id))
@@ -399,11 +525,16 @@ class FileBackend(Backend):
             ref = metadata.pop("environment_ref")
             if environment:
                 valid = isinstance(ref, str) and ref.isalnum()
-                metadata["environment"] = storage.get_environment(self.root, ref) if valid else None
-        return stored(observation, self.root)
+                metadata["environment"] = blobs.get_environment(self.store, ref) if valid else None
+        return stored(observation, self.store)
 
     def _annotations(self, id: str) -> dict[str, Any]:
         """Run ``id``'s tags and notes; the folder is listed again only when it changed."""
+        if self._remote:
+            marked: set[str] | None = self.__dict__.get("_marked")
+            if marked is not None and id not in marked:
+                return {}
+            return read_annotations(self.store, id)
         folder = self.__dict__.get("_annotations_folder")
         if folder is None:  # a str, made once: a Path per load costs more than the stat
             folder = self._annotations_folder = os.fspath(layout.internal(self.root, "annotations"))
@@ -413,21 +544,21 @@ class FileBackend(Backend):
             return {}
         known: tuple[int, set[str]] | None = getattr(self, "_annotated", None)
         if known is None or known[0] != stamp:
-            known = self._annotated = (stamp, annotated(self.root))
-        return read_annotations(self.root, id) if id in known[1] else {}
+            known = self._annotated = (stamp, annotated(self.store))
+        return read_annotations(self.store, id) if id in known[1] else {}
 
 
 _RENAMED_WARNED: set[tuple[str, str, str]] = set()
 
 
-def _warn_renamed(root: Path, id: str, written: str, suffix: str) -> None:
+def _warn_renamed(root: str, id: str, written: str, suffix: str) -> None:
     """Say once per file that a record's name and the id inside it disagree."""
-    key = (os.fspath(root), id, written)
+    key = (root, id, written)
     if key in _RENAMED_WARNED:
         return
     _RENAMED_WARNED.add(key)
     warnings.warn(
-        f"Record {id + suffix!r} in {str(root)!r} holds the id {written!r}: "
+        f"Record {id + suffix!r} in {root!r} holds the id {written!r}: "
         f"using its file name's id {id!r}. Rename the file to change a run's id.",
         stacklevel=5,
     )

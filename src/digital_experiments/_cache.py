@@ -44,8 +44,12 @@ class CacheIndex:
     def remember(self, observation: Observation) -> None:
         """Index ``observation``, a completed run (no fsync: the index is a cache)."""
         key = self.key(observation.config)
-        path = layout.cache_entry(self.backend.root, key)
-        storage.atomic_write(path, observation.id.encode(), fsync=False)
+        store = self.backend.store
+        if store.folder is not None:
+            path = layout.cache_entry(store.folder, key)
+            storage.atomic_write(path, observation.id.encode(), fsync=False)
+        else:
+            store.put(layout.cache_key(key), observation.id.encode())
         if self._scanned is not None:
             self._scanned[key] = observation.id
 
@@ -79,8 +83,8 @@ class CacheIndex:
 
     def _indexed(self, key: str) -> list[str]:
         try:
-            return [layout.cache_entry(self.backend.root, key).read_text()]
-        except OSError:
+            return [self.backend.store.read(layout.cache_key(key)).decode()]
+        except (OSError, UnicodeDecodeError):
             return []
 
     def _load(self, ids: list[str], deleted_since: float | None) -> Observation | None:

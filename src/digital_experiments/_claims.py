@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from . import _lease as leases
 from . import _storage as storage
 from ._lease import Lease
+from ._store.base import Store
 from ._store.local import LocalStore
+from ._store.open import is_url, open_store
 
 PREFIX = ".de/claims/"  # 3.4's one-file claims lived in .de/sweep-claims/
 
@@ -43,20 +45,24 @@ PREFIX = ".de/claims/"  # 3.4's one-file claims lived in .de/sweep-claims/
 class Claim:
     """A sweep's claim on one config of one root, as handed to the process that runs it."""
 
-    root: str
+    root: str  # a folder, or a store's URL (s3://bucket/prefix)
     key: str  # the config's key
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     stale_after: float | None = None
 
     @property
     def lease(self) -> Lease:
-        store = LocalStore(self.root, fsync=False)  # a claim is a cache of who runs what
-        return Lease(store, self.key, PREFIX, self.token, self.stale_after)
+        return Lease(_store(self.root), self.key, PREFIX, self.token, self.stale_after)
 
     @property
     def interval(self) -> float:
         """Seconds between two heartbeats: a quarter of the lease."""
         return (self.stale_after or leases.DEFAULT_LENGTH) / 4
+
+
+def _store(root: str) -> Store:
+    # unsynced in a folder: a claim is a cache of who runs what
+    return LocalStore(root, fsync=False) if not is_url(root) else open_store(root)
 
 
 def try_claim(claim: Claim) -> bool:
@@ -90,7 +96,7 @@ def release(claim: Claim, only_unadopted: bool = False) -> None:
 
 def held(root: str) -> list[str]:
     """The config keys whose claims are held under ``root`` (none once sweeps end)."""
-    return leases.held(LocalStore(root, fsync=False), PREFIX)
+    return leases.held(_store(root), PREFIX)
 
 
 def touch(claim: Claim) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
@@ -32,6 +31,8 @@ from ._query import (
 from ._records import COMPLETED, Observation, Observations
 from ._run import Ending, Recorder, as_recorder
 from ._store import filesystems
+from ._store.open import is_url
+from ._store.s3 import parse as parse_s3
 from ._sweep import asweep, sweep
 from .errors import InvalidRootError
 
@@ -259,7 +260,7 @@ class Experiment(Recorder, Generic[P, R]):
             try:
                 found.append(self.backend.load(id))
             except FileNotFoundError:  # deleted since it was found
-                raise ValueError(f"No run {given!r} in {str(self.root)!r}.") from None
+                raise ValueError(f"No run {given!r} in {self.backend.where!r}.") from None
         return found
 
     def _find(self, id: str, ids: Iterable[str] | None = None) -> str:
@@ -283,13 +284,13 @@ class Experiment(Recorder, Generic[P, R]):
             If ``id`` names no run, or begins several runs' ids.
         """
         id = self._find(id)
-        return marks.tag(self.root, id, values, self._record_path(id))
+        return marks.tag(self.backend.store, id, values, self._record_key(id))
 
     def note(self, id: str, text: str) -> list[str]:
         """Add a note to run ``id`` (or an unambiguous prefix of it); its notes now
         (in ``metadata["notes"]``)."""
         id = self._find(id)
-        return marks.note(self.root, id, text, self._record_path(id))
+        return marks.note(self.backend.store, id, text, self._record_key(id))
 
     def delete(self, *ids: str) -> list[str]:
         """Move runs ``ids`` (record, artefacts, metrics, tags) to the root's trash.
@@ -331,7 +332,7 @@ class Experiment(Recorder, Generic[P, R]):
                 raise
             if not is_id(id):
                 raise FileNotFoundError(
-                    f"No run {id!r} in the trash of {str(self.root)!r}: see trash()."
+                    f"No run {id!r} in the trash of {self.backend.where!r}: see trash()."
                 ) from None
         return trashcan.restore(self.backend, id)
 
@@ -343,11 +344,13 @@ class Experiment(Recorder, Generic[P, R]):
         """Empty the trash for good; how many runs were in it."""
         return trashcan.purge(self.backend)
 
-    def _record_path(self, id: str) -> Path | None:
-        """Where run ``id``'s record is (``None`` for a backend without files)."""
+    def _record_key(self, id: str) -> str | None:
+        """Run ``id``'s record's key in the store (``None`` for a backend without files)."""
         if not is_id(id):
-            raise ValueError(f"No run {id!r} in {str(self.root)!r}: ids look like {ID_EXAMPLE!r}.")
-        return self.backend.path(id) if isinstance(self.backend, FileBackend) else None
+            raise ValueError(
+                f"No run {id!r} in {self.backend.where!r}: ids look like {ID_EXAMPLE!r}."
+            )
+        return self.backend.key(id) if isinstance(self.backend, FileBackend) else None
 
     # -- sweeps (see digital_experiments.sweep)
 
@@ -361,21 +364,30 @@ class Experiment(Recorder, Generic[P, R]):
         return await asweep(self, grid, **options)
 
 
-def resolve_root(root: str | os.PathLike[str] | None, name: str) -> Path:
+def resolve_root(root: str | os.PathLike[str] | None, name: str) -> Path | str:
     """``root`` if given, else ``$DE_ROOT/<name>``, else ``./experiments/<name>``.
+
+    A folder comes back as an absolute :class:`~pathlib.Path`; an
+    ``s3://bucket/prefix`` root as its URL (a ``str``).
 
     Raises
     ------
     InvalidRootError
-        If the root is a URL (no remote store exists yet) or an existing file.
+        If the root is a URL of another kind, names no valid bucket, or is an
+        existing file.
     """
     if root is not None:
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"root= takes a str or pathlib.Path, not {root!r}.")
-        path = _local_folder(os.fspath(root), "root=")
+        text = os.fsdecode(os.fspath(root))
+        if is_url(text):
+            return _remote(text, "root=")
+        path = Path(text)
     else:
         base = os.environ.get("DE_ROOT")
-        path = (_local_folder(base, "$DE_ROOT") if base else Path("experiments")) / name
+        if base and is_url(base):
+            return _remote(f"{base.rstrip('/')}/{name}", "$DE_ROOT")
+        path = (Path(base) if base else Path("experiments")) / name
     path = path.expanduser().absolute()
     if path.exists() and not path.is_dir():
         raise InvalidRootError(
@@ -386,16 +398,19 @@ def resolve_root(root: str | os.PathLike[str] | None, name: str) -> Path:
     return path
 
 
-def _local_folder(text: str | bytes, where: str) -> Path:
-    if isinstance(text, bytes):
-        text = os.fsdecode(text)
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+def _remote(url: str, where: str) -> str:
+    """``url``, checked: an ``s3://bucket/prefix`` root (no request is made)."""
+    if not url.startswith("s3://"):
         raise InvalidRootError(
-            f"{where} {text!r} is a URL, but runs are recorded in a folder for now "
-            "(s3:// roots are being built). Pass a local or NFS folder; a FUSE mount "
-            "of a bucket is not safe for sweeps sharing it (see docs/stores.md)."
+            f"{where} {url!r} is a URL of a kind runs cannot be recorded in: use a folder, "
+            "or s3://bucket/prefix (AWS S3, or any S3-compatible server with "
+            "AWS_ENDPOINT_URL; see docs/stores.md)."
         )
-    return Path(text)
+    try:
+        bucket, prefix = parse_s3(url)
+    except ValueError as exc:
+        raise InvalidRootError(f"{where} {exc}") from None
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
 
 
 # ---------------------------------------------------------------- the decorator

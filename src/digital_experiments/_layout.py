@@ -69,3 +69,35 @@ def annotation_file(root: Path, id: str) -> Path:
 
 def trash(root: Path, id: str = "") -> Path:
     return internal(root, "trash", id) if id else internal(root, "trash")
+
+
+# -- the same places as store keys (relative, "/"-separated), for any store
+
+
+def record_key(id: str, suffix: str) -> str:
+    return f"{id}{suffix}"
+
+
+def artefacts_prefix(id: str) -> str:
+    return f"{ARTEFACTS}/{id}/"
+
+
+def environment_key(digest: str) -> str:
+    return f"{INTERNAL}/environments/{digest}.json"
+
+
+def cache_key(key: str) -> str:
+    return f"{INTERNAL}/cache/{key}"
+
+
+def metrics_key(id: str) -> str:
+    return f"{INTERNAL}/metrics/{id}.jsonl"
+
+
+def annotations_key(id: str) -> str:
+    return f"{INTERNAL}/annotations/{id}.json"
+
+
+def internal_prefix(name: str) -> str:
+    """The prefix of the ``.de/<name>/`` folder: ``metrics``, ``annotations``..."""
+    return f"{INTERNAL}/{name}/"

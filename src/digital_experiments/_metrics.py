@@ -10,6 +10,9 @@ whole lines, each append starts on a fresh line (so the torn line of a writer
 killed mid-write never fuses with the next writer's), and a reader skips torn,
 blank and ill-shaped lines. Several processes of one run (through
 :class:`~digital_experiments.propagate`) append to the same file.
+
+On a remote store (``s3://``) the file is written the same way in the run's
+local working folder and uploaded, whole, when the run ends.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _layout as layout
 from ._context import Run, current_run
+from ._store.base import Missing, Store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -162,21 +166,24 @@ def _number(value: Any) -> float | int:
     return float(value)  # numpy scalars become Python numbers
 
 
-def finish(run: Run, sync: bool = True) -> None:
-    """Write the run's remaining points (and sync them): the run is ending."""
+def finish(run: Run, store: Store, sync: bool = True) -> None:
+    """Write the run's remaining points (and sync them): the run is ending. On a
+    remote ``store``, upload the file."""
     buffer: _Buffer | None = run.points
     if buffer is not None:
         buffer.write(sync=sync)
+        if store.folder is None:
+            with open(buffer.path, "rb") as file:
+                store.put(layout.metrics_key(run.id), file.read())
 
 
-def read(root: Path, id: str) -> list[tuple[int, str, float, float]]:
+def read(store: Store, id: str) -> list[tuple[int, str, float, float]]:
     """The points of run ``id``, in the order they were written (``[]`` if none)."""
     try:
-        with open(layout.metrics(root, id), "rb") as file:
-            lines = file.read().splitlines()
-    except FileNotFoundError:
+        lines = store.read(layout.metrics_key(id)).splitlines()
+    except Missing:
         return []
-    except OSError:  # a folder in its place, no permission: no points to show
+    except OSError:  # no permission: no points to show
         return []
     points = []
     for line in lines:
@@ -205,45 +212,49 @@ def _is_point(point: Any) -> bool:
     )
 
 
-_LOGGED: dict[Path, tuple[int, frozenset[str]]] = {}  # root -> (folder mtime, ids)
+_LOGGED: dict[Path, tuple[int, frozenset[str]]] = {}  # folder -> (its mtime, ids)
 
 
-def logged(root: Path) -> frozenset[str]:
-    """The ids of the runs under ``root`` that logged metrics: one stat of the
-    metrics folder, listed again only when it changed (a run's first points)."""
-    folder = layout.internal(root, "metrics")
+def logged(store: Store) -> frozenset[str]:
+    """The ids of the runs of ``store`` that logged metrics. In a folder: one stat
+    of the metrics folder, listed again only when it changed (a run's first points)."""
+    prefix = layout.internal_prefix("metrics")
+    if store.folder is None:
+        start, end = len(prefix), -len(".jsonl")
+        return frozenset(k[start:end] for k in store.list(prefix) if k.endswith(".jsonl"))
+    folder = layout.internal(store.folder, "metrics")
     try:
         stamp = os.stat(folder).st_mtime_ns
     except OSError:
         return frozenset()
-    known = _LOGGED.get(root)
+    known = _LOGGED.get(folder)
     if known is None or known[0] != stamp:
         ids = frozenset(n[: -len(".jsonl")] for n in os.listdir(folder) if n.endswith(".jsonl"))
-        known = _LOGGED[root] = (stamp, ids)
+        known = _LOGGED[folder] = (stamp, ids)
     return known[1]
 
 
-def summary(root: Path, id: str, how: str) -> dict[str, float]:
+def summary(store: Store, id: str, how: str) -> dict[str, float]:
     """``{name: value}``: each metric's ``last``, ``min`` or ``max`` value."""
     found: dict[str, float] = {}
     if how == "last":
         latest: dict[str, int] = {}
-        for step, name, value, _ in read(root, id):
+        for step, name, value, _ in read(store, id):
             if step >= latest.get(name, step):
                 latest[name] = step
                 found[name] = value
         return found
     pick = min if how == "min" else max
-    for _, name, value, _ in read(root, id):
+    for _, name, value, _ in read(store, id):
         if isinstance(value, float) and math.isnan(value):
             continue
         found[name] = pick(found[name], value) if name in found else value
     return found
 
 
-def frame(root: Path, id: str) -> pd.DataFrame:
+def frame(store: Store, id: str) -> pd.DataFrame:
     """The points of run ``id`` as a long DataFrame: ``step, name, value, time``."""
     import pandas as pd  # heavy: imported only when needed
 
-    points: pd.DataFrame = pd.DataFrame(read(root, id), columns=list(COLUMNS))
+    points: pd.DataFrame = pd.DataFrame(read(store, id), columns=list(COLUMNS))
     return points

@@ -30,6 +30,7 @@ from ._records import (
     status_of,
     tags_of,
 )
+from ._store.base import Store
 from ._where import Where as CompiledWhere
 from ._where import compile_where, suggestion
 from .errors import DigitalExperimentsError
@@ -236,7 +237,7 @@ def rows(
 ) -> list[dict[str, Any]]:
     """The :func:`fields` of every observation; the runs that logged metrics are
     listed once per folder rather than looked for one by one."""
-    found: dict[Path | None, Collection[str]] = {}
+    found: dict[Store | None, Collection[str]] = {}
     table = []
     for observation in observations:
         root = root_of(observation)

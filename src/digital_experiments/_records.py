@@ -9,11 +9,11 @@ from __future__ import annotations
 import html
 import traceback
 import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _metrics as metrics
 from . import _storage as storage
+from ._store.base import Store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,7 +63,7 @@ class Observation(NamedTuple):
         Raises
         ------
         ValueError
-            If the observation was not loaded from a folder (it has no ``root``).
+            If the observation was not loaded from a root (it has no store).
         """
         root = root_of(self)
         if root is None:
@@ -89,7 +89,7 @@ Observation.__module__ = "digital_experiments.core"
 
 
 class _Stored(Observation):
-    """An observation loaded from a folder, which it remembers (for :meth:`metrics`).
+    """An observation loaded from a root, whose store it remembers (for :meth:`metrics`).
 
     Equal to, and shown like, the plain :class:`Observation` with its fields.
     """
@@ -98,17 +98,17 @@ class _Stored(Observation):
         return (Observation, tuple(self))
 
 
-def stored(observation: Observation, root: Path) -> Observation:
-    """``observation`` marked as loaded from ``root``."""
+def stored(observation: Observation, store: Store) -> Observation:
+    """``observation`` marked as loaded from ``store``."""
     marked = _Stored(*observation)
-    marked.__dict__["root"] = root
+    marked.__dict__["store"] = store
     return marked
 
 
-def root_of(observation: Observation) -> Path | None:
-    """The folder ``observation`` was loaded from, if it was."""
-    root: Path | None = getattr(observation, "__dict__", {}).get("root")
-    return root
+def root_of(observation: Observation) -> Store | None:
+    """The store ``observation`` was loaded from, if it was."""
+    store: Store | None = getattr(observation, "__dict__", {}).get("store")
+    return store
 
 
 def status_of(observation: Observation) -> str:
@@ -149,7 +149,8 @@ _SHAPES_WARNED: set[tuple[str, str, str]] = set()
 
 def _warn_shape(observation: Observation, key: str, value: Any, wanted: str) -> None:
     """Say once per run and field that a record's metadata has an unusable shape."""
-    where = str(root_of(observation) or "")
+    store = root_of(observation)
+    where = store.url if store is not None else ""
     if (where, observation.id, key) in _SHAPES_WARNED:
         return
     _SHAPES_WARNED.add((where, observation.id, key))

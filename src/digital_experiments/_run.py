@@ -36,6 +36,7 @@ from ._callbacks import Callback, Logging
 from ._code import bind, code_identity
 from ._context import TIME_FORMAT, Run, activate, enter, leave
 from ._records import COMPLETED, FAILED, INTERRUPTED, RUNNING, Observation, ending, error_info
+from ._store.base import StoreError
 from .errors import CallbackError, StorageError, UnstorableValueError
 
 if TYPE_CHECKING:
@@ -317,9 +318,11 @@ class _Call:
         observation = Observation(storage.new_id(started), self.snapshot, None, metadata)
         try:
             observation = exp.backend.create(observation)
+        except StoreError as exc:  # its message names the setting to fix
+            raise StorageError(f"Could not create a record: {exc}") from exc
         except OSError as exc:
             raise StorageError(
-                f"Could not create a record in {str(exp.backend.root)!r}: {exc}. "
+                f"Could not create a record in {exp.backend.where!r}: {exc}. "
                 "Check that the folder is writable, or pass another root=."
             ) from exc
         self.run = Run(observation.id, exp.backend.root)
@@ -403,16 +406,24 @@ class _Call:
     # -- helpers
 
     def _flush_metrics(self) -> None:
+        """Write the run's last metrics, and keep its artefacts with its records (a
+        remote store uploads them): before the final record, so whoever reads it
+        finds both. A failure warns; the run's result is never lost to it."""
         backend = self.recorder.backend
         sync = not isinstance(backend, FileBackend) or backend.durability == POWER
-        try:
-            metrics.finish(self.run, sync)
-        except OSError as exc:  # the points are lost, never the run
-            warnings.warn(
-                f"Could not write the metrics of run {self.run.id!r}: {exc}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        steps: tuple[tuple[str, Callable[[], None]], ...] = (
+            ("metrics", lambda: metrics.finish(self.run, backend.store, sync)),
+            ("artefacts", lambda: backend.keep_artefacts(self.run.id)),
+        )
+        for what, keep in steps:
+            try:
+                keep()
+            except OSError as exc:  # the points or files are lost, never the run
+                warnings.warn(
+                    f"Could not keep the {what} of run {self.run.id!r} in {backend.where!r}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
 
     def _end_callbacks(self, observation: Observation) -> tuple[Callback, Exception] | None:
         """Call every ``end`` callback (in reverse); the first that raised, and how."""
@@ -433,7 +444,7 @@ class _Call:
         except OSError as exc:
             error = StorageError(
                 f"Could not write the record of run {observation.id!r} to "
-                f"{str(exp.backend.root)!r}: {exc}. The result is kept on this "
+                f"{exp.backend.where!r}: {exc}. The result is kept on this "
                 "error's .result.",
                 result,
             )
@@ -476,7 +487,7 @@ class _Call:
                 problem = problem or exc
         warnings.warn(
             f"Could not record the end of run {observation.id!r} in "
-            f"{str(backend.root)!r} ({problem!r}); it stays 'running' until this "
+            f"{backend.where!r} ({problem!r}); it stays 'running' until this "
             "process exits, then reads as 'abandoned'.",
             RuntimeWarning,
             stacklevel=3,

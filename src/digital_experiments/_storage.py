@@ -21,7 +21,6 @@ import random
 import socket
 import threading
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -389,8 +388,6 @@ def file_lock(path: Path) -> Iterator[None]:
 
 # ---------------------------------------------------------------- environments
 
-_KNOWN_BLOBS: set[tuple[Path, str]] = set()
-_BLOB_CACHE: dict[tuple[Path, str], Any] = {}
 # The last environment digested (a private copy) and its digest: the
 # environment rarely changes within a process, so most calls skip the hash.
 _LAST_DIGEST: tuple[Any, str] | None = None
@@ -421,80 +418,6 @@ def environment_digest(environment: dict[str, Any]) -> tuple[str, str | None]:
     digest = hashlib.sha256(text.encode()).hexdigest()[:32]
     _LAST_DIGEST = (copy.deepcopy(environment), digest)
     return digest, text
-
-
-def _blob_path(root: Path, digest: str) -> Path:
-    return layout.environment_blob(root, digest)
-
-
-def _blob_ok(data: bytes, digest: str) -> bool:
-    """Whether ``data`` is the blob named ``digest``: its hash is the name."""
-    return hashlib.sha256(data).hexdigest()[:32] == digest
-
-
-def put_environment(root: Path, environment: dict[str, Any]) -> str:
-    """Store ``environment`` once under ``.de/environments`` and return its digest.
-
-    The first store of a blob in a process reads back a blob already on disk
-    and rewrites it if it is corrupt (its hash is its name); later stores
-    only ``stat`` it, and rewrite it if it was deleted.
-    """
-    digest, text = environment_digest(environment)
-    key = (root, digest)
-    path = _blob_path(root, digest)
-    if key in _KNOWN_BLOBS:
-        if os.path.exists(path):  # one stat per run: a deleted blob is written again
-            return digest
-        _KNOWN_BLOBS.discard(key)
-    if text is None:
-        text = json.dumps(environment, sort_keys=True, default=repr)
-    data = text.encode()
-    try:
-        intact = _blob_ok(path.read_bytes(), digest)
-    except OSError:
-        intact = False
-    if not intact:
-        # the same digest always means the same bytes, so concurrent writers
-        # of one blob can each replace it; the rename keeps it whole
-        atomic_write(path, data, fsync=True)
-        _BLOB_CACHE.pop(key, None)
-    _KNOWN_BLOBS.add(key)
-    return digest
-
-
-# blobs a reader already warned about: one warning per blob and process
-_BLOB_WARNED: set[tuple[Path, str]] = set()
-
-
-def get_environment(root: Path, digest: str) -> Any:
-    """Load an environment stored by :func:`put_environment` (cached).
-
-    Every observation of the same environment gets the same read-only object
-    (copying it into each one cost a third of reading 100,000 runs): editing it
-    raises ``TypeError``; ``thaw()`` gives a copy to edit. A missing or corrupt
-    blob gives ``None`` and a warning naming the file (once per blob).
-    """
-    key = (root, digest)
-    if key not in _BLOB_CACHE:
-        path = _blob_path(root, digest)
-        try:
-            data = path.read_bytes()
-            if not _blob_ok(data, digest):
-                raise ValueError("its content does not match its name")
-            _BLOB_CACHE[key] = freeze(json.loads(data))
-        except (OSError, ValueError) as exc:
-            # not cached: the next writer of this environment repairs the blob
-            if key not in _BLOB_WARNED:
-                _BLOB_WARNED.add(key)
-                problem = "missing" if isinstance(exc, FileNotFoundError) else "corrupt"
-                warnings.warn(
-                    f"Environment blob {str(path)!r} is {problem} ({exc}); the runs that "
-                    "refer to it show metadata['environment'] as None. The next run in "
-                    "the same environment writes it again.",
-                    stacklevel=2,
-                )
-            return None
-    return _BLOB_CACHE[key]
 
 
 def _refuse(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -42,7 +42,6 @@ import uuid
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -105,16 +104,16 @@ def _outcome(ending: Ending) -> _Outcome:
 
 
 # per worker process: each experiment re-rooted at the driver's backend
-_REROOTED: dict[tuple[int, type, Path], tuple[Recorder, Recorder]] = {}
+_REROOTED: dict[tuple[int, type, str], tuple[Recorder, Recorder]] = {}
 
 
 def _worker_recorder(target: Any, backend: Backend) -> Recorder:
     """The recorder to run, writing where the driver's backend says."""
     exp = as_recorder(target)
     mine = exp.backend
-    if mine is backend or (type(mine) is type(backend) and mine.root == backend.root):
+    if mine is backend or (type(mine) is type(backend) and mine.where == backend.where):
         return exp
-    key = (id(exp), type(backend), backend.root)
+    key = (id(exp), type(backend), backend.where)
     cached = _REROOTED.get(key)
     if cached is not None and cached[0] is exp:
         return cached[1]
@@ -302,7 +301,9 @@ class _Engine:
         """Claim ``entry``: its job, or ``None`` if it was deferred or found done."""
         claim = None
         if self.claims:
-            claim = Claim(str(self.recorder.root), entry.key or "", stale_after=self.stale_after)
+            claim = Claim(
+                self.recorder.backend.where, entry.key or "", stale_after=self.stale_after
+            )
             claimed = try_claim(claim)
             # completed by another sweep since we listed the runs?
             found = self.recorder.index.find(entry.key or "", self.began)

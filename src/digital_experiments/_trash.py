@@ -106,7 +106,7 @@ def delete(backend: Backend, id: str) -> bool:
     trash = layout.trash(store.root, id)
     if not os.path.lexists(record) and not (trash / record.name).exists():
         return False  # no such run
-    with locked(store.root, id):  # a tagger now either came first, or finds no run
+    with locked(store.store, id):  # a tagger now either came first, or finds no run
         moves = [(here, there) for here, there in _parts(store.root, id) if os.path.lexists(here)]
         _check_moves([(record, trash / record.name), *moves])
         trash.mkdir(parents=True, exist_ok=True)
@@ -137,7 +137,7 @@ def restore(backend: Backend, id: str) -> Observation:
         raise FileNotFoundError(f"No run {id!r} in the trash of {str(store.root)!r}.")
     if record.exists():
         raise FileExistsError(f"Run {id!r} is in {str(store.root)!r} already.")
-    with locked(store.root, id):
+    with locked(store.store, id):
         legacy = layout.trash(store.root, id) / layout.ARTEFACTS  # where 3.4 put them
         _move(legacy, layout.artefacts(store.root, id))
         for here, there in _parts(store.root, id):

@@ -505,7 +505,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
             raise CommandError(f"Tags are NAME=VALUE, not {item!r}.", code=2)
         values[name.strip()] = _tag_value(value)
     try:
-        tags = marks.tag(backend.root, id, values, backend.path(id))
+        tags = marks.tag(backend.store, id, values, backend.key(id))
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc), code=2) from None
     shown = ", ".join(f"{printable(str(k))}={v!r}" for k, v in tags.items())
@@ -525,7 +525,7 @@ def cmd_note(args: argparse.Namespace) -> int:
     backend = _open(args, check=False)
     id = _resolve_id(backend, args.id)
     try:
-        notes = marks.note(backend.root, id, args.text, backend.path(id))
+        notes = marks.note(backend.store, id, args.text, backend.key(id))
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc), code=2) from None
     print(f"{id}: {_plural(len(notes), 'note')}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from ..errors import DigitalExperimentsError
 
@@ -52,6 +53,18 @@ class Store(ABC):
 
     url: str
     """Where the store is, for messages: a folder path or ``s3://bucket/prefix``."""
+
+    folder: Path | None = None
+    """The folder whose files are this store's objects, when it is one (a local
+    or network folder); ``None`` for a remote store. Policies above may take a
+    folder's faster paths (an append, a rename) only where this is set."""
+
+    @property
+    def workdir(self) -> Path:
+        """A local folder for this root's working files: each run's
+        ``current_dir()`` (staged here, then uploaded) and the artefacts
+        downloaded on demand. A folder store's is the folder itself."""
+        raise NotImplementedError(f"{type(self).__name__} has no working folder")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -102,6 +115,22 @@ class Store(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error if it is missing)."""
+
+    def read(self, key: str) -> bytes:
+        """The bytes at ``key`` (:meth:`get` without the version).
+
+        Raises
+        ------
+        Missing
+            If there is no object at ``key``.
+        """
+        return self.get(key)[0]
+
+    def walk(self, prefix: str) -> Iterator[str]:
+        """Every key under the folder ``prefix`` (which ends in ``/``), at any depth."""
+        yield from self.list(prefix)
+        for name in self.folders(prefix):
+            yield from self.walk(f"{prefix}{name}/")
 
     def get_or_none(self, key: str) -> tuple[bytes, str] | None:
         """:meth:`get`, with ``None`` for a missing key."""

@@ -25,9 +25,19 @@ class LocalStore(Store):
     """The objects of a folder ``root``; ``fsync`` syncs each write to the disk."""
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
-        self.root = Path(root)
+        self.root = self.folder = Path(root)
         self.url = os.fspath(root)
         self.fsync = fsync
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LocalStore) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    @property
+    def workdir(self) -> Path:
+        return self.root
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, checked(key))
@@ -38,6 +48,12 @@ class LocalStore(Store):
             with open(path, "rb") as file:
                 data = file.read()
                 return data, _version(os.fstat(file.fileno()))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise Missing(f"No object {key!r} in {self.url!r}.") from None
+
+    def read(self, key: str) -> bytes:
+        try:
+            return storage.read_bytes(self._path(key))
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise Missing(f"No object {key!r} in {self.url!r}.") from None
 

@@ -5,8 +5,10 @@ store interface reaches for a disk."""
 from __future__ import annotations
 
 import itertools
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 from .base import Missing, Store
 
@@ -19,6 +21,14 @@ class MemoryStore(Store):
         self._objects: dict[str, tuple[bytes, str]] = {}
         self._lock = threading.Lock()
         self._versions = itertools.count(1)
+        self._workdir: Path | None = None
+
+    @property
+    def workdir(self) -> Path:
+        with self._lock:
+            if self._workdir is None:  # made on first use: most tests need none
+                self._workdir = Path(tempfile.mkdtemp(prefix="de-memory-"))
+            return self._workdir
 
     def _next(self) -> str:
         return str(next(self._versions))

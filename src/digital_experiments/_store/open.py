@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 
 from .base import Store
 from .local import LocalStore
+
+_REMOTE: dict[str, Store] = {}  # url -> store: one client per remote root and process
+_LOCK = threading.Lock()
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
@@ -30,7 +34,11 @@ def open_store(root: str | os.PathLike[str], *, fsync: bool = True) -> Store:
         if text.startswith("s3://"):
             from .s3 import S3Store  # boto3 is loaded only for S3 roots
 
-            return S3Store(text)
+            with _LOCK:
+                found = _REMOTE.get(text)
+                if found is None:
+                    found = _REMOTE[text] = S3Store(text)
+            return found
         scheme = text.partition("://")[0]
         raise ValueError(
             f"{text!r}: {scheme}:// roots are not supported. Use a folder, or "

@@ -36,6 +36,7 @@ from .. import _query as query
 from .._compare import compare
 from .._metrics import read as read_metrics
 from .._records import notes_of, status_of, tags_of
+from .._store.local import LocalStore
 from .._where import WhereError
 from ._index import Refused, RunIndex, Watcher, labels, settled, why
 
@@ -268,7 +269,7 @@ def create_app(
         if not layout.is_id(id):
             return _json({"error": f"{id!r} is not a run id."}, 404)
         curves: dict[str, dict[str, list[Any]]] = {}
-        for step, name, value, _ in read_metrics(index.folder, id):
+        for step, name, value, _ in read_metrics(LocalStore(index.folder), id):
             curve = curves.setdefault(name, {"steps": [], "values": []})
             curve["steps"].append(step)
             curve["values"].append(value)
@@ -585,7 +586,7 @@ def _curves(index: RunIndex, ids: list[str], most: int) -> dict[str, Any]:
         rows = [index.rows.get(i) for i in ids]
     metrics: dict[str, dict[str, dict[str, list[Any]]]] = {}
     for id in ids:
-        for step, name, value, _ in read_metrics(index.folder, id):
+        for step, name, value, _ in read_metrics(LocalStore(index.folder), id):
             curve = metrics.setdefault(name, {}).setdefault(id, {"steps": [], "values": []})
             curve["steps"].append(step)
             curve["values"].append(value)

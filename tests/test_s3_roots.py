@@ -1,0 +1,234 @@
+"""``s3://`` roots end to end, on a real S3 server (SeaweedFS on loopback).
+
+An experiment whose root is ``s3://bucket/prefix`` records into the bucket:
+ids are claimed by create-only writes of the record's key, ``current_dir()``
+is staged locally and uploaded when the run ends, ``artefacts()`` downloads on
+demand, tags, notes, metrics, the cache index and sweep claims live under the
+prefix. A bad setting fails before the function's body runs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from digital_experiments import current_dir, current_id, experiment, log
+from digital_experiments._store.base import StoreError
+from digital_experiments._store.s3 import S3Store
+
+from .servers import Server, use_server
+
+pytest.importorskip("boto3")
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Server:
+    return use_server("seaweedfs", request, monkeypatch)
+
+
+def square(x: int) -> dict[str, int]:
+    (current_dir() / "out.txt").write_text(f"x={x}")
+    (current_dir() / "deep").mkdir()
+    (current_dir() / "deep" / "more.bin").write_bytes(bytes([x % 256]) * 3)
+    log(loss=1.0 / (x + 1))
+    log(loss=0.5 / (x + 1))
+    return {"y": x * x}
+
+
+def keys(url: str, prefix: str = "") -> list[str]:
+    return (
+        list(S3Store(url).walk(prefix)) if prefix.endswith("/") else list(S3Store(url).list(prefix))
+    )
+
+
+def test_a_run_is_recorded_in_the_bucket_and_read_back(server: Server) -> None:
+    url = server.url()
+    run = experiment(root=url, backend="json")(square)
+    assert run(3) == {"y": 9}
+    (observation,) = run.observations()
+    assert observation.config == {"x": 3}
+    assert observation.result == {"y": 9}
+    assert observation.metadata["status"] == "completed"
+    assert observation.metadata["environment"]["system"]  # the shared blob, from the bucket
+    # the record is an object of the bucket, named by its id
+    assert keys(url) == [f"{observation.id}.json"]
+    assert [k for k in keys(url, ".de/") if k.startswith(".de/environments/")]
+    # metrics were uploaded whole at the end of the run
+    frame = observation.metrics()
+    assert list(frame["value"]) == [0.25, 0.125]
+    assert run.to_dataframe()["result.y"].tolist() == [9]
+
+
+def test_artefacts_are_uploaded_and_downloaded_on_demand(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = server.url()
+    run = experiment(root=url)(square)
+    run(5)
+    (id,) = [o.id for o in run.observations()]
+    assert sorted(keys(url, f"storage/{id}/")) == [
+        f"storage/{id}/deep/more.bin",
+        f"storage/{id}/out.txt",
+    ]
+    # another machine: an empty local cache downloads them
+    monkeypatch.setenv("DE_CACHE", str(tmp_path / "elsewhere"))
+    again = experiment(root=url)(square)
+    files = again.artefacts(id)
+    base = again.backend.root / "storage" / id
+    assert [p.relative_to(base).as_posix() for p in files] == ["deep/more.bin", "out.txt"]
+    assert (tmp_path / "elsewhere") in files[0].parents
+    assert files[1].read_text() == "x=5"
+
+
+def failing(x: int) -> None:
+    (current_dir() / "partial.txt").write_text("half done")
+    raise ValueError(f"x={x} diverges")
+
+
+def test_a_failed_run_keeps_its_artefacts_and_its_error(server: Server) -> None:
+    url = server.url()
+    run = experiment(root=url)(failing)
+    with pytest.raises(ValueError, match="x=1 diverges"):
+        run(1)
+    (observation,) = run.observations(status="failed")
+    assert "x=1 diverges" in observation.metadata["error"]["message"]
+    assert keys(url, f"storage/{observation.id}/") == [f"storage/{observation.id}/partial.txt"]
+
+
+def plain(x: int) -> int:
+    return x
+
+
+def test_concurrent_taggers_merge_on_the_bucket(server: Server) -> None:
+    url = server.url()
+    run = experiment(root=url)(plain)
+    run(1)
+    (id,) = [o.id for o in run.observations()]
+    threads = [threading.Thread(target=run.tag, args=(id,), kwargs={f"t{i}": i}) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    run.note(id, "looked at it")
+    (observation,) = run.observations()
+    assert observation.metadata["tags"] == {f"t{i}": i for i in range(8)}
+    assert observation.metadata["notes"] == ["looked at it"]
+
+
+def test_de_root_names_a_prefix_of_experiments(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = server.url()
+    monkeypatch.setenv("DE_ROOT", base + "/")
+    run = experiment(plain)
+    run(2)
+    assert run.backend.where == f"{base}/plain"
+    assert [k.endswith(".pkl") for k in keys(f"{base}/plain")] == [True]
+    assert not Path("experiments").exists()
+
+
+def test_cache_and_sweeps_keep_their_index_and_claims_in_the_bucket(server: Server) -> None:
+    url = server.url()
+    calls: list[int] = []
+
+    def counted(x: int) -> int:
+        calls.append(x)
+        return x + 1
+
+    cached = experiment(root=url, cache=True)(counted)
+    assert cached(1) == cached(1) == 2
+    assert calls == [1]
+    assert [k for k in keys(url, ".de/") if k.startswith(".de/cache/")]
+    swept = experiment(root=url + "-sweep")(plain)
+    first = swept.sweep({"x": [1, 2, 3]}, skip="completed")
+    again = swept.sweep({"x": [1, 2, 3]}, skip="completed")
+    assert [o.id for o in first] == [o.id for o in again]
+    assert len(swept.observations()) == 3
+
+
+async def asquare(x: int) -> int:
+    (current_dir() / "a.txt").write_text(current_id())
+    return x * x
+
+
+@pytest.mark.anyio
+async def test_an_async_run_records_into_the_bucket(server: Server) -> None:
+    url = server.url()
+    run = experiment(root=url)(asquare)
+    assert await run(4) == 16
+    (observation,) = run.observations()
+    assert keys(url, f"storage/{observation.id}/") == [f"storage/{observation.id}/a.txt"]
+
+
+def test_a_damaged_object_is_skipped_with_a_warning(server: Server) -> None:
+    url = server.url()
+    run = experiment(root=url)(plain)
+    run(1)
+    S3Store(url).put("2026-01-01_00-00-00_000000.pkl", b"not a pickle")
+    with pytest.warns(UserWarning, match="Skipping unreadable record '2026-01-01_00-00-00_000000'"):
+        found = run.observations()
+    assert [o.config for o in found] == [{"x": 1}]
+
+
+BODY_RAN = "the body ran"
+
+
+def noisy(x: int) -> int:
+    print(BODY_RAN)
+    return x
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "named"),
+    [
+        ("AWS_SECRET_ACCESS_KEY", "wrong", "AWS_SECRET_ACCESS_KEY"),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9", "cannot reach"),
+    ],
+)
+def test_a_bad_setting_fails_before_the_body_runs(
+    server: Server, setting: str, value: str, named: str
+) -> None:
+    """In a fresh process, as a user would meet it: one error naming what to fix."""
+    env = {**os.environ, **server.env(), setting: value}
+    code = (
+        "from digital_experiments import experiment\n"
+        "from tests.test_s3_roots import noisy\n"
+        f"experiment(root={server.url()!r})(noisy)(1)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode != 0
+    assert BODY_RAN not in done.stdout
+    assert "StorageError: Could not create a record: s3://" in done.stderr
+    assert named in done.stderr
+
+
+def test_an_upload_that_fails_keeps_the_result(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = server.url()
+    run = experiment(root=url)(square)
+    store = run.backend.store
+    real = store.put
+
+    def refuse_artefacts(key: str, data: bytes) -> str:
+        if key.startswith("storage/"):
+            raise StoreError("the bucket is full")
+        return real(key, data)
+
+    monkeypatch.setattr(store, "put", refuse_artefacts)
+    with pytest.warns(RuntimeWarning, match="Could not keep the artefacts of run"):
+        assert run(2) == {"y": 4}
+    (observation,) = run.observations()
+    assert observation.result == {"y": 4}
