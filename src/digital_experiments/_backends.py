@@ -68,7 +68,7 @@ class Backend(ABC):
 
     @property
     def where(self) -> str:
-        """The root, for messages: a folder, or a URL such as ``s3://bucket/prefix``."""
+        """Where the runs are, as messages name it (a folder, or ``s3://bucket/prefix``)."""
         return self.store.url
 
     def keep_artefacts(self, id: str) -> None:
@@ -292,7 +292,7 @@ class FileBackend(Backend):
         return self.root / f"{id}{self.suffix}"
 
     def key(self, id: str) -> str:
-        """The record's key in :attr:`store`."""
+        """The record's key in the backend's ``store``."""
         return f"{id}{self.suffix}"
 
     def record(self, observation: Observation) -> None:
