@@ -9,14 +9,17 @@ prefix. A bad setting fails before the function's body runs.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from digital_experiments import _storage as storage
 from digital_experiments import current_dir, current_id, experiment, log
 from digital_experiments._store.base import StoreError
 from digital_experiments._store.s3 import S3Store
@@ -149,6 +152,9 @@ def test_cache_and_sweeps_keep_their_index_and_claims_in_the_bucket(server: Serv
     again = swept.sweep({"x": [1, 2, 3]}, skip="completed")
     assert [o.id for o in first] == [o.id for o in again]
     assert len(swept.observations()) == 3
+    # each config was claimed in the bucket (a released claim keeps its generation)
+    claimed = {k.split("/")[2] for k in keys(url + "-sweep", ".de/") if k.startswith(".de/claims/")}
+    assert len(claimed) == 3
 
 
 async def asquare(x: int) -> int:
@@ -188,17 +194,26 @@ def noisy(x: int) -> int:
     [
         ("AWS_SECRET_ACCESS_KEY", "wrong", "AWS_SECRET_ACCESS_KEY"),
         ("AWS_ENDPOINT_URL", "http://127.0.0.1:9", "cannot reach"),
+        ("bucket", "no-such-bucket", "the bucket 'no-such-bucket' does not exist"),
     ],
 )
 def test_a_bad_setting_fails_before_the_body_runs(
-    server: Server, setting: str, value: str, named: str
+    request: pytest.FixtureRequest, setting: str, value: str, named: str
 ) -> None:
-    """In a fresh process, as a user would meet it: one error naming what to fix."""
-    env = {**os.environ, **server.env(), setting: value}
+    """In a fresh process, as a user would meet it: one error naming what to fix.
+    (SeaweedFS creates a missing bucket on the first put, so the missing bucket
+    is asked of moto, which answers NoSuchBucket as AWS does.)"""
+    server: Server = request.getfixturevalue("moto" if setting == "bucket" else "seaweedfs")
+    env = {**os.environ, **server.env()}
+    url = server.url()
+    if setting == "bucket":
+        url = f"s3://{value}/runs"
+    else:
+        env[setting] = value
     code = (
         "from digital_experiments import experiment\n"
         "from tests.test_s3_roots import noisy\n"
-        f"experiment(root={server.url()!r})(noisy)(1)\n"
+        f"experiment(root={url!r})(noisy)(1)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -222,13 +237,87 @@ def test_an_upload_that_fails_keeps_the_result(
     store = run.backend.store
     real = store.put
 
-    def refuse_artefacts(key: str, data: bytes) -> str:
+    def refuse_artefacts(key: str, data: bytes, **options: Any) -> str:
         if key.startswith("storage/"):
             raise StoreError("the bucket is full")
-        return real(key, data)
+        return real(key, data, **options)
 
     monkeypatch.setattr(store, "put", refuse_artefacts)
     with pytest.warns(RuntimeWarning, match="Could not keep the artefacts of run"):
         assert run(2) == {"y": 4}
     (observation,) = run.observations()
     assert observation.result == {"y": 4}
+
+
+def test_the_trash_refuses_a_bucket_and_deletes_nothing(server: Server) -> None:
+    """The trash moves files in a folder: on a bucket it says so, rather than
+    report that there was no such run."""
+    url = server.url()
+    run = experiment(root=url)(plain)
+    run(1)
+    (id,) = [o.id for o in run.observations()]
+    with pytest.raises(NotImplementedError, match=r"trash does not work on 's3://"):
+        run.delete(id)
+    assert [o.id for o in run.observations()] == [id]
+
+
+def test_listings_of_one_experiment_in_many_threads_agree(server: Server) -> None:
+    """Concurrent listings of one remote backend (a web view's requests) each see
+    every run with its tags."""
+    url = server.url()
+    run = experiment(root=url)(plain)
+    for x in range(3):
+        run(x)
+    first = run.observations()[0].id
+    run.tag(first, best=True)
+    seen: list[list[Any]] = []
+    barrier = threading.Barrier(6)
+
+    def list_runs() -> None:
+        barrier.wait()
+        seen.append([o.metadata.get("tags") for o in run.observations()])
+
+    threads = [threading.Thread(target=list_runs) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [[{"best": True}, None, None]] * 6
+
+
+def test_ids_are_unique_when_every_process_starts_from_the_same_id(server: Server) -> None:
+    """Four processes whose clocks all give the same first id: each run still gets
+    its own key, because the record's key is created create-only."""
+    url = server.url()
+    context = multiprocessing.get_context("spawn")
+    barrier, out = context.Barrier(4), context.Queue()
+    procs = [context.Process(target=_same_id_runs, args=(url, barrier, out)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    ids = [i for _ in procs for i in out.get(timeout=300)]
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    assert len(ids) == len(set(ids)) == 40
+    assert FROZEN_ID in ids  # the clash really happened: one process got the frozen id
+    assert sorted(f"{i}.pkl" for i in ids) == sorted(keys(url))
+    run = experiment(root=url)(plain)
+    assert sorted(o.id for o in run.observations()) == sorted(ids)
+
+
+FROZEN_ID = "2026-01-01_00-00-00_000000"
+
+
+def _same_id_runs(url: str, barrier: Any, out: Any) -> None:
+    real = storage.new_id
+
+    def frozen(now: Any = None) -> str:
+        # a call's first id (from local time) is the same in every process; the
+        # ids tried after a clash (next_id, from UTC) are not frozen
+        return real(now) if now is not None and now.tzinfo is not None else FROZEN_ID
+
+    storage.new_id = frozen
+    run = experiment(root=url)(plain)
+    barrier.wait()
+    endings = [run.experiment.record((i,), {}) for i in range(10)]  # type: ignore[attr-defined]
+    out.put([o.id if o is not None else repr(e) for o, e in endings])

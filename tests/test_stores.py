@@ -330,3 +330,22 @@ def test_an_s3_store_travels_to_another_process_by_its_url(
     copy = pickle.loads(pickle.dumps(store))
     assert copy.url == store.url
     assert copy.get("k")[0] == b"x"
+
+
+def test_a_store_opened_twice_is_one_store(tmp_path: Path) -> None:
+    """Equal (and hashed alike) by kind and place, so a listing groups runs by store;
+    two stores in memory are never one, whatever their names."""
+    from digital_experiments._store import MemoryStore
+
+    assert LocalStore(tmp_path) == LocalStore(tmp_path)
+    assert len({LocalStore(tmp_path), LocalStore(tmp_path), LocalStore(tmp_path / "b")}) == 2
+    assert S3Store("s3://bucket/a") == S3Store("s3://bucket/a/")
+    assert S3Store("s3://bucket/a") != S3Store("s3://bucket/b")
+    assert MemoryStore() != MemoryStore()
+    assert LocalStore(tmp_path) != open_store("s3://bucket/a")
+
+
+def test_an_unsynced_put_is_still_whole(any_store: Store) -> None:
+    """put(sync=False) (the cache index) skips only the wait for the disk."""
+    any_store.put("cache/k", b"an id", sync=False)
+    assert any_store.read("cache/k") == b"an id"

@@ -266,6 +266,7 @@ class FileBackend(Backend):
     # "power": a final record is synced (data and folder) before the run is
     # reported complete; "process": renamed into place unsynced (see durability())
     durability: str = "power"
+    _remote = False  # records in a remote store (set by __init__): its hot paths branch once
 
     def __init__(self, root: Path | str) -> None:
         if is_url(root):
@@ -400,7 +401,7 @@ class FileBackend(Backend):
     def _download(self, id: str) -> None:
         prefix = layout.artefacts_prefix(id)
         for key in self.store.walk(prefix):
-            target = self.root.joinpath(*checked(key).split("/"))
+            target = layout.at(self.root, checked(key))
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 storage.atomic_write(target, self.store.read(key), fsync=False)
@@ -456,20 +457,17 @@ class FileBackend(Backend):
 
     def _iter_remote(self, ids: list[str], environment: bool) -> Iterator[Observation]:
         """Fetch the records in parallel, in order; annotations are listed once."""
-        self._marked: set[str] = annotated(self.store)
-        try:
-            keys = [self.key(id) for id in ids]
-            for id, (_, found) in zip(ids, self.store.get_many(keys), strict=True):
-                if found is None:
-                    continue  # deleted after it was listed
-                try:
-                    observation = self._unpack(self.loads(found[0]), environment, id=id)
-                except Exception as exc:
-                    self._warn_unreadable(id, exc)
-                    continue
-                yield observation
-        finally:
-            del self._marked
+        marked = annotated(self.store)
+        keys = [self.key(id) for id in ids]
+        for id, (_, found) in zip(ids, self.store.get_many(keys), strict=True):
+            if found is None:
+                continue  # deleted after it was listed
+            try:
+                observation = self._unpack(self.loads(found[0]), environment, id=id, marked=marked)
+            except Exception as exc:
+                self._warn_unreadable(id, exc)
+                continue
+            yield observation
 
     def _warn_unreadable(self, id: str, exc: Exception) -> None:
         warnings.warn(
@@ -487,12 +485,18 @@ class FileBackend(Backend):
         return observation._replace(metadata=metadata)
 
     def _unpack(
-        self, loaded: Any, environment: bool = True, *, id: str | None = None
+        self,
+        loaded: Any,
+        environment: bool = True,
+        *,
+        id: str | None = None,
+        marked: set[str] | None = None,
     ) -> Observation:
         """Check a loaded record and attach its environment.
 
         ``id`` is the file name's id: it wins over the id written inside (with a
         warning, once per file), so a copied record never lists twice.
+        ``marked``: the ids with tags or notes, when a listing knows them.
 
         Raises
         ------
@@ -520,7 +524,7 @@ class FileBackend(Backend):
             _warn_renamed(self.where, id, observation.id, self.suffix)
             observation = observation._replace(id=id)
         metadata = observation.metadata
-        metadata.update(self._annotations(observation.id))
+        metadata.update(self._annotations(observation.id, marked))
         if "environment_ref" in metadata:
             ref = metadata.pop("environment_ref")
             if environment:
@@ -528,10 +532,11 @@ class FileBackend(Backend):
                 metadata["environment"] = blobs.get_environment(self.store, ref) if valid else None
         return stored(observation, self.store)
 
-    def _annotations(self, id: str) -> dict[str, Any]:
-        """Run ``id``'s tags and notes; the folder is listed again only when it changed."""
+    def _annotations(self, id: str, marked: set[str] | None = None) -> dict[str, Any]:
+        """Run ``id``'s tags and notes. A folder's are listed again only when it
+        changed; a remote store's are listed once per listing (``marked``), or
+        looked for one by one."""
         if self._remote:
-            marked: set[str] | None = self.__dict__.get("_marked")
             if marked is not None and id not in marked:
                 return {}
             return read_annotations(self.store, id)

@@ -75,7 +75,7 @@ def get_environment(store: Store, digest: str) -> Any:
             if known not in _WARNED:
                 _WARNED.add(known)
                 problem = "missing" if isinstance(exc, Missing) else "corrupt"
-                where = str(store.folder / key) if store.folder else f"{store.url}/{key}"
+                where = str(layout.at(store.folder, key)) if store.folder else f"{store.url}/{key}"
                 warnings.warn(
                     f"Environment blob {where!r} is {problem} ({exc}); the "
                     "runs that refer to it show metadata['environment'] as None. The next "

@@ -15,7 +15,6 @@ from typing import Any
 
 from . import _keys as keys
 from . import _layout as layout
-from . import _storage as storage
 from ._backends import Backend
 from ._query import select
 from ._records import Observation, is_completed
@@ -44,12 +43,7 @@ class CacheIndex:
     def remember(self, observation: Observation) -> None:
         """Index ``observation``, a completed run (no fsync: the index is a cache)."""
         key = self.key(observation.config)
-        store = self.backend.store
-        if store.folder is not None:
-            path = layout.cache_entry(store.folder, key)
-            storage.atomic_write(path, observation.id.encode(), fsync=False)
-        else:
-            store.put(layout.cache_key(key), observation.id.encode())
+        self.backend.store.put(layout.cache_key(key), observation.id.encode(), sync=False)
         if self._scanned is not None:
             self._scanned[key] = observation.id
 

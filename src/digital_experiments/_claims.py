@@ -35,8 +35,7 @@ from . import _lease as leases
 from . import _storage as storage
 from ._lease import Lease
 from ._store.base import Store
-from ._store.local import LocalStore
-from ._store.open import is_url, open_store
+from ._store.open import open_store
 
 PREFIX = ".de/claims/"  # 3.4's one-file claims lived in .de/sweep-claims/
 
@@ -61,8 +60,7 @@ class Claim:
 
 
 def _store(root: str) -> Store:
-    # unsynced in a folder: a claim is a cache of who runs what
-    return LocalStore(root, fsync=False) if not is_url(root) else open_store(root)
+    return open_store(root, fsync=False)  # unsynced in a folder: a cache of who runs what
 
 
 def try_claim(claim: Claim) -> bool:

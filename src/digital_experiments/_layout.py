@@ -33,6 +33,40 @@ def is_id(name: object) -> bool:
     return isinstance(name, str) and ID_PATTERN.fullmatch(name) is not None
 
 
+# Every place is a key first (relative, "/"-separated, the same on every store);
+# a folder's path for it is at(root, key).
+
+
+def at(root: Path, key: str) -> Path:
+    """The path of ``key`` in the folder ``root``."""
+    return Path(root).joinpath(*key.split("/"))
+
+
+def internal_prefix(name: str) -> str:
+    """The prefix of the ``.de/<name>/`` folder: ``metrics``, ``annotations``..."""
+    return f"{INTERNAL}/{name}/"
+
+
+def artefacts_prefix(id: str) -> str:
+    return f"{ARTEFACTS}/{id}/"
+
+
+def environment_key(digest: str) -> str:
+    return f"{internal_prefix('environments')}{digest}.json"
+
+
+def cache_key(key: str) -> str:
+    return f"{internal_prefix('cache')}{key}"
+
+
+def metrics_key(id: str) -> str:
+    return f"{internal_prefix('metrics')}{id}.jsonl"
+
+
+def annotations_key(id: str) -> str:
+    return f"{internal_prefix('annotations')}{id}.json"
+
+
 def internal(root: Path, *parts: str) -> Path:
     """A path under the experiment's hidden ``.de`` folder."""
     return Path(root).joinpath(INTERNAL, *parts)
@@ -47,57 +81,17 @@ def reserved_ids(root: Path) -> Path:
     return internal(root, "ids")
 
 
-def environment_blob(root: Path, digest: str) -> Path:
-    return internal(root, "environments", f"{digest}.json")
-
-
-def cache_entry(root: Path, key: str) -> Path:
-    return internal(root, "cache", key)
-
-
 def lock(root: Path, name: str) -> Path:
     return internal(root, "locks", f"{name}.lock")
 
 
 def metrics(root: Path, id: str) -> Path:
-    return internal(root, "metrics", f"{id}.jsonl")
+    return at(root, metrics_key(id))
 
 
 def annotation_file(root: Path, id: str) -> Path:
-    return internal(root, "annotations", f"{id}.json")
+    return at(root, annotations_key(id))
 
 
 def trash(root: Path, id: str = "") -> Path:
     return internal(root, "trash", id) if id else internal(root, "trash")
-
-
-# -- the same places as store keys (relative, "/"-separated), for any store
-
-
-def record_key(id: str, suffix: str) -> str:
-    return f"{id}{suffix}"
-
-
-def artefacts_prefix(id: str) -> str:
-    return f"{ARTEFACTS}/{id}/"
-
-
-def environment_key(digest: str) -> str:
-    return f"{INTERNAL}/environments/{digest}.json"
-
-
-def cache_key(key: str) -> str:
-    return f"{INTERNAL}/cache/{key}"
-
-
-def metrics_key(id: str) -> str:
-    return f"{INTERNAL}/metrics/{id}.jsonl"
-
-
-def annotations_key(id: str) -> str:
-    return f"{INTERNAL}/annotations/{id}.json"
-
-
-def internal_prefix(name: str) -> str:
-    """The prefix of the ``.de/<name>/`` folder: ``metrics``, ``annotations``..."""
-    return f"{INTERNAL}/{name}/"

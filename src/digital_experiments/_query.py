@@ -26,8 +26,8 @@ from ._records import (
     Observation,
     Observations,
     notes_of,
-    root_of,
     status_of,
+    store_of,
     tags_of,
 )
 from ._store.base import Store
@@ -240,10 +240,10 @@ def rows(
     found: dict[Store | None, Collection[str]] = {}
     table = []
     for observation in observations:
-        root = root_of(observation)
-        if metrics is not None and root not in found:
-            found[root] = logged_metrics(root) if root is not None else ()
-        logged = found.get(root) if metrics is not None else None
+        store = store_of(observation)
+        if metrics is not None and store not in found:
+            found[store] = logged_metrics(store) if store is not None else ()
+        logged = found.get(store) if metrics is not None else None
         table.append(fields(observation, metrics, metadata=metadata, logged=logged))
     return table
 
@@ -289,8 +289,8 @@ def metrics_of(observation: Observation, how: str = "last") -> dict[str, Any]:
     """Each metric of the run summarised: its ``last``, ``min`` or ``max`` value."""
     if how not in METRIC_SUMMARIES:
         raise ValueError(f"metrics= takes 'last', 'min' or 'max', not {how!r}.")
-    root = root_of(observation)
-    return metric_summary(root, observation.id, how) if root is not None else {}
+    store = store_of(observation)
+    return metric_summary(store, observation.id, how) if store is not None else {}
 
 
 def _names_metrics(names: Collection[str]) -> bool:
@@ -452,7 +452,7 @@ def find_id(backend: Backend, id: str, ids: Collection[str] | None = None) -> st
     matches = sorted(i for i in known if id and i.startswith(id))
     if len(matches) == 1:
         return matches[0]
-    where = str(backend.root)
+    where = backend.where
     if matches:
         shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
         raise NoSuchRun(

@@ -65,13 +65,13 @@ class Observation(NamedTuple):
         ValueError
             If the observation was not loaded from a root (it has no store).
         """
-        root = root_of(self)
-        if root is None:
+        store = store_of(self)
+        if store is None:
             raise ValueError(
                 f"Run {self.id!r} was not loaded from an experiment folder, so its "
                 "metrics cannot be found: load it with observations() or query.load()."
             )
-        return metrics.frame(root, self.id)
+        return metrics.frame(store, self.id)
 
     @property
     def status(self) -> str:
@@ -105,7 +105,7 @@ def stored(observation: Observation, store: Store) -> Observation:
     return marked
 
 
-def root_of(observation: Observation) -> Store | None:
+def store_of(observation: Observation) -> Store | None:
     """The store ``observation`` was loaded from, if it was."""
     store: Store | None = getattr(observation, "__dict__", {}).get("store")
     return store
@@ -149,7 +149,7 @@ _SHAPES_WARNED: set[tuple[str, str, str]] = set()
 
 def _warn_shape(observation: Observation, key: str, value: Any, wanted: str) -> None:
     """Say once per run and field that a record's metadata has an unusable shape."""
-    store = root_of(observation)
+    store = store_of(observation)
     where = store.url if store is not None else ""
     if (where, observation.id, key) in _SHAPES_WARNED:
         return

@@ -364,7 +364,7 @@ class _Call:
         if os.getpid() != self.owner:
             self.final = observation  # a forked child: its parent publishes the run
             return
-        self._flush_metrics()
+        self._keep_outputs()
         failure = self._end_callbacks(observation)
         if failure is not None:
             callback, exc = failure
@@ -392,7 +392,7 @@ class _Call:
             None,
             {**self.extra, "status": status, "error": error_info(exc)},
         )
-        self._flush_metrics()
+        self._keep_outputs()
         failure = self._end_callbacks(observation)
         if failure is not None:  # must not hide the run's own exception
             callback, cb_exc = failure
@@ -405,25 +405,25 @@ class _Call:
 
     # -- helpers
 
-    def _flush_metrics(self) -> None:
+    def _keep_outputs(self) -> None:
         """Write the run's last metrics, and keep its artefacts with its records (a
         remote store uploads them): before the final record, so whoever reads it
         finds both. A failure warns; the run's result is never lost to it."""
         backend = self.recorder.backend
         sync = not isinstance(backend, FileBackend) or backend.durability == POWER
-        steps: tuple[tuple[str, Callable[[], None]], ...] = (
-            ("metrics", lambda: metrics.finish(self.run, backend.store, sync)),
-            ("artefacts", lambda: backend.keep_artefacts(self.run.id)),
-        )
-        for what, keep in steps:
-            try:
-                keep()
-            except OSError as exc:  # the points or files are lost, never the run
-                warnings.warn(
-                    f"Could not keep the {what} of run {self.run.id!r} in {backend.where!r}: {exc}",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+        self._warn_if_lost("metrics", metrics.finish, self.run, backend.store, sync)
+        self._warn_if_lost("artefacts", backend.keep_artefacts, self.run.id)
+
+    def _warn_if_lost(self, what: str, keep: Callable[..., None], *args: Any) -> None:
+        try:
+            keep(*args)
+        except OSError as exc:  # the points or files are lost, never the run
+            warnings.warn(
+                f"Could not keep the {what} of run {self.run.id!r} in "
+                f"{self.recorder.backend.where!r}: {exc}",
+                RuntimeWarning,
+                stacklevel=4,
+            )
 
     def _end_callbacks(self, observation: Observation) -> tuple[Callback, Exception] | None:
         """Call every ``end`` callback (in reverse); the first that raised, and how."""

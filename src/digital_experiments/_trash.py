@@ -53,6 +53,12 @@ def _file_backend(backend: Backend) -> FileBackend:
             f"Deleting runs needs a file backend (pickle, json, yaml...), not {backend!r}: "
             "call its delete(id) instead."
         )
+    if backend.store.folder is None:  # the moves below are a folder's renames
+        raise NotImplementedError(
+            f"The trash does not work on {backend.where!r} yet: it moves files in a folder. "
+            "Delete a run's objects (<id>" + backend.suffix + ", storage/<id>/, "
+            ".de/metrics/<id>.jsonl, .de/annotations/<id>.json) with an S3 tool instead."
+        )
     return backend
 
 
@@ -191,7 +197,8 @@ def load_even_deleted(backend: Backend, id: str, deleted_since: float | None = N
         if deleted_since is None or (when is not None and when >= deleted_since):
             try:
                 return load_trashed(backend, id)
-            except (FileNotFoundError, TypeError):  # not in the trash, or no trash at all
+            # not in the trash, or no trash at all (another backend, a remote store)
+            except (FileNotFoundError, TypeError, NotImplementedError):
                 pass
         raise
 

@@ -69,6 +69,13 @@ class Store(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
+    # two stores of one kind at one URL are one store (a folder opened twice)
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and isinstance(other, Store) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.url))
+
     @abstractmethod
     def get(self, key: str) -> tuple[bytes, str]:
         """The bytes at ``key`` and their version.
@@ -98,9 +105,11 @@ class Store(ABC):
         version, or ``None`` when it moved or is gone (nothing is written)."""
 
     @abstractmethod
-    def put(self, key: str, data: bytes) -> str:
+    def put(self, key: str, data: bytes, *, sync: bool = True) -> str:
         """Write ``data`` at ``key``, replacing what is there; its version.
-        Readers see the old object or the new one, never a part."""
+        Readers see the old object or the new one, never a part. ``sync=False``
+        lets a folder skip the wait for the disk (for caches such as the cache
+        index); a remote store's write is durable when it answers, either way."""
 
     @abstractmethod
     def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[str]:

@@ -29,12 +29,6 @@ class LocalStore(Store):
         self.url = os.fspath(root)
         self.fsync = fsync
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, LocalStore) and other.url == self.url
-
-    def __hash__(self) -> int:
-        return hash(self.url)
-
     @property
     def workdir(self) -> Path:
         return self.root
@@ -83,13 +77,14 @@ class LocalStore(Store):
                 return None
             return self.put(key, data)
 
-    def put(self, key: str, data: bytes) -> str:
+    def put(self, key: str, data: bytes, *, sync: bool = True) -> str:
         path = self._path(key)
+        fsync = self.fsync and sync
         try:
-            storage.atomic_write(path, data, fsync=self.fsync)
+            storage.atomic_write(path, data, fsync=fsync)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            storage.atomic_write(path, data, fsync=self.fsync)
+            storage.atomic_write(path, data, fsync=fsync)
         found = self.version(key)
         return found if found is not None else ""
 

@@ -30,6 +30,10 @@ class MemoryStore(Store):
                 self._workdir = Path(tempfile.mkdtemp(prefix="de-memory-"))
             return self._workdir
 
+    # each store in memory is its own, whatever its name
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
     def _next(self) -> str:
         return str(next(self._versions))
 
@@ -60,7 +64,7 @@ class MemoryStore(Store):
             self._objects[key] = (bytes(data), self._next())
             return self._objects[key][1]
 
-    def put(self, key: str, data: bytes) -> str:
+    def put(self, key: str, data: bytes, *, sync: bool = True) -> str:
         with self._lock:
             self._objects[key] = (bytes(data), self._next())
             return self._objects[key][1]

@@ -79,12 +79,6 @@ class S3Store(Store):
         self._pid = 0
         self._lock = threading.Lock()
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, S3Store) and other.url == self.url
-
-    def __hash__(self) -> int:
-        return hash(self.url)
-
     @property
     def workdir(self) -> Path:
         """``$DE_CACHE/s3/<bucket>/<prefix>`` (default ``~/.cache/digital-experiments``):
@@ -129,7 +123,7 @@ class S3Store(Store):
     def put_if(self, key: str, data: bytes, version: str) -> str | None:
         return self._conditional(key, data, IfMatch=version)
 
-    def put(self, key: str, data: bytes) -> str:
+    def put(self, key: str, data: bytes, *, sync: bool = True) -> str:
         found = self._call(
             key, lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         )
@@ -338,21 +332,6 @@ def _client(url: str) -> Any:
     )
     try:
         session = boto3.session.Session()  # one per client: sessions are not thread-safe
-        client = session.client("s3", endpoint_url=endpoint or None, config=config)
+        return session.client("s3", endpoint_url=endpoint or None, config=config)
     except Exception as exc:  # a bad profile, region or endpoint: say which
         raise StoreError(f"{url}: cannot configure the S3 client: {exc}") from None
-    client.meta.events.register_last("before-call.s3.PutObject", _no_expect_when_conditional)
-    return client
-
-
-def _no_expect_when_conditional(params: dict[str, Any], **_: Any) -> None:
-    """Send a conditional put's (small) body at once, without ``Expect: 100-continue``.
-
-    A server may refuse the condition (412) before the body is sent; botocore
-    then keeps the connection, on which such a server (SeaweedFS) still waits
-    for the body, so the next request on it hangs. Measured: the read-back
-    after a refused create-only put never got an answer.
-    """
-    headers = params.get("headers", {})
-    if "If-None-Match" in headers or "If-Match" in headers:
-        headers.pop("Expect", None)
