@@ -127,3 +127,68 @@ def test_read_bytes_reads_whole_files(tmp_path: Path, size: int) -> None:
     data = os.urandom(size)
     (tmp_path / "f").write_bytes(data)
     assert storage.read_bytes(str(tmp_path / "f")) == data
+
+
+def _same_tick(folder: Path, stamp: int) -> None:
+    """Give ``folder`` the mtime ``stamp`` again, as a coarse clock does when two
+    changes land in one tick."""
+    os.utime(folder, ns=(stamp, stamp))
+
+
+def test_tags_added_in_the_same_mtime_tick_as_a_listing_still_show(tmp_path: Path) -> None:
+    """The cached list of tagged runs is keyed by the annotations folder's mtime;
+    a run tagged just after a listing, in the same tick, is still found."""
+    from digital_experiments import experiment
+
+    def f(x: int) -> int:
+        return x
+
+    run = experiment(root=tmp_path / "f")(f)
+    run(1)
+    run(2)
+    first, second = (o.id for o in run.observations())
+    run.tag(first, seen=True)
+    folder = layout.internal(tmp_path / "f", "annotations")
+    stamp = os.stat(folder).st_mtime_ns
+    backend = run.backend
+    assert backend.load(first).metadata["tags"] == {"seen": True}  # the listing is cached
+    run.tag(second, seen=False)
+    _same_tick(folder, stamp)
+    assert backend.load(second).metadata["tags"] == {"seen": False}
+
+
+def test_a_first_metric_in_the_same_mtime_tick_as_a_listing_still_shows(tmp_path: Path) -> None:
+    from digital_experiments import _metrics as metrics
+
+    folder = layout.internal(tmp_path, "metrics")
+    folder.mkdir(parents=True)
+    (folder / "2026-01-01_00-00-00_000001.jsonl").write_text('[0, "loss", 1.0, 0.0]\n')
+    stamp = os.stat(folder).st_mtime_ns
+    store = LocalStore(tmp_path)
+    assert metrics.logged(store) == {"2026-01-01_00-00-00_000001"}
+    (folder / "2026-01-01_00-00-00_000002.jsonl").write_text('[0, "loss", 2.0, 0.0]\n')
+    _same_tick(folder, stamp)
+    assert metrics.logged(store) == {"2026-01-01_00-00-00_000001", "2026-01-01_00-00-00_000002"}
+
+
+def test_an_old_listing_is_trusted_without_looking_again(tmp_path: Path) -> None:
+    """Once the folder's mtime is settled, an untagged run costs no file lookup."""
+    from digital_experiments import experiment
+
+    def g(x: int) -> int:
+        return x
+
+    run = experiment(root=tmp_path / "g")(g)
+    run(1)
+    run(2)
+    first, second = (o.id for o in run.observations())
+    run.tag(first, seen=True)
+    folder = layout.internal(tmp_path / "g", "annotations")
+    old = os.stat(folder).st_mtime_ns - 2 * storage.RECENT_NS
+    _same_tick(folder, old)
+    backend = run.backend
+    assert backend.load(first).metadata["tags"] == {"seen": True}
+    # a file the settled listing does not name is not looked for
+    (folder / f"{second}.json").write_text('{"tags": {"sneaked": 1}}')
+    _same_tick(folder, old)
+    assert "tags" not in backend.load(second).metadata

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import pickle
+import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -547,10 +548,15 @@ class FileBackend(Backend):
             stamp = os.stat(folder).st_mtime_ns
         except OSError:
             return {}
-        known: tuple[int, set[str]] | None = getattr(self, "_annotated", None)
+        # (folder mtime, ids with annotations, when they were listed)
+        known: tuple[int, set[str], int] | None = getattr(self, "_annotated", None)
         if known is None or known[0] != stamp:
-            known = self._annotated = (stamp, annotated(self.store))
-        return read_annotations(self.store, id) if id in known[1] else {}
+            known = self._annotated = (stamp, annotated(self.store), time.time_ns())
+        # a listing this close to the folder's last change may have missed a
+        # change in the same mtime tick: then look for the run's file itself
+        if id in known[1] or not storage.settled(stamp, now=known[2]):
+            return read_annotations(self.store, id)
+        return {}
 
 
 _RENAMED_WARNED: set[tuple[str, str, str]] = set()

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _layout as layout
+from . import _storage as storage
 from ._context import Run, current_run
 from ._store.base import Missing, Store
 
@@ -217,7 +218,8 @@ _LOGGED: dict[Path, tuple[int, frozenset[str]]] = {}  # folder -> (its mtime, id
 
 def logged(store: Store) -> frozenset[str]:
     """The ids of the runs of ``store`` that logged metrics. In a folder: one stat
-    of the metrics folder, listed again only when it changed (a run's first points)."""
+    of the metrics folder, listed again when it changed (a run's first points), or
+    when its last change was too recent to be sure a next one moves its mtime."""
     prefix = layout.internal_prefix("metrics")
     if store.folder is None:
         start, end = len(prefix), -len(".jsonl")
@@ -230,7 +232,11 @@ def logged(store: Store) -> frozenset[str]:
     known = _LOGGED.get(folder)
     if known is None or known[0] != stamp:
         ids = frozenset(n[: -len(".jsonl")] for n in os.listdir(folder) if n.endswith(".jsonl"))
-        known = _LOGGED[folder] = (stamp, ids)
+        known = (stamp, ids)
+        # kept only once the mtime is old enough that a later first point moves it
+        # (a run whose file appears in the same mtime tick would be missed)
+        if storage.settled(stamp):
+            _LOGGED[folder] = known
     return known[1]
 
 

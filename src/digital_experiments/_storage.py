@@ -20,6 +20,7 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -467,6 +468,18 @@ def thaw(value: Any) -> Any:
     if isinstance(value, list):
         return [thaw(v) for v in value]
     return value
+
+
+# an mtime this recent may yet be shared by a change to come (timestamps are coarse,
+# a second or two on some file systems), so a folder listed this soon after its
+# last change is looked at again rather than trusted
+RECENT_NS = 2_000_000_000
+
+
+def settled(*stamps: int | None, now: int | None = None) -> bool:
+    """Whether mtimes ``stamps`` were old enough at ``now`` (default: now, in
+    ``time.time_ns()``) that any later change moves them."""
+    return (now or time.time_ns()) - max(s or 0 for s in stamps) > RECENT_NS
 
 
 def read_bytes(path: str) -> bytes:

@@ -36,9 +36,10 @@ from .. import _query as query
 from .._compare import compare
 from .._metrics import read as read_metrics
 from .._records import notes_of, status_of, tags_of
+from .._storage import settled
 from .._store.local import LocalStore
 from .._where import WhereError
-from ._index import Refused, RunIndex, Watcher, labels, settled, why
+from ._index import Refused, RunIndex, Watcher, labels, why
 
 STATIC = Path(__file__).parent / "static"
 PAGE = 100  # rows per page of the runs table

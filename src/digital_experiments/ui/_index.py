@@ -29,7 +29,6 @@ import itertools
 import json
 import os
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -40,6 +39,7 @@ from .. import _layout as layout
 from .. import _query as query
 from .._backends import FileBackend, available_backends, backend_class
 from .._records import Observation
+from .._storage import settled
 
 INTERVAL = 0.5  # seconds between two looks at a folder
 TAIL = 16_384  # bytes read from the end of a running run's metrics file
@@ -47,14 +47,6 @@ SAMPLE = 5_000  # rows looked at to tell numeric and varying columns
 ID_FORMAT = "%Y-%m-%d_%H-%M-%S_%f"  # ids are the time of the claim, in UTC
 # the table's order of namespaces ("duration" is shown, not a field)
 ORDER = ("id", "status", "duration", "config", "result", "metrics", "tags", "notes", "metadata")
-# an mtime this recent may yet be shared by a change to come (timestamps are coarse,
-# a second or two on some file systems), so the folder is looked at again
-RECENT_NS = 2_000_000_000
-
-
-def settled(*stamps: int | None) -> bool:
-    """Whether mtimes ``stamps`` are old enough that a later change will move them."""
-    return time.time_ns() - max(s or 0 for s in stamps) > RECENT_NS
 
 
 class Refused(Exception):
