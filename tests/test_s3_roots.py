@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -249,16 +250,124 @@ def test_an_upload_that_fails_keeps_the_result(
     assert observation.result == {"y": 4}
 
 
-def test_the_trash_refuses_a_bucket_and_deletes_nothing(server: Server) -> None:
-    """The trash moves files in a folder: on a bucket it says so, rather than
-    report that there was no such run."""
+def _of_run(url: str, id: str) -> list[str]:
+    """Every key of the bucket's prefix that belongs to run ``id``."""
+    return sorted(key for key in S3Store(url).walk("") if id in key)
+
+
+def test_the_trash_moves_a_run_whole_on_a_bucket_and_back(server: Server) -> None:
+    url = server.url()
+    run = experiment(root=url)(square)
+    run(4)
+    (id,) = [o.id for o in run.observations()]
+    run.tag(id, best=True)
+    placed = _of_run(url, id)
+    assert f"{id}.pkl" in placed
+    assert f".de/annotations/{id}.json" in placed
+
+    assert run.delete(id) == [id]
+    assert run.observations() == []
+    assert run.trash() == [id]
+    assert _of_run(url, id) == sorted(
+        [
+            f".de/trash/{id}/{id}.pkl",
+            f".de/trash/{id}/annotations.json",
+            f".de/trash/{id}/deleted.json",
+            f".de/trash/{id}/metrics.jsonl",
+            f"storage/.trash/{id}/deep/more.bin",
+            f"storage/.trash/{id}/out.txt",
+        ]
+    )
+
+    restored = run.restore(id[:19])  # a prefix, as for a folder
+    assert restored.id == id
+    assert restored.result == {"y": 16}
+    assert _of_run(url, id) == placed
+    (back,) = run.observations()
+    assert back.metadata["tags"] == {"best": True}
+    assert list(back.metrics()["value"]) == [0.2, 0.1]
+    assert run.trash() == []
+
+
+def test_a_purged_run_leaves_nothing_in_the_bucket(server: Server) -> None:
+    url = server.url()
+    run = experiment(root=url)(square)
+    run(1)
+    run(2)
+    first, second = sorted(o.id for o in run.observations())
+    run.delete(first)
+    assert run.purge() == 1
+    assert _of_run(url, first) == []
+    assert [o.id for o in run.observations()] == [second]  # the other run is untouched
+    assert _of_run(url, second) == [
+        f".de/metrics/{second}.jsonl",
+        f"{second}.pkl",
+        f"storage/{second}/deep/more.bin",
+        f"storage/{second}/out.txt",
+    ]
+
+
+def test_a_delete_cut_short_is_finished_by_the_next(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy that fails after the record moved leaves the run out of listings with
+    some parts in place; deleting it again moves the rest, and a restore brings
+    all of it back."""
+    url = server.url()
+    run = experiment(root=url)(square)
+    run(3)
+    (id,) = [o.id for o in run.observations()]
+    store = run.backend.store
+    real, copies = store.copy, []
+
+    def fail_after_the_record(source: str, target: str) -> str:
+        copies.append(source)
+        if len(copies) > 1:
+            raise StoreError("the connection dropped")
+        return real(source, target)
+
+    monkeypatch.setattr(store, "copy", fail_after_the_record)
+    with pytest.raises(StoreError, match="connection dropped"):
+        run.delete(id)
+    assert copies == [f"{id}.pkl", f".de/metrics/{id}.jsonl"]  # the record went first
+    assert run.observations() == []
+    assert f".de/metrics/{id}.jsonl" in _of_run(url, id)  # still in place
+    monkeypatch.setattr(store, "copy", real)
+
+    assert run.delete(id) == [id]
+    assert not [k for k in _of_run(url, id) if not k.startswith((".de/trash/", "storage/.trash/"))]
+    run.restore(id)
+    (back,) = run.observations()
+    assert sorted(p.name for p in run.artefacts(id)) == ["more.bin", "out.txt"]
+    assert list(back.metrics()["value"]) == [0.25, 0.125]
+
+
+def test_a_restore_never_overwrites_a_run_that_took_the_id(server: Server) -> None:
     url = server.url()
     run = experiment(root=url)(plain)
     run(1)
     (id,) = [o.id for o in run.observations()]
-    with pytest.raises(NotImplementedError, match=r"trash does not work on 's3://"):
-        run.delete(id)
-    assert [o.id for o in run.observations()] == [id]
+    run.delete(id)
+    store = S3Store(url)
+    store.put_new(f"{id}.pkl", store.read(f".de/trash/{id}/{id}.pkl"))  # another host's run
+    with pytest.raises(FileExistsError, match=f"Run '{id}' is in 's3://"):
+        run.restore(id)
+    assert run.trash() == [id]  # still there, whole
+
+
+def test_a_sweep_counts_a_run_deleted_since_it_began(server: Server) -> None:
+    """load_even_deleted reads when a remote run was deleted from its trash."""
+    from digital_experiments import _trash as trash
+
+    url = server.url()
+    run = experiment(root=url)(plain)
+    run(1)
+    (id,) = [o.id for o in run.observations()]
+    began = time.time()
+    run.delete(id)
+    assert trash.load_even_deleted(run.backend, id, deleted_since=began).result == 1
+    with pytest.raises(FileNotFoundError):
+        trash.load_even_deleted(run.backend, id, deleted_since=time.time() + 3600)
 
 
 def test_listings_of_one_experiment_in_many_threads_agree(server: Server) -> None:

@@ -345,6 +345,11 @@ class FileBackend(Backend):
         """The record of run ``id`` stored at ``path`` (such as the root's trash)."""
         return self._unpack(self.loads(storage.read_bytes(os.fspath(path))), id=id)
 
+    def load_key(self, key: str, id: str) -> Observation:
+        """The record of run ``id`` stored at ``key`` of the backend's store (such
+        as its trash); :class:`~digital_experiments._store.Missing` if it is not there."""
+        return self._unpack(self.loads(self.store.read(key)), id=id)
+
     def all_ids(self) -> list[str]:
         """The names (without suffix) of the record files in ``root``.
 

@@ -67,6 +67,17 @@ def annotations_key(id: str) -> str:
     return f"{internal_prefix('annotations')}{id}.json"
 
 
+def trash_prefix(id: str) -> str:
+    """Where run ``id``'s record, metrics and annotations go when it is deleted."""
+    return f"{internal_prefix('trash')}{id}/"
+
+
+def artefacts_trash_prefix(id: str) -> str:
+    """Where run ``id``'s artefacts go when it is deleted: inside ``storage``, so a
+    folder's rename moves them even when ``storage`` is a link to another disk."""
+    return f"{ARTEFACTS}/.trash/{id}/"
+
+
 def internal(root: Path, *parts: str) -> Path:
     """A path under the experiment's hidden ``.de`` folder."""
     return Path(root).joinpath(INTERNAL, *parts)

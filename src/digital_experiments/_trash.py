@@ -13,14 +13,23 @@ a record only to refuse a running run, so an unreadable one can be deleted too.
 Ids stay reserved (``.de/ids``), so a restored run never collides with a newer
 one. A sweep that asked for a run deleted while it ran still gets its record
 from the trash (:func:`load_even_deleted`).
+
+A remote store (``s3://``) has no rename: there each object is copied on the
+server, then deleted, in the same order (the record first when deleting, last
+when restoring), to the same keys; a crash between two moves leaves each object
+in place or in the trash, and the next delete or restore finishes. A small
+``deleted.json`` in the run's trash says when it was deleted. Ids there are the
+record keys themselves, so a restore refuses a run whose id was taken since.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -28,22 +37,31 @@ from . import _layout as layout
 from ._annotations import locked
 from ._backends import Backend, FileBackend
 from ._records import RUNNING, Observation, status_of
+from ._store import Missing, Store
 from .errors import RunningError, TrashError
+
+DELETED = "deleted.json"  # in a remote run's trash: when it was deleted
 
 
 def _artefacts_trash(root: Path, id: str = "") -> Path:
     """Where deleted artefacts go: inside ``storage`` itself (the same filesystem)."""
-    folder = Path(root) / layout.ARTEFACTS / ".trash"
-    return folder / id if id else folder
+    return layout.at(root, layout.artefacts_trash_prefix(id).rstrip("/"))
 
 
 def _parts(root: Path, id: str) -> list[tuple[Path, Path]]:
     """``(in place, in the trash)`` of everything of run ``id`` but its record."""
-    trash = layout.trash(root, id)
     return [
         (layout.artefacts(root, id), _artefacts_trash(root, id)),
-        (layout.metrics(root, id), trash / "metrics.jsonl"),
-        (layout.annotation_file(root, id), trash / "annotations.json"),
+        *((layout.at(root, here), layout.at(root, there)) for here, there in _part_keys(id)),
+    ]
+
+
+def _part_keys(id: str) -> list[tuple[str, str]]:
+    """``(in place, in the trash)`` of the keys of run ``id``'s metrics and annotations."""
+    trash = layout.trash_prefix(id)
+    return [
+        (layout.metrics_key(id), trash + "metrics.jsonl"),
+        (layout.annotations_key(id), trash + "annotations.json"),
     ]
 
 
@@ -53,13 +71,12 @@ def _file_backend(backend: Backend) -> FileBackend:
             f"Deleting runs needs a file backend (pickle, json, yaml...), not {backend!r}: "
             "call its delete(id) instead."
         )
-    if backend.store.folder is None:  # the moves below are a folder's renames
-        raise NotImplementedError(
-            f"The trash does not work on {backend.where!r} yet: it moves files in a folder. "
-            "Delete a run's objects (<id>" + backend.suffix + ", storage/<id>/, "
-            ".de/metrics/<id>.jsonl, .de/annotations/<id>.json) with an S3 tool instead."
-        )
     return backend
+
+
+def _remote(backend: FileBackend) -> bool:
+    """Whether the run's parts are objects of a remote store (no renames there)."""
+    return backend.store.folder is None
 
 
 def _refuse_running(store: FileBackend, id: str) -> None:
@@ -107,8 +124,10 @@ def delete(backend: Backend, id: str) -> bool:
         If a part of the run could not be moved (then nothing was).
     """
     store = _file_backend(backend)
-    record = store.path(id)
     _refuse_running(store, id)
+    if _remote(store):
+        return _delete_objects(store, id)
+    record = store.path(id)
     trash = layout.trash(store.root, id)
     if not os.path.lexists(record) and not (trash / record.name).exists():
         return False  # no such run
@@ -137,6 +156,8 @@ def restore(backend: Backend, id: str) -> Observation:
         If a run ``id`` is in place already.
     """
     store = _file_backend(backend)
+    if _remote(store):
+        return _restore_objects(store, id)
     record = store.path(id)
     trashed = layout.trash(store.root, id) / record.name
     if not trashed.exists():
@@ -156,6 +177,14 @@ def restore(backend: Backend, id: str) -> Observation:
 
 def trashed(backend: Backend) -> list[str]:
     """The ids of the runs in the trash, oldest first."""
+    if isinstance(backend, FileBackend) and _remote(backend):
+        store = backend.store
+        # some servers (SeaweedFS) keep a "folder" after its last object is gone
+        return [
+            name
+            for name in store.folders(layout.internal_prefix("trash"))
+            if layout.is_id(name) and next(store.list(layout.trash_prefix(name)), None)
+        ]
     try:
         names = os.listdir(layout.trash(backend.root))
     except FileNotFoundError:
@@ -166,11 +195,17 @@ def trashed(backend: Backend) -> list[str]:
 def load_trashed(backend: Backend, id: str) -> Observation:
     """The record of run ``id`` from the trash."""
     store = _file_backend(backend)
-    return store.load_from(layout.trash(store.root, id) / store.path(id).name, id)
+    return store.load_key(layout.trash_prefix(id) + store.key(id), id)
 
 
 def deleted_at(backend: Backend, id: str) -> float | None:
     """When run ``id`` went to the trash (its trash folder's time), if it is there."""
+    if isinstance(backend, FileBackend) and _remote(backend):
+        try:
+            when = json.loads(backend.store.read(layout.trash_prefix(id) + DELETED))["at"]
+        except (Missing, ValueError, TypeError, KeyError):
+            return None
+        return float(when) if isinstance(when, (int, float)) else None
     try:
         return os.stat(layout.trash(backend.root, id)).st_mtime
     except OSError:
@@ -205,6 +240,8 @@ def load_even_deleted(backend: Backend, id: str, deleted_since: float | None = N
 
 def purge(backend: Backend, ids: list[str] | None = None) -> int:
     """Delete runs in the trash for good (all of them by default); how many."""
+    if isinstance(backend, FileBackend) and _remote(backend):
+        return _purge_objects(backend, trashed(backend) if ids is None else ids)
     root = backend.root
     count = 0
     for id in trashed(backend) if ids is None else ids:
@@ -234,3 +271,74 @@ def _move(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):  # another mover was first
         os.rename(source, target)
+
+
+# ---------------------------------------------------------------- on a remote store
+
+
+def _object_parts(store: Store, id: str) -> list[tuple[str, str]]:
+    """``(in place, in the trash)`` of the keys of run ``id`` other than its record
+    (the artefacts in either place, so a move that was cut short is finished)."""
+    parts = _part_keys(id)
+    here, there = layout.artefacts_prefix(id), layout.artefacts_trash_prefix(id)
+    placed = [(key, there + key[len(here) :]) for key in store.walk(here)]
+    trashed = [(here + key[len(there) :], key) for key in store.walk(there)]
+    return parts + list(dict.fromkeys(placed + trashed))
+
+
+def _move_object(store: Store, source: str, target: str) -> None:
+    """Copy, then delete: the object is in one place or both, never neither."""
+    try:
+        store.copy(source, target)
+    except Missing:
+        return  # nothing of that kind, or moved already
+    store.delete(source)
+
+
+def _delete_objects(backend: FileBackend, id: str) -> bool:
+    store, record = backend.store, backend.key(id)
+    trash = layout.trash_prefix(id)
+    if store.version(record) is not None:
+        when = json.dumps({"at": time.time()}).encode()
+        store.put(trash + DELETED, when)
+        _move_object(store, record, trash + record)  # first: it leaves listings at once
+    elif store.version(trash + record) is None:
+        return False  # no such run
+    for here, there in _object_parts(store, id):
+        _move_object(store, here, there)
+    return True
+
+
+def _restore_objects(backend: FileBackend, id: str) -> Observation:
+    store, record = backend.store, backend.key(id)
+    trashed_key = layout.trash_prefix(id) + record
+    found = store.get_or_none(trashed_key)
+    if found is None:
+        raise FileNotFoundError(f"No run {id!r} in the trash of {backend.where!r}.")
+    taken = FileExistsError(f"Run {id!r} is in {backend.where!r} already.")
+    if store.version(record) is not None:
+        raise taken
+    for here, there in _object_parts(store, id):
+        _move_object(store, there, here)
+    if store.put_new(record, found[0]) is None:  # last: the run is back, whole
+        raise taken
+    store.delete(trashed_key)
+    store.delete(layout.trash_prefix(id) + DELETED)
+    return backend.load(id)
+
+
+def _purge_objects(backend: FileBackend, ids: list[str]) -> int:
+    store, count = backend.store, 0
+    for id in ids:
+        trashed_key = layout.trash_prefix(id) + backend.key(id)
+        keys = [
+            *store.walk(layout.trash_prefix(id)),
+            *store.walk(layout.artefacts_trash_prefix(id)),
+        ]
+        if not keys:
+            continue
+        store.delete(trashed_key)  # first: a half-purged run never looks restorable
+        for key in keys:
+            store.delete(key)
+        count += 1
+    return count

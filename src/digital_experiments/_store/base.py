@@ -135,6 +135,17 @@ class Store(ABC):
         """
         return self.get(key)[0]
 
+    def copy(self, source: str, target: str) -> str:
+        """Write the bytes at ``source`` at ``target`` too; the new version (a
+        server-side copy on S3: artefacts never travel through this host).
+
+        Raises
+        ------
+        Missing
+            If there is no object at ``source``.
+        """
+        return self.put(target, self.read(source))
+
     def walk(self, prefix: str) -> Iterator[str]:
         """Every key under the folder ``prefix`` (which ends in ``/``), at any depth."""
         yield from self.list(prefix)

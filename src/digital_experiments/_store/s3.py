@@ -149,6 +149,17 @@ class S3Store(Store):
 
     # -- beyond the primitives
 
+    def copy(self, source: str, target: str) -> str:
+        found = self._call(
+            source,
+            lambda: self.client.copy_object(
+                Bucket=self.bucket,
+                Key=self._key(target),
+                CopySource={"Bucket": self.bucket, "Key": self._key(source)},
+            ),
+        )
+        return str(found["CopyObjectResult"]["ETag"])
+
     def get_many(self, keys: Sequence[str]) -> Iterator[tuple[str, tuple[bytes, str] | None]]:
         """``(key, (bytes, version))`` for each of ``keys``, in order, fetched in
         parallel (``None`` for a key deleted since it was listed)."""
