@@ -76,6 +76,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/results_bench.py
 	$(BIN)/python benchmarks/ui_bench.py
+	$(BIN)/python benchmarks/s3_bench.py
 
 # Mutation testing with mutmut over _storage, _run, _claims, _sweep and _context
 # ([tool.mutmut] in pyproject.toml). MODULE=_context mutates one module only.
