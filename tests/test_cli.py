@@ -28,7 +28,7 @@ def cli(
     *args: str | Path,
     input: str | None = None,
     cwd: Path | None = None,
-    de_root: Path | None = None,
+    de_root: Path | str | None = None,
     terminal: str | None = None,
     columns: int = 200,
 ) -> subprocess.CompletedProcess[str]:

@@ -6,16 +6,14 @@ from __future__ import annotations
 import bisect
 import os
 import re
-from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _keys as keys
-from . import _layout as layout
 from . import _storage as storage
-from ._backends import Backend, FileBackend, available_backends, backend_class
+from ._backends import Backend, FileBackend
 from ._keys import same_code
 from ._layout import is_id
 from ._metrics import logged as logged_metrics
@@ -30,6 +28,7 @@ from ._records import (
     store_of,
     tags_of,
 )
+from ._roots import open_root
 from ._store.base import Store
 from ._where import Where as CompiledWhere
 from ._where import compile_where, suggestion
@@ -54,10 +53,6 @@ class _AnyCode:
 
 ANY_CODE: Any = _AnyCode()
 """``select(code=ANY_CODE)`` keeps runs of every version of the code."""
-
-
-class NoSuchRoot(DigitalExperimentsError, FileNotFoundError):
-    """The folder given as an experiment root does not exist."""
 
 
 class InvalidSince(DigitalExperimentsError, ValueError):
@@ -470,124 +465,6 @@ def find_id(backend: Backend, id: str, ids: Collection[str] | None = None) -> st
 
 
 _EXAMPLE_ID = "2026-01-01_12-00-00_000000"
-
-
-# ---------------------------------------------------------------- a root without its function
-
-
-def open_root(root: str | os.PathLike[str], backend: str | None = None) -> FileBackend:
-    """The file backend of the experiment folder ``root``.
-
-    The format is found from the suffix of the records (``.pkl``, ``.json``,
-    ``.yaml``, or that of any registered :class:`~digital_experiments.backends.FileBackend`);
-    pass ``backend`` to choose it when a folder holds several.
-
-    Raises
-    ------
-    NoSuchRoot
-        If ``root`` is not a folder.
-    ValueError
-        If the folder holds records of several formats and ``backend`` is not given.
-    """
-    path = Path(root).expanduser().absolute()
-    if not path.is_dir():
-        raise NoSuchRoot(
-            f"No experiment folder at {str(path)!r}. Pass the folder holding the "
-            "records, such as experiments/<function name>."
-        )
-    formats = _file_formats()
-    if backend is not None:
-        if backend not in formats:
-            raise ValueError(
-                f"Unknown file backend {backend!r}. Available: {', '.join(sorted(formats))}."
-            )
-        return formats[backend](path)
-    found = record_formats(path)
-    if len(found) > 1:
-        counts = ", ".join(f"{count} {name}" for name, count in found.most_common())
-        raise ValueError(
-            f"{str(path)!r} holds records of several formats ({counts}). Choose one with backend=."
-        )
-    name = next(iter(found), "pickle")
-    return formats[name](path)
-
-
-def _file_formats() -> dict[str, type[FileBackend]]:
-    classes = {name: backend_class(name) for name in available_backends()}
-    return {
-        name: cls
-        for name, cls in classes.items()
-        if isinstance(cls, type) and issubclass(cls, FileBackend) and hasattr(cls, "suffix")
-    }
-
-
-def record_formats(folder: str | os.PathLike[str]) -> Counter[str]:
-    """How many records of each format (``pickle``, ``json``...) ``folder`` holds.
-
-    Only files named ``<id><suffix>`` count, as in :meth:`FileBackend.all_ids
-    <digital_experiments.backends.FileBackend.all_ids>`.
-    """
-    by_suffix = {cls.suffix: name for name, cls in _file_formats().items()}
-    found: Counter[str] = Counter()
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            stem, suffix = os.path.splitext(entry.name)
-            if suffix in by_suffix and is_id(stem):
-                found[by_suffix[suffix]] += 1
-    return found
-
-
-# formats whose loading constructs no objects: safe to open from anywhere
-SAFE_SUFFIXES = (".json", ".yaml")
-
-
-def recorded_here(folder: str | os.PathLike[str]) -> bool:
-    """Whether digital-experiments 3.x recorded runs in ``folder``: it reserved their
-    ids in ``.de/ids/``. Other bookkeeping (tags, notes, trash, locks) creates
-    ``.de/`` too, so ``.de/`` alone proves nothing."""
-    return layout.reserved_ids(Path(folder)).is_dir()
-
-
-def trust_refusal(backend: FileBackend, trust: bool = False) -> str | None:
-    """Why the records of ``backend`` must not be loaded, or ``None`` if they may.
-
-    JSON and YAML records construct no objects and always may; pickle records
-    (and any other format) only in a folder digital-experiments 3.x recorded
-    (:func:`recorded_here`), or with ``trust``, since unpickling runs code.
-    """
-    if trust or backend.suffix in SAFE_SUFFIXES:
-        return None
-    if recorded_here(backend.root) or not backend.all_ids():
-        return None
-    return (
-        f"{str(backend.root)!r} holds {backend.suffix} records that digital-experiments "
-        "3.x did not record (it has no .de/ids folder), and loading a pickle runs any "
-        "code it contains. If you trust where this folder came from, pass --trust "
-        "(trust=True)."
-    )
-
-
-def is_experiment_folder(folder: str | os.PathLike[str]) -> bool:
-    """Whether ``folder`` is an experiment's folder: it holds records or ``.de/``."""
-    path = Path(folder)
-    try:
-        return layout.internal(path).is_dir() or bool(record_formats(path))
-    except OSError:
-        return False
-
-
-def experiment_folders(folder: str | os.PathLike[str]) -> list[Path]:
-    """The experiment folders directly inside ``folder``, by name.
-
-    ``folder`` is a folder of experiments, such as ``$DE_ROOT`` or
-    ``./experiments`` (each experiment writes to ``<folder>/<function name>``).
-    """
-    path = Path(folder)
-    with os.scandir(path) as entries:
-        names = sorted(
-            entry.name for entry in entries if not entry.name.startswith(".") and entry.is_dir()
-        )
-    return [path / name for name in names if is_experiment_folder(path / name)]
 
 
 def load(

@@ -32,6 +32,7 @@ from typing import Any, TextIO
 from . import __version__
 from . import _annotations as marks
 from . import _query as query
+from . import _roots as roots
 from . import _trash as trashcan
 from ._backends import FileBackend, yaml_text
 from ._compare import call_text, compare
@@ -47,6 +48,7 @@ from ._records import (
     status_of,
     tags_of,
 )
+from ._store import StoreError, is_url
 from ._tables import (
     FORMATS,
     duration,
@@ -65,12 +67,18 @@ PRUNABLE = (FAILED, ABANDONED, INTERRUPTED)
 EXPORT_FORMATS = ("csv", "json", "parquet")
 
 
+def root_type(text: str) -> Path | str:
+    """ROOT as given: an ``s3://`` URL stays a string (a path would fold its ``//``)."""
+    return text if is_url(text) else Path(text)
+
+
 # ROOT where a folder of experiments will do too
 ROOTS: dict[str, Any] = {
     "metavar": "ROOT",
-    "type": Path,
+    "type": root_type,
     "nargs": "?",
-    "help": "an experiment folder, or a folder of them (default: $DE_ROOT, else ./experiments)",
+    "help": "an experiment folder, or a folder of them, or an s3://bucket/prefix of either "
+    "(default: $DE_ROOT, else ./experiments)",
 }
 
 
@@ -119,7 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         if optional:
             command.add_argument("root", **ROOTS)
         else:
-            command.add_argument("root", metavar="ROOT", type=Path, help="the experiment folder")
+            command.add_argument(
+                "root",
+                metavar="ROOT",
+                type=root_type,
+                help="the experiment folder (or s3://bucket/prefix/<name>)",
+            )
         command.add_argument(
             "--backend",
             help="record format (pickle, json, yaml, ...) when the folder holds several",
@@ -352,11 +365,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         backend, id = _find_run(folders, args)
     runs = list(backend.iter_observations([id]))
     if not runs:
-        raise CommandError(f"Could not read run {id!r} in {str(backend.root)!r} (see above).")
+        raise CommandError(f"Could not read run {id!r} in {backend.where!r} (see above).")
     run = runs[0]
     if args.call:
         try:
-            print(call_text(backend.root.name, run.config, run.metadata.get("code")))
+            print(call_text(roots.name_of(backend.where), run.config, run.metadata.get("code")))
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         return 0
@@ -424,7 +437,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     backend = _open(args)
     runs = _prunable(backend, frozenset(statuses))
     if not runs:
-        print(f"Nothing to prune: no {' or '.join(statuses)} runs in {backend.root}.")
+        print(f"Nothing to prune: no {' or '.join(statuses)} runs in {backend.where}.")
         return 0
     if not args.yes:
         _need_terminal(f"prune would delete {_plural(len(runs), 'run')}")
@@ -534,6 +547,12 @@ def cmd_note(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     root = _root(args)
+    if isinstance(root, str):
+        raise CommandError(
+            f"The web view does not open {root!r} yet: it shows folders. Look at the runs "
+            f"with {PROG} list/show/export {root}.",
+            code=2,
+        )
     if not root.is_dir():
         raise CommandError(f"No folder {str(root)!r}: pass ROOT, or set $DE_ROOT.", code=2)
     try:
@@ -571,7 +590,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
             print("Nothing deleted.")
             return 0
     deleted = sum(_to_trash(backend, id) for id in ids)
-    print(f"Moved {_plural(deleted, 'run')} to the trash ({PROG} trash {backend.root} list).")
+    print(f"Moved {_plural(deleted, 'run')} to the trash ({PROG} trash {backend.where} list).")
     return 0 if deleted == len(ids) else 1
 
 
@@ -607,23 +626,25 @@ def cmd_trash(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- helpers
 
 
-def _root(args: argparse.Namespace) -> Path:
+def _root(args: argparse.Namespace) -> Path | str:
     """ROOT as given, else ``$DE_ROOT``, else ``./experiments``."""
     if args.root is not None:
-        root: Path = args.root
+        root: Path | str = args.root
         return root
-    return Path(os.environ.get("DE_ROOT") or "experiments")
+    return root_type(os.environ.get("DE_ROOT") or "experiments")
 
 
-def _open(args: argparse.Namespace, root: Path | None = None, check: bool = True) -> FileBackend:
+def _open(
+    args: argparse.Namespace, root: Path | str | None = None, check: bool = True
+) -> FileBackend:
     path = root or _root(args)
     try:
-        backend = query.open_root(path, args.backend)
-        inside = [] if query.is_experiment_folder(path) else query.experiment_folders(path)
-    except (query.NoSuchRoot, ValueError) as exc:
+        backend = roots.open_root(path, args.backend)
+        inside = [] if roots.is_experiment_folder(path) else roots.experiment_folders(path)
+    except (roots.NoSuchRoot, ValueError, StoreError) as exc:
         raise CommandError(str(exc), code=2) from None
     if inside:
-        names = ", ".join(folder.name for folder in inside[:5]) + (", ..." * (len(inside) > 5))
+        names = ", ".join(roots.name_of(f) for f in inside[:5]) + (", ..." * (len(inside) > 5))
         raise CommandError(
             f"{str(path)!r} is a folder of experiments ({names}): pass one of them, "
             f"such as {str(inside[0])!r}.",
@@ -637,38 +658,39 @@ def _open(args: argparse.Namespace, root: Path | None = None, check: bool = True
 
 def _untrusted(backend: FileBackend, args: argparse.Namespace) -> str | None:
     """Why the records of ``backend`` must not be loaded, or ``None``."""
-    return query.trust_refusal(backend, bool(getattr(args, "trust", False)))
+    return roots.trust_refusal(backend, bool(getattr(args, "trust", False)))
 
 
-def _experiments_in(args: argparse.Namespace) -> list[Path] | None:
+def _experiments_in(args: argparse.Namespace) -> list[roots.Root] | None:
     """The experiment folders inside ROOT when ROOT is a folder of experiments."""
     root = _root(args)
-    if not root.is_dir():
-        if args.root is None:
-            raise CommandError(
-                f"No experiment folder at {str(root.absolute())!r} (the default: $DE_ROOT, "
-                "else ./experiments). Pass ROOT, such as experiments/<function name>.",
-                code=2,
-            )
-        return None  # _open says it does not exist
-    if query.is_experiment_folder(root):
-        return None
     try:
-        folders = query.experiment_folders(root)
-    except OSError as exc:
+        if not roots.exists(root):
+            if args.root is None:
+                raise CommandError(
+                    f"No experiment folder at {str(roots.located(root))!r} (the default: "
+                    "$DE_ROOT, else ./experiments). Pass ROOT, such as "
+                    "experiments/<function name>.",
+                    code=2,
+                )
+            return None  # _open says it does not exist
+        if roots.is_experiment_folder(root):
+            return None
+        folders = roots.experiment_folders(root)
+    except (OSError, ValueError) as exc:  # StoreError is an OSError
         raise CommandError(f"Could not list {str(root)!r}: {exc}", code=2) from None
     return folders or None
 
 
-def _list_experiments(folders: list[Path], args: argparse.Namespace) -> int:
+def _list_experiments(folders: list[roots.Root], args: argparse.Namespace) -> int:
     statuses = _status_names(args.status or [args.default_status])
     rows = []
     total = 0
     for folder in folders:
         runs: list[Observation] = []
         notes = []
-        for name in query.record_formats(folder) or {"pickle": 0}:
-            backend = query.open_root(folder, name)
+        for name in roots.record_formats(folder) or {"pickle": 0}:
+            backend = roots.open_root(folder, name)
             if _untrusted(backend, args):
                 notes.append(f"{backend.suffix} records not opened (pass --trust)")
                 continue
@@ -679,7 +701,9 @@ def _list_experiments(folders: list[Path], args: argparse.Namespace) -> int:
         counts = Counter(status_of(run) for run in runs)
         summary = ", ".join(f"{n} {status}" for status, n in counts.most_common())
         latest = max((run.id for run in runs), default="-")
-        rows.append((folder.name, f"{len(runs):,}", "; ".join([summary, *notes]) or "-", latest))
+        rows.append(
+            (roots.name_of(folder), f"{len(runs):,}", "; ".join([summary, *notes]) or "-", latest)
+        )
         total += len(runs)
     header = ("experiment", "runs", "statuses", "latest")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
@@ -690,7 +714,7 @@ def _list_experiments(folders: list[Path], args: argparse.Namespace) -> int:
     return 0
 
 
-def _find_run(folders: list[Path], args: argparse.Namespace) -> tuple[FileBackend, str]:
+def _find_run(folders: list[roots.Root], args: argparse.Namespace) -> tuple[FileBackend, str]:
     """The experiment holding run ``args.id`` (or a unique prefix) among ``folders``."""
     found: list[tuple[FileBackend, str]] = []
     for folder in folders:
@@ -706,7 +730,7 @@ def _find_run(folders: list[Path], args: argparse.Namespace) -> tuple[FileBacken
             raise CommandError(refusal, code=2)
         return found[0]
     if found:
-        names = ", ".join(backend.root.name for backend, _ in found)
+        names = ", ".join(roots.name_of(backend.where) for backend, _ in found)
         raise CommandError(f"{args.id!r} matches runs of several experiments ({names}).")
     raise CommandError(
         f"No run {args.id!r} in the experiments of {str(_root(args))!r}. "
@@ -799,10 +823,10 @@ def _resolve_id(
             raise CommandError(
                 f"{id!r} matches {len(exc.matches)} runs ({shown}): give more of the id."
             ) from None
-    see = f"{PROG} list {backend.root}"
+    see = f"{PROG} list {backend.where}"
     if among is not None:
-        see = f"{PROG} trash {backend.root} list"
-    raise CommandError(f"No run {id!r} {place} {str(backend.root)!r}. See the ids with: {see}")
+        see = f"{PROG} trash {backend.where} list"
+    raise CommandError(f"No run {id!r} {place} {backend.where!r}. See the ids with: {see}")
 
 
 def _need_terminal(doing: str) -> None:

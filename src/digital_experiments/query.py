@@ -11,20 +11,9 @@ Examples
 >>> frame = query.to_dataframe(runs)  # doctest: +SKIP
 """
 
-from ._query import (
-    ANY_CODE,
-    InvalidSince,
-    NoSuchRoot,
-    experiment_folders,
-    is_experiment_folder,
-    load,
-    open_root,
-    record_formats,
-    select,
-    since_floor,
-    to_dataframe,
-)
+from ._query import ANY_CODE, InvalidSince, load, select, since_floor, to_dataframe
 from ._records import STATUSES, status_of
+from ._roots import NoSuchRoot, experiment_folders, is_experiment_folder, open_root, record_formats
 
 __all__ = [
     "ANY_CODE",

@@ -33,6 +33,7 @@ from starlette.staticfiles import StaticFiles
 
 from .. import _layout as layout
 from .. import _query as query
+from .. import _roots as roots
 from .._compare import compare
 from .._metrics import read as read_metrics
 from .._records import notes_of, status_of, tags_of
@@ -90,7 +91,7 @@ class Root:
                     self.indexes[name] = RunIndex(folder, trust=self.trust)
 
     def _folders(self) -> dict[str, Path]:
-        if self.single or query.is_experiment_folder(self.root):
+        if self.single or roots.is_experiment_folder(self.root):
             self.single = True  # once seen, for good: the check lists its records
             return {self.root.name: self.root} if self.root.is_dir() else {}
         try:
@@ -101,7 +102,7 @@ class Root:
         return {
             name: self.root / name
             for name in names
-            if name in self.indexes or query.is_experiment_folder(self.root / name)
+            if name in self.indexes or roots.is_experiment_folder(self.root / name)
         }
 
     def index(self, name: str) -> RunIndex:

@@ -17,7 +17,7 @@ included, so a query means the same everywhere. What the page shows besides
 (duration, error, when a running run started and its last step) is kept apart
 in :attr:`RunIndex.extras` and is never queried.
 
-Pickle records are loaded only where :func:`~digital_experiments._query.trust_refusal`
+Pickle records are loaded only where :func:`~digital_experiments._roots.trust_refusal`
 allows (a folder digital-experiments 3.x recorded, or ``trust``); a record whose
 row cannot be built is shown as unreadable, and the rest of the folder still is.
 """
@@ -37,6 +37,7 @@ from typing import Any
 
 from .. import _layout as layout
 from .. import _query as query
+from .. import _roots as roots
 from .._backends import FileBackend, available_backends, backend_class
 from .._records import Observation
 from .._storage import settled
@@ -213,7 +214,7 @@ class RunIndex:
         The experiment folder.
     trust : bool
         Load pickle records even where digital-experiments 3.x did not record
-        them (see :func:`~digital_experiments._query.trust_refusal`).
+        them (see :func:`~digital_experiments._roots.trust_refusal`).
     """
 
     def __init__(self, folder: Path, trust: bool = False) -> None:
@@ -252,7 +253,7 @@ class RunIndex:
         suffixes = self._suffixes()
         refused = {}
         for suffix, backend in suffixes.items():
-            refusal = query.trust_refusal(backend, self.trust)
+            refusal = roots.trust_refusal(backend, self.trust)
             if refusal is not None:
                 refused[suffix] = refusal
         current: dict[str, int] = {}
@@ -426,7 +427,7 @@ class RunIndex:
         """
         for backend in self._suffixes().values():
             if backend.path(id).exists():
-                refusal = query.trust_refusal(backend, self.trust)
+                refusal = roots.trust_refusal(backend, self.trust)
                 if refusal is not None:
                     raise Refused(refusal)
                 with warnings.catch_warnings():
