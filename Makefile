@@ -78,12 +78,25 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ui_bench.py
 	$(BIN)/python benchmarks/s3_bench.py
 
-# Mutation testing with mutmut over _storage, _run, _claims, _sweep and _context
-# ([tool.mutmut] in pyproject.toml). MODULE=_context mutates one module only.
-# Children spawned by tests import the mutated copy through PYTHONPATH; the
-# folder must exist before Python starts, or the import system skips it.
+# Mutation testing with mutmut over _storage, _run, _claims, _sweep, _context,
+# _where, _keys and _lease ([tool.mutmut] in pyproject.toml). MODULE=_where
+# mutates one module only, and runs its fast tier (MUTATE_TIER_<module>: the
+# module's unit tests and the process tests that reach it; docs/testing.md).
+# A module without a tier, or no MODULE, runs tests/. The tier is written to
+# mutants/tier.txt, which pytest reads as @tier.txt (mutmut runs pytest in
+# mutants/); mutmut still runs, for each mutant, only the tier's tests that
+# reached the mutated function. Children spawned by tests import the mutated
+# copy through PYTHONPATH; the folder must exist before Python starts, or the
+# import system skips it.
 MODULE ?=
 MUTATE_STAMP := $(VENV)/.installed-mutate
+MUTATE_TIER__where := tests/test_where.py tests/test_properties.py tests/test_query.py \
+	tests/test_cli_results.py::test_list_where_sort_top_columns_and_formats \
+	tests/test_cli_results.py::test_list_errors_point_at_the_query \
+	tests/test_cli_results.py::test_rm_and_trash
+MUTATE_TIER__keys := tests/test_keys.py tests/test_properties.py
+MUTATE_TIER__lease := tests/test_lease.py
+MUTATE_TIER := $(or $(MUTATE_TIER_$(MODULE)),tests/)
 
 $(MUTATE_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev,dask,slurm,mutate]"
@@ -91,6 +104,7 @@ $(MUTATE_STAMP): pyproject.toml | $(BIN)/python
 
 mutate: $(MUTATE_STAMP)
 	mkdir -p mutants/src
+	printf '%s\n' $(MUTATE_TIER) > mutants/tier.txt
 	PYTHONPATH=$(CURDIR)/mutants/src $(BIN)/mutmut run \
 		$(if $(MODULE),"digital_experiments.$(MODULE).*")
 	$(BIN)/mutmut results

@@ -204,6 +204,21 @@ def test_numpy_bools_are_bools() -> None:
     assert matches("x == true", {"x": np.bool_(True)})
     assert not matches("x == 1", {"x": np.bool_(True)})
     assert matches("x == 3", {"x": np.int64(3)})
+    assert matches("x", {"x": np.array([0, 0])})  # ambiguous truth: present, so true
+
+
+def test_numpy_1_bools_are_bools_too() -> None:
+    """numpy 1 names its bool type ``numpy.bool_`` (numpy 2: ``numpy.bool``)."""
+    legacy = type("bool_", (), {"__module__": "numpy", "__bool__": lambda self: True})()
+    assert matches("x == true", {"x": legacy})
+    assert not matches("x == 1", {"x": legacy})
+
+
+def test_bools_order_among_bools_only() -> None:
+    assert matches("x > false", {"x": True})
+    assert matches("x <= true", {"x": False})
+    assert not matches("x > false", {"x": 1})
+    assert not matches("x < true", {"x": 0})
 
 
 def test_a_bare_field_is_true_when_present_and_truthy() -> None:
@@ -360,6 +375,45 @@ def test_an_unquoted_string_gets_a_hint() -> None:
     assert error_of("(a == 1")[3] == "The '(' at column 1 is not closed."
 
 
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("a) or b", "This ')' closes no '('."),
+        ("a == 1 ]", None),  # not a ')': no hint
+        ("len(config.lr) > 1", "A query has fields, values and operators: no calls."),
+        ("x == 3rd", 'Strings are quoted: "3rd"'),  # a number and a name, joined
+        ("a == 1 2", "Join conditions with and / or."),
+        ("a == 1 'b'", "Join conditions with and / or."),
+        ("a b in [1]", "Join conditions with and / or."),  # no "not" before "in"
+        ("x == or", None),  # a keyword is no value
+        (
+            "config.lr == config.lrr",
+            'Strings are quoted: "config.lrr", as in config.lr == "config.lrr" '
+            "(a field cannot be compared with a field)",
+        ),
+        ("x == y", 'Strings are quoted: "y", as in x == "y"'),
+    ],
+)
+def test_errors_end_with_the_hint_that_fits(text: str, hint: str | None) -> None:
+    lines = error_of(text)
+    assert lines[3:] == ([] if hint is None else [hint])
+
+
+def test_an_unexpected_character_without_a_hint_is_named_alone() -> None:
+    assert error_of("a @ b")[0] == "Unexpected '@' at column 3 in where=:"
+
+
+def test_nesting_stops_at_100_levels() -> None:
+    """``_MAX_DEPTH``: 100 nested ``(`` or ``not`` parse, the 101st is an error."""
+    assert matches("(" * 100 + "x" + ")" * 100, {"x": 1})
+    assert error_of("(" * 101 + "x" + ")" * 101)[0].startswith("Too deeply nested at column 102")
+    assert matches("not " * 100 + "x", {"x": 1})
+    assert error_of("not " * 101 + "x")[0].startswith("Too deeply nested at column 405")
+    mixed = "not (" * 50 + "x" + ")" * 50
+    assert matches(mixed, {"x": 1})
+    assert error_of("(" + mixed + ")")[0].startswith("Too deeply nested")
+
+
 def test_deep_nesting_is_a_where_error_not_a_recursion_error() -> None:
     assert matches("(" * 50 + "x" + ")" * 50, {"x": 1})
     assert error_of("(" * 5000 + "x" + ")" * 5000)[0].startswith("Too deeply nested")
@@ -396,6 +450,22 @@ def test_check_fields_names_the_first_unknown_field() -> None:
         compile_where("x").check_fields([])
 
 
+def test_check_fields_points_at_fields_of_in_and_not_in() -> None:
+    for text in ("id and b in [1]", "id and b not in [1]"):
+        with pytest.raises(WhereError) as info:
+            compile_where(text).check_fields(KNOWN)
+        assert str(info.value).splitlines()[:3] == [
+            "Unknown field 'b' in where=:",
+            f"  {text}",
+            "         ^",
+        ]
+
+
+def test_check_fields_goes_on_past_a_known_prefix() -> None:
+    with pytest.raises(WhereError, match="Unknown field 'nope'"):
+        compile_where("config and nope").check_fields(KNOWN)
+
+
 def test_check_fields_accepts_exact_fields_and_prefixes_only() -> None:
     compile_where("config.lr and config and result.loss and status and id").check_fields(KNOWN)
     compile_where("result").check_fields(KNOWN)  # a prefix of result.loss
@@ -412,6 +482,9 @@ def test_check_fields_shows_at_most_30_known_fields() -> None:
     assert listed.startswith("config.k00, config.k01, ")
     assert listed.endswith("config.k29, ... (15 more)")
     assert "config.k30" not in listed
+    with pytest.raises(WhereError) as info:
+        compile_where("x").check_fields(known[:30])
+    assert str(info.value).splitlines()[3].endswith("config.k28, config.k29")
 
 
 def test_fields_below_an_open_namespace_are_taken_on_trust() -> None:
@@ -432,6 +505,13 @@ def test_fields_below_an_open_namespace_are_taken_on_trust() -> None:
         ("lr", ["config.lr", "metrics.lr", "result.lr"], "config.lr"),
         ("lr", ["id", "status"], "config.lr"),  # no config to look in: config.<name> anyway
         ("config.lrr", KNOWN, "config.lr"),  # a typo: by spelling
+        ("result.los", ["result.loss", "id"], "result.loss"),  # no config: a typo still
+        ("loss", ["result.loss", "id"], "result.loss"),  # no config: the field below
+        ("lr", ["metrics.lr", "metadata.timing.lr"], "metrics.lr"),  # then the shallowest
+        ("lr", ["config.a.lr", "metrics.lr"], "config.a.lr"),  # config before shallow
+        ("epoch", ["result.epochs", "config.epochs"], "config.epochs"),  # spelling: config
+        ("epoch", ["a.epochs", "config.epochs"], "config.epochs"),  # ...whatever the order
+        ("epoch", ["config.model.epochs", "config.x"], "config.model.epochs"),  # last part
     ],
 )
 def test_an_unknown_name_suggests_the_field_it_most_likely_means(
