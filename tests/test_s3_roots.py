@@ -430,3 +430,110 @@ def _same_id_runs(url: str, barrier: Any, out: Any) -> None:
     barrier.wait()
     endings = [run.experiment.record((i,), {}) for i in range(10)]  # type: ignore[attr-defined]
     out.put([o.id if o is not None else repr(e) for o, e in endings])
+
+
+# ---------------------------------------------------------------- cache=True across hosts
+
+
+def held_square(x: int) -> int:
+    """Says it started (one file per process), then waits for the test's go."""
+    flags = Path(os.environ["DE_TEST_FLAGS"])
+    (flags / f"entered-{os.getpid()}").touch()
+    while not (flags / "go").exists():
+        time.sleep(0.01)  # waits for a file the test writes, not for time
+    return x * x
+
+
+async def aheld_square(x: int) -> int:
+    return held_square(x)
+
+
+def _cached_host(url: str, cache: str, flags: str, name: str, out: Any) -> None:
+    """A host of its own (its own DE_CACHE, so its own local locks) calling the
+    cached experiment once; it notes when the config's lease was refused."""
+    os.environ["DE_CACHE"], os.environ["DE_TEST_FLAGS"] = cache, flags
+    from digital_experiments import _lease as leases
+
+    real = leases.acquire
+
+    def watched(lease: Any, observer: Any = None) -> bool:
+        taken = real(lease, observer)
+        if not taken:
+            (Path(flags) / f"refused-{name}").touch()
+        return taken
+
+    leases.acquire = watched  # type: ignore[assignment]
+    if name.startswith("async-"):
+        import anyio
+
+        run = experiment(root=url, cache=True)(aheld_square)
+        out.put((name, anyio.run(run, 3)))
+    else:
+        out.put((name, experiment(root=url, cache=True)(held_square)(3)))
+
+
+def _wait_for(path: Path, *others: Path) -> Path:
+    """The first of ``path, *others`` to exist (each written by a child process)."""
+    deadline = time.monotonic() + 120  # only a bound on a hang: the order is by files
+    while time.monotonic() < deadline:
+        for candidate in (path, *others):
+            if candidate.exists():
+                return candidate
+        time.sleep(0.01)
+    raise AssertionError(f"none of {[path, *others]} appeared")
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_cache_runs_a_config_once_across_hosts(server: Server, tmp_path: Path, kind: str) -> None:
+    """Host A runs the config and holds it; host B (another DE_CACHE, so no shared
+    local lock) is refused the config's lease, waits, and gets A's run as a hit."""
+    url, flags = server.url(), tmp_path / "flags"
+    flags.mkdir()
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    hosts = [
+        context.Process(
+            target=_cached_host,
+            args=(url, str(tmp_path / name), str(flags), f"{kind}-{name}", out),
+            daemon=True,  # a failed test must not wait for a host stuck in its body
+        )
+        for name in ("a", "b")
+    ]
+    first, other = hosts
+    try:
+        first.start()
+        _wait_for(flags / f"entered-{first.pid}")
+        other.start()
+        seen = _wait_for(flags / f"refused-{kind}-b", flags / f"entered-{other.pid}")
+        assert seen == flags / f"refused-{kind}-b"  # B waits for A, never runs the body
+        (flags / "go").touch()
+        results = dict(out.get(timeout=120) for _ in range(2))
+        for proc in hosts:
+            proc.join(60)
+            assert proc.exitcode == 0
+    finally:
+        for proc in hosts:
+            if proc.pid is not None:
+                proc.kill()
+    assert results == {f"{kind}-a": 9, f"{kind}-b": 9}
+    assert not (flags / f"entered-{other.pid}").exists()
+    function = aheld_square if kind == "async" else held_square
+    assert len(experiment(root=url)(function).observations()) == 1
+
+
+def test_a_folder_on_a_network_filesystem_counts_as_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from digital_experiments._store import filesystems
+
+    run = experiment(root=tmp_path / "runs", cache=True)(plain)
+    assert not run.experiment.index.shared()  # type: ignore[attr-defined]
+    monkeypatch.setattr(filesystems, "mount_of", lambda path: ("/mnt", "nfs4"))
+    run = experiment(root=tmp_path / "other", cache=True)(plain)
+    assert run.experiment.index.shared()  # type: ignore[attr-defined]
+    assert run(2) == 2  # runs under the lease
+    assert run(2) == 2  # and hits
+    assert [p.name for p in (tmp_path / "other" / ".de" / "leases").iterdir()] == [
+        run.experiment.index.key({"x": 2})  # type: ignore[attr-defined]
+    ]
+    assert len(run.observations()) == 1

@@ -5,20 +5,44 @@ key (a digest of the config and the code, :func:`digital_experiments._keys.confi
 is ``<key>``. ``cache=True`` calls and sweeps write it and read it; records stay
 the truth, so every hit is checked against the record it points to, and runs
 made before the index existed are found by one scan per process.
+
+One caller at a time runs a config (:meth:`CacheIndex.exclusive`): a file lock
+orders the callers of one host (threads, tasks and processes; waiters wake at
+once), and where other hosts may share the root (an ``s3://`` root, a folder on
+a network or FUSE filesystem) the holder of that lock also takes the config's
+:mod:`lease <digital_experiments._lease>` under ``.de/leases/``, which create-only
+writes make exclusive across hosts. A waiter for the lease polls the index
+meanwhile, so the run another host completes is a hit as soon as it is indexed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
 
 from . import _keys as keys
 from . import _layout as layout
+from . import _lease as leases
+from . import _storage as storage
 from ._backends import Backend
+from ._lease import Lease
 from ._query import select
 from ._records import Observation, is_completed
+from ._store import LocalStore, Store, filesystems
 from ._trash import load_even_deleted
+
+if TYPE_CHECKING:
+    pass
+
+LEASES = ".de/leases/"  # one per config being run by a cache=True call on a shared root
+_LONGEST_WAIT = 1.0  # seconds between two looks of a caller waiting for another host
 
 
 class CacheIndex:
@@ -28,6 +52,7 @@ class CacheIndex:
         self.backend = backend
         self.code = code
         self._scanned: dict[str, str] | None = None  # key -> id, from one scan
+        self._shared: bool | None = None  # whether other hosts may write this root
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_scanned": None}
@@ -39,6 +64,79 @@ class CacheIndex:
     def lock_path(self, config: Mapping[str, Any]) -> Path:
         """The lock that lets one process at a time run ``config``."""
         return layout.lock(self.backend.root, self.key(config))
+
+    def shared(self) -> bool:
+        """Whether other hosts may share the root: a remote store, or a folder on a
+        network or FUSE filesystem (asked once)."""
+        if self._shared is None:
+            folder = self.backend.store.folder
+            mount = filesystems.mount_of(folder) if folder is not None else None
+            self._shared = folder is None or (
+                mount is not None and filesystems.kind(mount[1]) != "local"
+            )
+        return self._shared
+
+    def lease(self, config: Mapping[str, Any]) -> Lease:
+        """The lease that lets one host at a time run ``config``."""
+        store: Store = self.backend.store
+        if store.folder is not None:  # unsynced: it says who runs what, nothing more
+            store = LocalStore(store.folder, fsync=False)
+        return Lease(store, self.key(config), LEASES)
+
+    @contextlib.contextmanager
+    def exclusive(self, config: Mapping[str, Any]) -> Iterator[Observation | None]:
+        """Wait until this caller alone may run ``config``; what it finds then: the
+        run another caller completed meanwhile, or ``None`` (run it, inside the block)."""
+        with storage.file_lock(self.lock_path(config)):
+            if not self.shared():
+                yield self.lookup(config)
+                return
+            lease, delay = self.lease(config), 0.01
+            while not leases.acquire(lease):
+                hit = self.lookup(config)
+                if hit is not None:
+                    yield hit
+                    return
+                time.sleep(delay)  # another host runs it: look again, less often
+                delay = min(delay * 2, _LONGEST_WAIT)
+            try:
+                with leases.kept(lease, leases.DEFAULT_LENGTH / 4):
+                    yield self.lookup(config)
+            finally:
+                leases.release(lease)
+
+    @contextlib.asynccontextmanager
+    async def aexclusive(self, config: Mapping[str, Any]) -> AsyncIterator[Observation | None]:
+        """:meth:`exclusive` for a task: every wait polls, so no worker thread is
+        pinned by a waiting task; a cancel while a try is in a worker thread gives
+        back what that try took."""
+        lock = await anyio.to_thread.run_sync(storage.make_lock, self.lock_path(config))
+        await _poll(lambda: storage.try_acquire(lock), lock.release, lambda: None)
+        try:
+            if not await anyio.to_thread.run_sync(self.shared):
+                yield await anyio.to_thread.run_sync(self.lookup, config)
+                return
+            lease = self.lease(config)
+            found: list[Observation] = []
+
+            def look() -> None:
+                hit = self.lookup(config)
+                if hit is not None:
+                    found.append(hit)
+
+            if not await _poll(
+                lambda: leases.acquire(lease), lambda: leases.release(lease), look, found
+            ):
+                yield found[0]
+                return
+            try:
+                with leases.kept(lease, leases.DEFAULT_LENGTH / 4):
+                    yield await anyio.to_thread.run_sync(self.lookup, config)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(leases.release, lease)
+        finally:
+            lock.release()
 
     def remember(self, observation: Observation) -> None:
         """Index ``observation``, a completed run (no fsync: the index is a cache)."""
@@ -90,3 +188,63 @@ class CacheIndex:
             if is_completed(observation):
                 return observation
         return None
+
+
+async def _poll(
+    take: Callable[[], bool],
+    give_back: Callable[[], None],
+    between: Callable[[], None],
+    done: list[Any] | None = None,
+) -> bool:
+    """Try ``take`` in a worker thread until it succeeds (``True``), calling
+    ``between`` after each failed try, until ``done`` holds something (``False``).
+
+    A blocking take would pin one worker thread per waiting task, starving the
+    run that holds the lock of the threads it needs to finish (and trips
+    filelock's deadlock check when a reused thread still has another task's
+    hold registered).
+    """
+    delay = 0.001
+    while True:
+        attempt = _Attempt(take, give_back)
+        try:
+            if await anyio.to_thread.run_sync(attempt):
+                return True
+            await anyio.to_thread.run_sync(between)
+        except BaseException:
+            attempt.abandon()
+            raise
+        if done:
+            return False
+        await anyio.sleep(delay)
+        delay = min(delay * 2, _LONGEST_WAIT if done is not None else 0.05)
+
+
+class _Attempt:
+    """One try at taking a lock or lease in a worker thread.
+
+    A native asyncio cancel can land while the try runs (anyio cannot shield
+    against it); :meth:`abandon` then gives back what the try takes.
+    """
+
+    def __init__(self, take: Callable[[], bool], give_back: Callable[[], None]) -> None:
+        self.take, self.give_back = take, give_back
+        self.guard = threading.Lock()
+        self.done = self.taken = self.abandoned = False
+
+    def __call__(self) -> bool:
+        taken = self.take()
+        with self.guard:
+            self.done, self.taken = True, taken
+            if taken and self.abandoned:
+                self.give_back()
+                self.taken = False
+                return False
+        return taken
+
+    def abandon(self) -> None:
+        with self.guard:
+            self.abandoned = True
+            if self.done and self.taken:  # taken, but the caller is gone: give it back
+                self.give_back()
+                self.taken = False

@@ -26,7 +26,6 @@ a picklable module-level class.
 from __future__ import annotations
 
 import contextlib
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -108,17 +107,5 @@ def heartbeat(claim: Claim | None) -> Iterator[None]:
     if claim is None:
         yield
         return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(claim.interval):
-            with contextlib.suppress(OSError):  # a store hiccup: the next beat
-                touch(claim)
-
-    thread = threading.Thread(target=beat, name="digital-experiments-claim", daemon=True)
-    thread.start()
-    try:
+    with leases.kept(claim.lease, claim.interval):
         yield
-    finally:
-        stop.set()
-        thread.join()

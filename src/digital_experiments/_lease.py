@@ -32,10 +32,12 @@ after a takeover.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,3 +266,23 @@ def _remove(lease: Lease, generation: int) -> None:
     key = lease.generation_key(generation)
     for suffix in (".beat", ".released", ""):
         lease.store.delete(key + suffix)
+
+
+@contextlib.contextmanager
+def kept(lease: Lease, interval: float) -> Iterator[None]:
+    """Renew ``lease`` every ``interval`` seconds while the block runs, so observers
+    on other hosts never find it stale."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(interval):
+            with contextlib.suppress(OSError):  # a store hiccup: the next beat
+                beat(lease)
+
+    thread = threading.Thread(target=renew, name="digital-experiments-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

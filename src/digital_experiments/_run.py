@@ -40,7 +40,7 @@ from ._store.base import StoreError
 from .errors import CallbackError, StorageError, UnstorableValueError
 
 if TYPE_CHECKING:
-    from filelock import FileLock
+    pass
 
 # what a call ends with: the record (None if the run could not begin) and the
 # exception the call raised, if any
@@ -142,8 +142,7 @@ class Recorder:
             return self._execute(config, args, kwargs, extra)
         hit = self.index.lookup(config)
         if hit is None:
-            with storage.file_lock(self.index.lock_path(config)):
-                hit = self.index.lookup(config)
+            with self.index.exclusive(config) as hit:
                 if hit is None:
                     return self._execute(config, args, kwargs, extra)
         return self._hit(hit), None
@@ -157,15 +156,9 @@ class Recorder:
             return await self._execute_async(config, args, kwargs, extra)
         hit = await anyio.to_thread.run_sync(self.index.lookup, config)
         if hit is None:
-            path = self.index.lock_path(config)
-            lock = await anyio.to_thread.run_sync(storage.make_lock, path)
-            await _acquire_async(lock)
-            try:
-                hit = await anyio.to_thread.run_sync(self.index.lookup, config)
+            async with self.index.aexclusive(config) as hit:
                 if hit is None:
                     return await self._execute_async(config, args, kwargs, extra)
-            finally:
-                lock.release()
         return self._hit(hit), None
 
     def _hit(self, hit: Observation) -> Observation:
@@ -591,55 +584,6 @@ def snapshot(backend: Backend, config: dict[str, Any]) -> dict[str, Any]:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else f"{text[:60]}...{text[-15:]}"
-
-
-async def _acquire_async(lock: FileLock) -> None:
-    """Wait for ``lock`` by polling, never by blocking a worker thread.
-
-    A blocking acquire would pin one worker thread per waiting task, starving
-    the run that holds the lock of the threads it needs to finish, and trips
-    filelock's deadlock check when a reused worker thread still has another
-    task's hold registered.
-    """
-    delay = 0.001
-    while True:
-        attempt = _Attempt(lock)
-        try:
-            if await anyio.to_thread.run_sync(attempt):
-                return
-        except BaseException:
-            attempt.abandon()
-            raise
-        await anyio.sleep(delay)
-        delay = min(delay * 2, 0.05)
-
-
-class _Attempt:
-    """One non-blocking try at a lock in a worker thread.
-
-    A native asyncio cancel can land while the try runs (anyio cannot shield
-    against it); :meth:`abandon` then gives back the hold the try takes.
-    """
-
-    def __init__(self, lock: FileLock) -> None:
-        self.lock = lock
-        self.guard = threading.Lock()
-        self.done = self.abandoned = False
-
-    def __call__(self) -> bool:
-        acquired = storage.try_acquire(self.lock)
-        with self.guard:
-            self.done = True
-            if acquired and self.abandoned:
-                self.lock.release()
-                return False
-        return acquired
-
-    def abandon(self) -> None:
-        with self.guard:
-            self.abandoned = True
-            if self.done and self.lock.is_locked:
-                self.lock.release()
 
 
 @contextlib.contextmanager

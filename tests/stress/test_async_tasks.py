@@ -266,3 +266,44 @@ async def test_native_cancel_while_taking_the_cache_lock_gives_it_back(tmp_path:
             await anyio.sleep(0.01)
     lock.release()
     assert {o.status for o in await _settled(job)} == {"interrupted"}
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_native_cancel_while_waiting_for_a_shared_roots_lease_gives_it_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a root other hosts may share, a cached call also takes the config's lease:
+    200 calls cancelled at 0 to 4 ms, even mid-take, leave neither lock nor lease held."""
+    from digital_experiments import _lease as leases
+    from digital_experiments._store import filesystems
+
+    monkeypatch.setattr(filesystems, "mount_of", lambda path: ("/mnt", "nfs4"))
+    never = asyncio.Event()
+
+    @experiment(root=tmp_path / "cached", cache=True)
+    async def job(x: int) -> int:
+        await never.wait()
+        return x
+
+    index = job.experiment.index
+    assert index.shared()
+    errors = []
+    for k in range(200):
+        task = asyncio.create_task(job(1))
+        await asyncio.sleep(k * 0.00002)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError as error:
+            errors.append(error)
+    assert len(errors) == 200
+    lease = index.lease({"x": 1})
+    with anyio.fail_after(60):  # tries still in worker threads give back what they took
+        while await anyio.to_thread.run_sync(leases.holds_any, lease):
+            await anyio.sleep(0.01)
+    lock = storage.make_lock(index.lock_path({"x": 1}))
+    assert await anyio.to_thread.run_sync(storage.try_acquire, lock)
+    lock.release()
+    assert leases.generations(lease)  # the lease path really ran
+    assert {o.status for o in await _settled(job)} <= {"interrupted"}
