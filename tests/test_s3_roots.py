@@ -9,6 +9,7 @@ prefix. A bad setting fails before the function's body runs.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import subprocess
@@ -537,3 +538,55 @@ def test_a_folder_on_a_network_filesystem_counts_as_shared(
         run.experiment.index.key({"x": 2})  # type: ignore[attr-defined]
     ]
     assert len(run.observations()) == 1
+
+
+def test_a_running_runs_metrics_reach_the_bucket_before_it_ends(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other hosts see a running run's curve: its points are uploaded now and then
+    (here at every write), not only when it ends."""
+    from digital_experiments import _metrics as metrics
+
+    monkeypatch.setattr(metrics, "FLUSH_EVERY", 0.0)
+    monkeypatch.setattr(metrics, "UPLOAD_EVERY", 0.0)
+    url = server.url()
+    seen: list[list[float]] = []
+
+    def train(epochs: int) -> int:
+        store = S3Store(url)
+        for epoch in range(epochs):
+            log(loss=1.0 / (epoch + 1))
+            text = store.read(f".de/metrics/{current_id()}.jsonl").decode()
+            seen.append([json.loads(line)[2] for line in text.splitlines() if line])
+        return epochs
+
+    run = experiment(root=url)(train)
+    assert run(3) == 3
+    assert seen == [[1.0], [1.0, 0.5], [1.0, 0.5, 1 / 3]]  # uploaded while it ran
+    (observation,) = run.observations()
+    assert list(observation.metrics()["value"]) == [1.0, 0.5, 1 / 3]
+
+
+def test_a_failed_progress_upload_loses_nothing(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from digital_experiments import _metrics as metrics
+
+    monkeypatch.setattr(metrics, "FLUSH_EVERY", 0.0)
+    monkeypatch.setattr(metrics, "UPLOAD_EVERY", 0.0)
+    url = server.url()
+    run = experiment(root=url)(square)
+    store = run.backend.store
+    real, refused = store.put, []
+
+    def flaky(key: str, data: bytes, **options: Any) -> str:
+        if key.startswith(".de/metrics/") and not refused:
+            refused.append(key)
+            raise StoreError("the connection dropped")
+        return real(key, data, **options)
+
+    monkeypatch.setattr(store, "put", flaky)
+    assert run(1) == {"y": 1}
+    assert refused  # the first upload really failed, inside log()
+    (observation,) = run.observations()
+    assert list(observation.metrics()["value"]) == [0.5, 0.25]

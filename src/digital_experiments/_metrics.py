@@ -12,11 +12,15 @@ blank and ill-shaped lines. Several processes of one run (through
 :class:`~digital_experiments.propagate`) append to the same file.
 
 On a remote store (``s3://``) the file is written the same way in the run's
-local working folder and uploaded, whole, when the run ends.
+local working folder and uploaded, whole, every :data:`UPLOAD_EVERY` seconds
+while points come in (so other hosts see a running run's curves) and when the
+run ends. Points logged by propagated calls in other processes stay in their
+own working folders.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -36,18 +40,20 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FLUSH_EVERY = 1.0  # seconds: how much a crash may lose
+UPLOAD_EVERY = 10.0  # seconds between two uploads of a running run's points to a remote store
 COLUMNS = ("step", "name", "value", "time")
 
 
 class _Buffer:
     """The points logged in one run by this process, not yet written."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, store: Store | None = None, key: str = "") -> None:
         self.path = path
+        self.store, self.key = store, key  # a remote store to upload the file to, now and then
         self.lock = threading.Lock()
         self.points: list[tuple[int, str, float, float]] = []
         self.steps: dict[str, int] = {}  # the next default step of each name
-        self.written = time.time()
+        self.written = self.uploaded = time.time()
 
     def add(self, step: int | None, values: dict[str, Any], now: float) -> bool:
         """Buffer ``values``; whether a second has passed since the last write."""
@@ -66,6 +72,11 @@ class _Buffer:
             if not points and not sync:
                 return
             _append(self.path, _encode(points), sync)
+            if self.store is not None and not sync and self.written - self.uploaded >= UPLOAD_EVERY:
+                self.uploaded = self.written
+                # a progress report only: the upload when the run ends is the one that counts
+                with contextlib.suppress(OSError):
+                    self.store.put(self.key, self.path.read_bytes())
 
 
 _NAMES: dict[str, str] = {}  # metric name -> its JSON text
@@ -105,12 +116,22 @@ def _append(path: Path, data: bytes, sync: bool) -> None:
         os.close(fd)
 
 
+_REMOTE: dict[str, Store] = {}  # run id -> the remote store its points go to, while it runs
+
+
+def attach(run: Run, store: Store) -> None:
+    """Upload run ``run``'s points to ``store`` while it runs, if it is remote."""
+    if store.folder is None:
+        _REMOTE[run.id] = store
+
+
 def _buffer(run: Run) -> _Buffer:
     with run.lock:
         buffer: _Buffer | None = run.points
         if buffer is not None:
             return buffer
-        buffer = run.points = _Buffer(layout.metrics(run.root, run.id))
+        path, store = layout.metrics(run.root, run.id), _REMOTE.get(run.id)
+        buffer = run.points = _Buffer(path, store, layout.metrics_key(run.id))
     run.on_leave(functools.partial(buffer.write, True))
     return buffer
 
@@ -170,6 +191,7 @@ def _number(value: Any) -> float | int:
 def finish(run: Run, store: Store, sync: bool = True) -> None:
     """Write the run's remaining points (and sync them): the run is ending. On a
     remote ``store``, upload the file."""
+    _REMOTE.pop(run.id, None)
     buffer: _Buffer | None = run.points
     if buffer is not None:
         buffer.write(sync=sync)

@@ -319,6 +319,7 @@ class _Call:
                 "Check that the folder is writable, or pass another root=."
             ) from exc
         self.run = Run(observation.id, exp.backend.root)
+        metrics.attach(self.run, exp.backend.store)
         self.owner = os.getpid()
         with self._lock:
             self._begun, orphaned = True, self._orphaned
