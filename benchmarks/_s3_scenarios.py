@@ -6,8 +6,10 @@ JSON line last. Scenarios with ``hosts`` in their name are one of several
 processes let go together: they print ``ready`` once set up and start when a
 line arrives on stdin, so imports and client set-up stay off the clock.
 
-With ``DE_BENCH_PROFILE=<file>`` in the environment, the timed part runs under
-cProfile and its statistics are written to that file.
+Each timed scenario also counts the requests its part on the clock made, by
+S3 operation (``requests`` in its JSON). With ``DE_BENCH_PROFILE=<file>`` in
+the environment, the timed part runs under cProfile and its statistics are
+written to that file.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import json
 import os
 import pickle
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -50,16 +54,42 @@ def _split(url: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
+REQUESTS: Counter[str] = Counter()  # S3 operations made while on the clock
+_COUNTING = threading.Event()
+_COUNT_LOCK = threading.Lock()
+
+
+def _count_requests() -> None:
+    """Count every boto3 request (ours and bare alike) by operation, while counting."""
+    from botocore.client import BaseClient
+
+    call = BaseClient._make_api_call
+
+    def counted(self: Any, operation: str, params: Any) -> Any:
+        if _COUNTING.is_set():
+            with _COUNT_LOCK:
+                REQUESTS[operation] += 1
+        return call(self, operation, params)
+
+    BaseClient._make_api_call = counted  # type: ignore[method-assign]
+
+
 def _profiled(work: Callable[[], T]) -> T:
-    """``work()``, under cProfile when ``DE_BENCH_PROFILE`` names a file."""
+    """``work()``, with its requests counted, under cProfile when
+    ``DE_BENCH_PROFILE`` names a file."""
     target = os.environ.get("DE_BENCH_PROFILE")
-    if not target:
-        return work()
-    profile = cProfile.Profile()
+    REQUESTS.clear()
+    _COUNTING.set()
     try:
-        return profile.runcall(work)
+        if not target:
+            return work()
+        profile = cProfile.Profile()
+        try:
+            return profile.runcall(work)
+        finally:
+            profile.dump_stats(target)
     finally:
-        profile.dump_stats(target)
+        _COUNTING.clear()
 
 
 def _wait_for_go() -> None:
@@ -142,7 +172,7 @@ def call_ours(url: str, calls: str) -> dict[str, Any]:
         return time.perf_counter() - start
 
     seconds = _profiled(work)
-    return {"first": first, "seconds": seconds / n}
+    return {"first": first, "seconds": seconds / n, "requests": REQUESTS}
 
 
 def call_bare(url: str, calls: str, record: str) -> dict[str, Any]:
@@ -165,7 +195,18 @@ def call_bare(url: str, calls: str, record: str) -> dict[str, Any]:
         return time.perf_counter() - start
 
     seconds = _profiled(work)
-    return {"first": first, "seconds": seconds / n}
+    requests = dict(REQUESTS)
+    start = time.perf_counter()  # then as many create-only puts, as ours makes its records
+    for i in range(n):
+        key = f"{prefix}/new-{i:08d}.pkl"
+        client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+    create_only = (time.perf_counter() - start) / n
+    return {
+        "first": first,
+        "seconds": seconds / n,
+        "create_only": create_only,
+        "requests": requests,
+    }
 
 
 # ---------------------------------------------------------------- 2. a sweep on several hosts
@@ -184,7 +225,7 @@ def sweep_hosts_ours(url: str, configs: str) -> dict[str, Any]:
     end = time.time()
     completed = sum(o.metadata.get("status") == "completed" for o in found)
     assert len(found) == n == completed, (len(found), n, completed)
-    return {"start": start, "end": end, "returned": len(found)}
+    return {"start": start, "end": end, "returned": len(found), "requests": REQUESTS}
 
 
 def sweep_hosts_bare(url: str, configs: str, record: str, host: str, hosts: str) -> dict[str, Any]:
@@ -206,7 +247,7 @@ def sweep_hosts_bare(url: str, configs: str, record: str, host: str, hosts: str)
 
     _profiled(work)
     end = time.time()
-    return {"start": start, "end": end, "returned": len(mine)}
+    return {"start": start, "end": end, "returned": len(mine), "requests": REQUESTS}
 
 
 # ---------------------------------------------------------------- 3. listing
@@ -221,7 +262,7 @@ def list_ours(url: str, runs: str) -> dict[str, Any]:
     found = _profiled(function.observations)
     seconds = time.perf_counter() - start
     assert len(found) == int(runs), (len(found), runs)
-    return {"seconds": seconds}
+    return {"seconds": seconds, "requests": REQUESTS}
 
 
 def list_bare(url: str, runs: str, readers: str) -> dict[str, Any]:
@@ -251,7 +292,7 @@ def list_bare(url: str, runs: str, readers: str) -> dict[str, Any]:
     found = _profiled(work)
     seconds = time.perf_counter() - start
     assert len(found) == int(runs), (len(found), runs)
-    return {"seconds": seconds}
+    return {"seconds": seconds, "requests": REQUESTS}
 
 
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -267,4 +308,5 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 if __name__ == "__main__":
+    _count_requests()
     print(json.dumps(SCENARIOS[sys.argv[1]](*sys.argv[2:])), flush=True)

@@ -40,7 +40,8 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,6 +62,9 @@ class Row:
     ours: list[float]
     bare: list[float]
     target: float | None = None  # the largest ratio ours / bare allowed
+    # requests to the server per unit of work ("call", "config", "run"), by operation
+    per: str = ""
+    requests: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -159,6 +163,16 @@ def _kill(procs: list[tuple[subprocess.Popen[str], IO[str]]]) -> None:
             proc.wait()
 
 
+def per_unit(rounds: list[list[dict[str, Any]]], units: int) -> dict[str, float]:
+    """Requests by operation per unit of work, averaged over rounds (each round
+    a list of its processes' results)."""
+    total: Counter[str] = Counter()
+    for processes in rounds:
+        for result in processes:
+            total.update(result.get("requests", {}))
+    return {op: n / units / len(rounds) for op, n in total.most_common()}
+
+
 def span(results: list[dict[str, Any]]) -> float:
     """From the first host's start to the last host's end."""
     return max(r["end"] for r in results) - min(r["start"] for r in results)
@@ -233,8 +247,18 @@ def measure(runner: Runner, args: argparse.Namespace) -> tuple[list[Row], list[s
         [x["seconds"] for x in results[OURS]],
         [x["seconds"] for x in results[BARE]],
         2.0,
+        "call",
+        {lib: per_unit([[x] for x in results[lib]], args.calls) for lib in results},
     )
     rows.append(call)
+    rows.append(
+        Row(
+            "… against one create-only put_object (If-None-Match: *) instead",
+            "ms",
+            call.ours,
+            [x["create_only"] for x in results[BARE]],
+        )
+    )
     rows.append(
         Row(
             "… the first call of a fresh process (client set-up, bucket check, environment)",
@@ -252,24 +276,29 @@ def measure(runner: Runner, args: argparse.Namespace) -> tuple[list[Row], list[s
     # 2. a sweep on several hosts
     log(f"sweep: {args.configs} configs by {args.hosts} hosts, {args.rounds} rounds")
     times: dict[str, list[float]] = {OURS: [], BARE: []}
+    hosts: dict[str, list[list[dict[str, Any]]]] = {OURS: [], BARE: []}
     for r in range(args.rounds):
         for lib in (OURS, BARE) if r % 2 == 0 else (BARE, OURS):
             url = runner.url("sweep")
             if lib == OURS:
                 each: list[list[object]] = [[url, args.configs]] * args.hosts
-                times[lib].append(span(runner.hosts("sweep_hosts_ours", each)))
+                hosts[lib].append(runner.hosts("sweep_hosts_ours", each))
                 made = runner.run("count", url)["count"]
                 if made != args.configs:
                     log(f"ours recorded {made} runs for {args.configs} configs")
             else:
                 each = [[url, args.configs, record, h, args.hosts] for h in range(args.hosts)]
-                times[lib].append(span(runner.hosts("sweep_hosts_bare", each)))
+                hosts[lib].append(runner.hosts("sweep_hosts_bare", each))
+            times[lib].append(span(hosts[lib][-1]))
             log(f"  round {r + 1}, {lib}: {times[lib][-1]:.1f} s")
     sweep = Row(
         f"sweep of {args.configs:,} trivial configs by {args.hosts} hosts (wall)",
         "s",
         times[OURS],
         times[BARE],
+        None,
+        "config",
+        {lib: per_unit(hosts[lib], args.configs) for lib in hosts},
     )
     rows.append(sweep)
     if args.profile == "all":
@@ -294,20 +323,22 @@ def measure(runner: Runner, args: argparse.Namespace) -> tuple[list[Row], list[s
     log(f"populating {url} with {args.runs:,} runs")
     runner.run("populate", url, args.runs)
     log(f"listing {args.runs:,} runs: {args.rounds} rounds")
-    times = {OURS: [], BARE: []}
+    results = {OURS: [], BARE: []}
     for r in range(args.rounds):
         for lib in (OURS, BARE) if r % 2 == 0 else (BARE, OURS):
             if lib == OURS:
-                times[lib].append(runner.run("list_ours", url, args.runs)["seconds"])
+                results[lib].append(runner.run("list_ours", url, args.runs))
             else:
-                times[lib].append(runner.run("list_bare", url, args.runs, READERS)["seconds"])
+                results[lib].append(runner.run("list_bare", url, args.runs, READERS))
     listing = Row(
         f"observations() of {args.runs:,} runs, fresh process, vs list + {READERS} threads "
         "of get_object + unpickle",
         "s",
-        times[OURS],
-        times[BARE],
+        [x["seconds"] for x in results[OURS]],
+        [x["seconds"] for x in results[BARE]],
         1.5,
+        "run",
+        {lib: per_unit([[x] for x in results[lib]], args.runs) for lib in results},
     )
     rows.append(listing)
     if profile(listing.met):
@@ -371,7 +402,28 @@ def report(facts: dict[str, Any], rows: list[Row], args: argparse.Namespace) -> 
             f"| {row.label} | {_fmt(mine, row.unit)} | {_fmt(theirs, row.unit)} "
             f"| {row.ratio:.2f} | {target} | {met} |"
         )
+    lines += [
+        "",
+        f"Requests to the server (boto3 operations, {OURS} and {BARE}), per unit of work:",
+        "",
+        f"| measurement | per | {OURS} | {BARE} |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        if row.requests:
+            lines.append(
+                f"| {row.label} | {row.per} | {_requests(row.requests[OURS])} "
+                f"| {_requests(row.requests[BARE])} |"
+            )
     return "\n".join(lines)
+
+
+def _requests(counts: dict[str, float]) -> str:
+    """``17.2: ListObjectsV2 6.1, GetObject 5.0, ...``, largest first."""
+    if not counts:
+        return "0"
+    parts = ", ".join(f"{op} {n:.2f}" for op, n in counts.items())
+    return f"**{sum(counts.values()):.2f}**: {parts}"
 
 
 def _fmt(seconds: float, unit: str) -> str:
