@@ -590,3 +590,87 @@ def test_a_failed_progress_upload_loses_nothing(
     assert refused  # the first upload really failed, inside log()
     (observation,) = run.observations()
     assert list(observation.metrics()["value"]) == [0.5, 0.25]
+
+
+# ---------------------------------------------------------------- abandoned across hosts
+
+
+def _as_if_running_elsewhere(run: Any) -> str:
+    """Rewrite the one run's record as ``running`` in a process of another host."""
+    (observation,) = run.observations()
+    metadata = {**observation.metadata, "status": "running"}
+    metadata["process"] = {"host": "another-host", "pid": 1, "boot": "x", "pidns": 1}
+    metadata.pop("environment", None)
+    run.backend.record(observation._replace(result=None, metadata=metadata))
+    return str(observation.id)
+
+
+def test_a_run_of_another_host_silent_too_long_reads_abandoned(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its pid cannot be checked here: the age of its record (the store's clock)
+    decides, against ABANDONED_AFTER."""
+    from digital_experiments import _heartbeats as heartbeats
+
+    run = experiment(root=server.url())(plain)
+    run(1)
+    id = _as_if_running_elsewhere(run)
+    monkeypatch.setattr(heartbeats, "ABANDONED_AFTER", 3600.0)
+    assert [o.id for o in run.observations(status="running")] == [id]  # just written
+    monkeypatch.setattr(heartbeats, "ABANDONED_AFTER", -1.0)
+    assert [o.id for o in run.observations(status="abandoned")] == [id]  # silent "too long"
+    assert run.observations(status="running") == []
+
+
+def test_the_same_record_in_an_unshared_folder_stays_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a local disk no other host writes, so no heartbeat is kept and none is
+    judged: another PID namespace's run stays running."""
+    from digital_experiments import _heartbeats as heartbeats
+
+    monkeypatch.setattr(heartbeats, "ABANDONED_AFTER", -1.0)
+    run = experiment(root=tmp_path / "runs")(plain)
+    run(1)
+    id = _as_if_running_elsewhere(run)
+    assert [o.id for o in run.observations(status="running")] == [id]
+
+
+def test_a_live_run_beats_and_its_heartbeat_goes_when_it_ends(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While it runs, .de/heartbeats/<id> is rewritten; a reader on another host
+    (another HOST here) finds it fresh; when the run ends, it is deleted."""
+    from digital_experiments import _heartbeats as heartbeats
+
+    url = server.url()
+    store = S3Store(url)
+    seen: dict[str, Any] = {}
+    host = storage.HOST
+
+    def long_run(x: int) -> int:
+        id = current_id()
+        key = f".de/heartbeats/{id}"
+        monkeypatch.setattr(heartbeats, "EVERY", 0.01)
+        heartbeats._wake.set()  # the beating thread may be in a long wait: wake it
+        deadline = time.monotonic() + 60  # a bound on a hang only
+        while store.version(key) is None:
+            assert time.monotonic() < deadline, "no heartbeat was written"
+            time.sleep(0.01)
+        heartbeats._wake.clear()
+        seen["holder"] = json.loads(store.read(key))["holder"]
+        monkeypatch.setattr(storage, "HOST", "reader-host")  # as another host reads it
+        monkeypatch.setattr(heartbeats, "ABANDONED_AFTER", 3600.0)
+        seen["fresh"] = [o.status for o in run.observations(status="all")]
+        monkeypatch.setattr(heartbeats, "ABANDONED_AFTER", -1.0)
+        seen["stale"] = [o.status for o in run.observations(status="all")]
+        monkeypatch.setattr(storage, "HOST", host)  # this host again, to end the run
+        return x
+
+    run = experiment(root=url)(long_run)
+    assert run(5) == 5
+    assert seen["holder"]["pid"] == os.getpid()
+    assert seen["fresh"] == ["running"]
+    assert seen["stale"] == ["abandoned"]
+    assert [k for k in store.walk(".de/") if k.startswith(".de/heartbeats/")] == []
+    assert [o.status for o in run.observations()] == ["completed"]

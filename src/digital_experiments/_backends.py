@@ -536,7 +536,7 @@ class FileBackend(Backend):
             if environment:
                 valid = isinstance(ref, str) and ref.isalnum()
                 metadata["environment"] = blobs.get_environment(self.store, ref) if valid else None
-        return stored(observation, self.store)
+        return stored(observation, self.store, self.key(observation.id))
 
     def _annotations(self, id: str, marked: set[str] | None = None) -> dict[str, Any]:
         """Run ``id``'s tags and notes. A folder's are listed again only when it

@@ -69,11 +69,7 @@ class CacheIndex:
         """Whether other hosts may share the root: a remote store, or a folder on a
         network or FUSE filesystem (asked once)."""
         if self._shared is None:
-            folder = self.backend.store.folder
-            mount = filesystems.mount_of(folder) if folder is not None else None
-            self._shared = folder is None or (
-                mount is not None and filesystems.kind(mount[1]) != "local"
-            )
+            self._shared = filesystems.shared(self.backend.store)
         return self._shared
 
     def lease(self, config: Mapping[str, Any]) -> Lease:

@@ -67,6 +67,11 @@ def annotations_key(id: str) -> str:
     return f"{internal_prefix('annotations')}{id}.json"
 
 
+def heartbeat_key(id: str) -> str:
+    """Renewed while run ``id`` runs on a root other hosts share."""
+    return f"{internal_prefix('heartbeats')}{id}"
+
+
 def trash_prefix(id: str) -> str:
     """Where run ``id``'s record, metrics and annotations go when it is deleted."""
     return f"{internal_prefix('trash')}{id}/"

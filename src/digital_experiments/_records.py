@@ -11,8 +11,10 @@ import traceback
 import warnings
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from . import _heartbeats as heartbeats
 from . import _metrics as metrics
 from . import _storage as storage
+from ._store import filesystems
 from ._store.base import Store
 
 if TYPE_CHECKING:
@@ -98,10 +100,11 @@ class _Stored(Observation):
         return (Observation, tuple(self))
 
 
-def stored(observation: Observation, store: Store) -> Observation:
-    """``observation`` marked as loaded from ``store``."""
+def stored(observation: Observation, store: Store, key: str | None = None) -> Observation:
+    """``observation`` marked as loaded from ``store`` (its record at ``key``)."""
     marked = _Stored(*observation)
     marked.__dict__["store"] = store
+    marked.__dict__["key"] = key
     return marked
 
 
@@ -113,11 +116,27 @@ def store_of(observation: Observation) -> Store | None:
 
 def status_of(observation: Observation) -> str:
     """The run's status: 2.0.4's records carry none and were completed, and a
-    ``running`` record whose process is gone reads as ``abandoned``."""
+    ``running`` record whose process is gone reads as ``abandoned``: known dead on
+    this host, or silent too long on a root other hosts share (:mod:`._heartbeats`)."""
     status = str(observation.metadata.get("status", COMPLETED))
-    if status == RUNNING and storage.process_gone(observation.metadata.get("process")):
-        return ABANDONED
+    if status == RUNNING:
+        process = observation.metadata.get("process")
+        if storage.process_gone(process) or _silent(observation, process):
+            return ABANDONED
     return status
+
+
+def _silent(observation: Observation, process: Any) -> bool:
+    """Whether a running run whose process this host cannot check has given no
+    sign of life for :data:`~._heartbeats.ABANDONED_AFTER` seconds."""
+    if storage.same_namespace(process):
+        return False  # the kernel was asked
+    store = store_of(observation)
+    if store is None or not filesystems.shared(store):
+        return False  # no heartbeats there: nothing can tell
+    key = getattr(observation, "__dict__", {}).get("key")
+    silent = heartbeats.silent_for(store, observation.id, key)
+    return silent is not None and silent > heartbeats.ABANDONED_AFTER
 
 
 def tags_of(observation: Observation) -> dict[Any, Any]:

@@ -27,6 +27,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from . import _heartbeats as heartbeats
 from . import _metrics as metrics
 from . import _signals as signals
 from . import _storage as storage
@@ -36,6 +37,7 @@ from ._callbacks import Callback, Logging
 from ._code import bind, code_identity
 from ._context import TIME_FORMAT, Run, activate, enter, leave
 from ._records import COMPLETED, FAILED, INTERRUPTED, RUNNING, Observation, ending, error_info
+from ._store import filesystems
 from ._store.base import StoreError
 from .errors import CallbackError, StorageError, UnstorableValueError
 
@@ -319,7 +321,10 @@ class _Call:
                 "Check that the folder is writable, or pass another root=."
             ) from exc
         self.run = Run(observation.id, exp.backend.root)
-        metrics.attach(self.run, exp.backend.store)
+        store = exp.backend.store
+        metrics.attach(self.run, store)
+        if filesystems.shared(store):  # other hosts read its liveness from heartbeats
+            heartbeats.start(store, observation.id)
         self.owner = os.getpid()
         with self._lock:
             self._begun, orphaned = True, self._orphaned
@@ -405,6 +410,7 @@ class _Call:
         finds both. A failure warns; the run's result is never lost to it."""
         backend = self.recorder.backend
         sync = not isinstance(backend, FileBackend) or backend.durability == POWER
+        heartbeats.stop(backend.store, self.run.id)
         self._warn_if_lost("metrics", metrics.finish, self.run, backend.store, sync)
         self._warn_if_lost("artefacts", backend.keep_artefacts, self.run.id)
 

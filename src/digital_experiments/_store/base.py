@@ -135,6 +135,13 @@ class Store(ABC):
         """
         return self.get(key)[0]
 
+    def age(self, key: str) -> float | None:
+        """Seconds since ``key`` was last written, by the store's own clock (an S3
+        server's, a folder's filesystem): ``None`` if it is missing or the store
+        cannot say. Readers on other hosts judge a heartbeat by it without
+        comparing their clock with the writer's."""
+        return None
+
     def copy(self, source: str, target: str) -> str:
         """Write the bytes at ``source`` at ``target`` too; the new version (a
         server-side copy on S3: artefacts never travel through this host).

@@ -11,9 +11,12 @@ a warning pointing to ``docs/stores.md``.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
+
+from .base import Store
 
 NETWORK = frozenset({"nfs", "nfs4", "lustre", "cifs", "smb3", "smbfs", "gpfs", "beegfs", "ceph"})
 """Network filesystems whose exclusive create is decided at the server."""
@@ -48,6 +51,17 @@ def kind(fstype: str) -> str:
     if fstype == "fuse" or fstype.startswith(("fuse.", "fuseblk")):
         return "fuse"
     return "network" if fstype in NETWORK else "local"
+
+
+@functools.lru_cache(maxsize=256)
+def shared(store: Store) -> bool:
+    """Whether other hosts may write ``store``: a remote store, or a folder on a
+    network or FUSE filesystem."""
+    folder = store.folder
+    if folder is None:
+        return True
+    mount = mount_of(folder)
+    return mount is not None and kind(mount[1]) != "local"
 
 
 def warn_if_unsafe(root: str | os.PathLike[str]) -> None:

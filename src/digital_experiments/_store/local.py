@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +55,12 @@ class LocalStore(Store):
     def version(self, key: str) -> str | None:
         try:
             return _version(os.stat(self._path(key)))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def age(self, key: str) -> float | None:
+        try:
+            return time.time() - os.stat(self._path(key)).st_mtime
         except (FileNotFoundError, NotADirectoryError):
             return None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ class MemoryStore(Store):
         self._objects: dict[str, tuple[bytes, str]] = {}
         self._lock = threading.Lock()
         self._versions = itertools.count(1)
+        self._written: dict[str, float] = {}  # key -> when (monotonic), for age()
         self._workdir: Path | None = None
 
     @property
@@ -34,8 +36,14 @@ class MemoryStore(Store):
     __eq__ = object.__eq__
     __hash__ = object.__hash__
 
-    def _next(self) -> str:
+    def _next(self, key: str) -> str:
+        self._written[key] = time.monotonic()
         return str(next(self._versions))
+
+    def age(self, key: str) -> float | None:
+        with self._lock:
+            when = self._written.get(key) if key in self._objects else None
+        return None if when is None else time.monotonic() - when
 
     def get(self, key: str) -> tuple[bytes, str]:
         with self._lock:
@@ -53,7 +61,7 @@ class MemoryStore(Store):
         with self._lock:
             if key in self._objects:
                 return None
-            version = self._objects[key] = (bytes(data), self._next())
+            version = self._objects[key] = (bytes(data), self._next(key))
             return version[1]
 
     def put_if(self, key: str, data: bytes, version: str) -> str | None:
@@ -61,12 +69,12 @@ class MemoryStore(Store):
             found = self._objects.get(key)
             if found is None or found[1] != version:
                 return None
-            self._objects[key] = (bytes(data), self._next())
+            self._objects[key] = (bytes(data), self._next(key))
             return self._objects[key][1]
 
     def put(self, key: str, data: bytes, *, sync: bool = True) -> str:
         with self._lock:
-            self._objects[key] = (bytes(data), self._next())
+            self._objects[key] = (bytes(data), self._next(key))
             return self._objects[key][1]
 
     def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[str]:

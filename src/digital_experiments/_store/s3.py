@@ -23,6 +23,7 @@ lost answer is settled by reading the object back.
 
 from __future__ import annotations
 
+import email.utils
 import os
 import re
 import threading
@@ -116,6 +117,20 @@ class S3Store(Store):
         except Missing:
             return None
         return str(meta["ETag"])
+
+    def age(self, key: str) -> float | None:
+        # the server's own clock twice: its Date header, and the object's LastModified
+        try:
+            meta = self._call(
+                key, lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            )
+        except Missing:
+            return None
+        date = meta.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        modified = meta.get("LastModified")
+        if not date or modified is None:
+            return None
+        return float((email.utils.parsedate_to_datetime(date) - modified).total_seconds())
 
     def put_new(self, key: str, data: bytes) -> str | None:
         return self._conditional(key, data, IfNoneMatch="*")
