@@ -286,6 +286,8 @@ class DroppingProxy:
         host, _, port = upstream.removeprefix("http://").rstrip("/").partition(":")
         self.upstream = (host, int(port))
         self.dropped = 0
+        self.forwarded = threading.Condition()  # notified with each request passed on
+        self.requests: list[bytes] = []  # the first line of each request passed on
         self._armed: bytes | None = None
         self._times = 0
         self._lock = threading.Lock()
@@ -296,6 +298,15 @@ class DroppingProxy:
         """Lose the answers of the next ``times`` requests of ``method``."""
         with self._lock:
             self._armed, self._times = (method.encode() + b" " if times else None), times
+
+    def wait_for(self, start: bytes, timeout: float = 120) -> bytes:
+        """The first line of the first request passed on that begins ``start``."""
+        with self.forwarded:
+            found = self.forwarded.wait_for(
+                lambda: next((r for r in self.requests if r.startswith(start)), None), timeout
+            )
+        assert found is not None, f"no request {start!r} was passed on"
+        return found
 
     def __enter__(self) -> DroppingProxy:
         threading.Thread(target=self._accept, daemon=True).start()
@@ -331,6 +342,10 @@ class DroppingProxy:
                         if not self._times:
                             self._armed = None
                 server.sendall(data)
+                if data[:1].isupper():  # a request's first bytes, not its body
+                    with self.forwarded:
+                        self.requests.append(data.partition(b"\r\n")[0])
+                        self.forwarded.notify_all()
         with contextlib.suppress(OSError):
             server.shutdown(socket.SHUT_WR)
 

@@ -674,3 +674,47 @@ def test_a_live_run_beats_and_its_heartbeat_goes_when_it_ends(
     assert seen["stale"] == ["abandoned"]
     assert [k for k in store.walk(".de/") if k.startswith(".de/heartbeats/")] == []
     assert [o.status for o in run.observations()] == ["completed"]
+
+
+# ---------------------------------------------------------------- the server stopped mid-write
+
+
+@pytest.mark.parametrize("write", ["put_new", "put"], ids=["create", "final-record"])
+def test_a_server_stopped_mid_write_delays_the_run_and_loses_nothing(
+    seaweedfs: Server, monkeypatch: pytest.MonkeyPatch, write: str
+) -> None:
+    """SIGSTOP the server just before a record's write reaches it; once the write
+    has been passed on (the proxy says), SIGCONT. The call waits, then completes
+    with one whole record."""
+    from .servers import DroppingProxy
+
+    with DroppingProxy(seaweedfs.endpoint) as proxy:
+        for name, value in {**seaweedfs.env(), "AWS_ENDPOINT_URL": proxy.endpoint}.items():
+            monkeypatch.setenv(name, value)
+        url = seaweedfs.url()
+        run = experiment(root=url)(plain)
+        store = run.backend.store
+        real = getattr(store, write)
+        stopped: list[str] = []
+
+        def stop_the_server(key: str, data: bytes, **options: Any) -> Any:
+            if key.endswith(".pkl") and not stopped:
+                stopped.append(key)
+                line = f"PUT /{seaweedfs.bucket}/{url.rsplit('/', 1)[1]}/{key}".encode()
+                seaweedfs.pause()
+                threading.Thread(target=resume_once_sent, args=(line,), daemon=True).start()
+            return real(key, data, **options)
+
+        def resume_once_sent(line: bytes) -> None:
+            try:
+                proxy.wait_for(line)
+            finally:
+                seaweedfs.resume()
+
+        monkeypatch.setattr(store, write, stop_the_server)
+        assert run(7) == 7
+        assert stopped  # the server really was stopped during this write
+        (observation,) = run.observations()
+        assert observation.result == 7
+        assert observation.metadata["status"] == "completed"
+        assert keys(url) == [f"{observation.id}.pkl"]
