@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import array
 import datetime
+import pickle
 import subprocess
 import sys
 from collections import OrderedDict
@@ -54,6 +56,12 @@ def test_same_config_for_values_every_backend_stores_alike(a: Any, b: Any) -> No
         (datetime.date(2024, 1, 1), "2024-01-01"),
         (np.arange(2000.0), np.arange(2000.0) + np.eye(1, 2000, 1000)[0]),
         ([], {}),
+        (True, False),
+        ({1, 2}, {1, 3}),
+        (frozenset({"a"}), frozenset({"b"})),
+        ("\ud800", "\ud801"),  # lone surrogates (a path's undecodable bytes) are text too
+        (array.array("i", [1, 2]), [1, 2]),  # has tolist(), but is not numpy: its pickle
+        ({"f": np.add}, {"f": np.multiply}),  # numpy, but not an array: its pickle
     ],
 )
 def test_different_configs_get_different_keys(a: Any, b: Any) -> None:
@@ -189,3 +197,84 @@ def test_code_hash_follows_bodies_defaults_and_nested_functions() -> None:
     assert code_identity(define(versions[0])) == {"code": None, "code_hash": hashes[0]}
     f = define(versions[0])
     assert code_hash(functools.partial(f, 1)) != code_hash(functools.partial(f, 2))
+
+
+GOLDEN_CONFIG = {
+    "none": None,
+    "yes": True,
+    "no": False,
+    "int": -7,
+    "float": 0.5,
+    "text": "\u00e9",
+    "list": [1, "a"],
+    "tuple": (2.0,),
+    "dict": {"b": 1, 2: None},
+    "items": {(1, 2): "x", 3: b"raw"},
+    "set": {1, "a"},
+    "frozen": frozenset({"z"}),
+    "date": datetime.date(2026, 1, 31),
+    "datetime": datetime.datetime(2026, 1, 31, 12, 0),
+    "time": datetime.time(12, 30),
+    "bytes": b"\x00\xff",
+}
+
+
+def test_keys_do_not_change_between_versions() -> None:
+    """Keys are kept on disk (claims under ``.de/claims/<key>/``, the cache index, a
+    record's ``code_hash``): an encoding that changed would miss every earlier run."""
+    assert keys.canonical(GOLDEN_CONFIG) == (
+        b"d16{s5:bytesb2:\x00\xffs4:datetdate10:2026-01-31"
+        b"s8:datetimetdatetime19:2026-01-31T12:00:00s4:dictd2{s1:2Ns1:bi1;}s5:floatf0.5;"
+        b"s6:frozenS1[s1:z]s3:inti-7;s5:itemsD2{i3;b3:rawl2[i1;i2;]s1:x}s4:listl2[i1;s1:a]"
+        b"s2:noFs4:noneNs3:setS2[i1;s1:a]s4:texts2:\xc3\xa9s4:timettime8:12:30:00"
+        b"s5:tuplel1[f2.0;]s3:yesT}"
+    )
+    assert keys.config_key({"code": "def f(): ..."}, GOLDEN_CONFIG) == (
+        "5b5d2dd1b0c30fe5036e5c78c62465a55152e54086983035a7677ca7e08c31d3"
+    )
+
+
+def test_an_object_is_keyed_by_its_protocol_4_pickle() -> None:
+    """Protocol 4 whatever Python's default (5 from Python 3.14)."""
+    data = pickle.dumps(complex(1, 2), protocol=4)
+    assert keys.canonical(complex(1, 2)) == b"p%d:" % len(data) + data
+
+
+def test_a_value_held_twice_is_no_cycle() -> None:
+    """Only a container inside itself is keyed by identity, not one met twice."""
+    shared: list[Any] = [1]
+    inner = {"a": shared}
+    assert keys.same_config([shared, shared], [[1], [1]])
+    assert keys.same_config({"p": inner, "q": inner}, {"p": {"a": [1]}, "q": {"a": [1]}})
+
+
+def test_a_numpy_value_that_is_its_own_plain_value_is_keyed_as_an_object() -> None:
+    """A numpy type whose ``tolist()`` gives the value back is keyed as itself, not
+    converted forever: unpicklable (a local class), it only matches itself."""
+    odd = type("odd", (), {"__module__": "numpy", "tolist": lambda self: self})
+    first, second = odd(), odd()
+    assert keys.is_numpy(first)
+    assert keys.same_config([first], [first])
+    assert not keys.same_config([first], [second])
+
+
+def test_plain_values_come_back_as_they_are() -> None:
+    """``plain`` copies only what it converts: a plain value is returned itself."""
+    for value in ({"a": 1}, [1], (1,), "s", 10**30, 0.5, None, True, b"x"):
+        assert keys.plain(value) is value
+
+
+def test_same_code_with_a_plain_string_or_none() -> None:
+    """A string (or ``None``) is compared with ``metadata["code"]``, which must be there."""
+    assert keys.same_code({"code": "def f(): ..."}, "def f(): ...")
+    assert not keys.same_code({"code": "def g(): ..."}, "def f(): ...")
+    assert keys.same_code({"code": None}, None)
+    assert not keys.same_code({}, None)  # no code recorded is not "no source"
+    assert not keys.same_code({"code_hash": "abc"}, {"code": None, "code_hash": "abc"})
+
+
+def test_same_code_wants_the_same_types() -> None:
+    """Equal values of other types (``1`` and ``True``, ``1`` and ``1.0``) are other code."""
+    assert not keys.same_code({"code_hash": True}, {"code_hash": 1})
+    assert not keys.same_code({"code": 1.0}, {"code": 1})
+    assert keys.same_code({"code": 1}, {"code": 1})
