@@ -160,7 +160,7 @@ def test_a_running_run_s_elapsed_time_counts_from_its_id_in_utc(
     try:
         id = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S_%f")
         running = Observation(id, {"x": 1}, None, {"status": "running"})
-        started = extras_of(running, "running", tmp_path)["started"]
+        started = extras_of(running, "running", LocalStore(tmp_path))["started"]
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()

@@ -547,13 +547,11 @@ def cmd_note(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     root = _root(args)
-    if isinstance(root, str):
-        raise CommandError(
-            f"The web view does not open {root!r} yet: it shows folders. Look at the runs "
-            f"with {PROG} list/show/export {root}.",
-            code=2,
-        )
-    if not root.is_dir():
+    try:
+        found = roots.exists(root)
+    except (StoreError, ValueError) as exc:
+        raise CommandError(str(exc), code=2) from None
+    if not found:
         raise CommandError(f"No folder {str(root)!r}: pass ROOT, or set $DE_ROOT.", code=2)
     try:
         from .ui import serve

@@ -135,6 +135,14 @@ class Store(ABC):
         """
         return self.get(key)[0]
 
+    def versions(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """``(key, version)`` of each key :meth:`list` gives (S3 lists them together:
+        one request a thousand keys, where a folder stats each file)."""
+        for key in self.list(prefix):
+            version = self.version(key)
+            if version is not None:  # deleted since it was listed
+                yield key, version
+
     def age(self, key: str) -> float | None:
         """Seconds since ``key`` was last written, by the store's own clock (an S3
         server's, a folder's filesystem): ``None`` if it is missing or the store

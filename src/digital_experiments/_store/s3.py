@@ -152,6 +152,13 @@ class S3Store(Store):
                 if key and not key.endswith("/"):  # a server's folder marker is no object
                     yield key
 
+    def versions(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        for page in self._pages(prefix, None):
+            for entry in page.get("Contents", ()):
+                key = entry["Key"][len(self._head) :]
+                if key and not key.endswith("/"):
+                    yield key, str(entry["ETag"])
+
     def folders(self, prefix: str) -> Iterator[str]:
         names = set()
         for page in self._pages(prefix, None):

@@ -38,9 +38,8 @@ from .._compare import compare
 from .._metrics import read as read_metrics
 from .._records import notes_of, status_of, tags_of
 from .._storage import settled
-from .._store.local import LocalStore
 from .._where import WhereError
-from ._index import Refused, RunIndex, Watcher, labels, why
+from ._index import REMOTE_INTERVAL, Refused, RunIndex, Watcher, labels, why
 
 STATIC = Path(__file__).parent / "static"
 PAGE = 100  # rows per page of the runs table
@@ -62,8 +61,9 @@ PLOTTED = "completed"  # the plots show completed runs only: a failed run has no
 class Root:
     """The experiments under one root, each with its index, and their watcher."""
 
-    def __init__(self, root: Path, trust: bool = False) -> None:
-        self.root = root
+    def __init__(self, root: Path | str, trust: bool = False) -> None:
+        self.root = root  # a folder, or an s3:// URL
+        self.looked = 0.0  # when a bucket was last looked at (monotonic)
         self.trust = trust
         self.single = False  # whether root is itself the experiment folder
         self.lock = threading.Lock()
@@ -73,7 +73,13 @@ class Root:
         self.discover()
 
     def rediscover(self) -> None:
-        """:meth:`discover` if the root changed (a folder made, removed or renamed)."""
+        """:meth:`discover` if the root changed (a folder made, removed or renamed);
+        a bucket's prefix is listed again every ``REMOTE_INTERVAL`` seconds."""
+        if isinstance(self.root, str):
+            if time.monotonic() - self.looked >= REMOTE_INTERVAL:
+                self.discover()
+                self.looked = time.monotonic()
+            return
         stamp = os.stat(self.root).st_mtime_ns
         if self.stamp != (stamp, True):
             self.discover()
@@ -90,10 +96,12 @@ class Root:
                 if name not in self.indexes:
                     self.indexes[name] = RunIndex(folder, trust=self.trust)
 
-    def _folders(self) -> dict[str, Path]:
+    def _folders(self) -> dict[str, Path | str]:
         if self.single or roots.is_experiment_folder(self.root):
             self.single = True  # once seen, for good: the check lists its records
-            return {self.root.name: self.root} if self.root.is_dir() else {}
+            return {roots.name_of(self.root): self.root} if roots.exists(self.root) else {}
+        if isinstance(self.root, str):
+            return {roots.name_of(f): f for f in roots.experiment_folders(self.root)}
         try:
             with os.scandir(self.root) as entries:
                 names = sorted(e.name for e in entries if e.name[0] != "." and e.is_dir())
@@ -108,7 +116,7 @@ class Root:
     def index(self, name: str) -> RunIndex:
         """The index of experiment ``name``; ``LookupError`` if there is none (now)."""
         found = self.indexes.get(name)
-        if found is None or not found.folder.is_dir():
+        if found is None or not (found.remote or found.folder.is_dir()):
             self.discover()
             found = self.indexes.get(name)
         if found is None:
@@ -128,7 +136,9 @@ def create_app(
     Parameters
     ----------
     root : str or os.PathLike
-        An experiment folder, or a folder of them.
+        An experiment folder, or a folder of them, or an ``s3://bucket/prefix``
+        of either (looked at every few seconds; artefacts are downloaded to
+        ``$DE_CACHE`` when a run's page is opened).
     trust : bool
         Load pickle records even in folders digital-experiments 3.x did not
         record (it reserved no ids in their ``.de/ids/``). Loading a pickle runs
@@ -140,7 +150,7 @@ def create_app(
         ``localhost`` and ``::1``. Pass ``"testserver"`` for Starlette's test
         client.
     """
-    state = Root(Path(root).expanduser().absolute(), trust=trust)
+    state = Root(roots.located(root), trust=trust)
     allowed = _host_names(LOOPBACK if hosts is None else hosts)
 
     @contextlib.asynccontextmanager
@@ -271,7 +281,7 @@ def create_app(
         if not layout.is_id(id):
             return _json({"error": f"{id!r} is not a run id."}, 404)
         curves: dict[str, dict[str, list[Any]]] = {}
-        for step, name, value, _ in read_metrics(LocalStore(index.folder), id):
+        for step, name, value, _ in read_metrics(index.store, id):
             curve = curves.setdefault(name, {"steps": [], "values": []})
             curve["steps"].append(step)
             curve["values"].append(value)
@@ -588,7 +598,7 @@ def _curves(index: RunIndex, ids: list[str], most: int) -> dict[str, Any]:
         rows = [index.rows.get(i) for i in ids]
     metrics: dict[str, dict[str, dict[str, list[Any]]]] = {}
     for id in ids:
-        for step, name, value, _ in read_metrics(LocalStore(index.folder), id):
+        for step, name, value, _ in read_metrics(index.store, id):
             curve = metrics.setdefault(name, {}).setdefault(id, {"steps": [], "values": []})
             curve["steps"].append(step)
             curve["values"].append(value)

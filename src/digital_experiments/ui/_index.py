@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -41,8 +42,10 @@ from .. import _roots as roots
 from .._backends import FileBackend, available_backends, backend_class
 from .._records import Observation
 from .._storage import settled
+from .._store import Store, open_store
 
 INTERVAL = 0.5  # seconds between two looks at a folder
+REMOTE_INTERVAL = 5.0  # seconds between two looks at a bucket (each costs requests)
 TAIL = 16_384  # bytes read from the end of a running run's metrics file
 SAMPLE = 5_000  # rows looked at to tell numeric and varying columns
 ID_FORMAT = "%Y-%m-%d_%H-%M-%S_%f"  # ids are the time of the claim, in UTC
@@ -54,7 +57,7 @@ class Refused(Exception):
     """A record the view will not load: unpickling it would need trust."""
 
 
-def extras_of(observation: Observation, status: str, folder: Path) -> dict[str, Any]:
+def extras_of(observation: Observation, status: str, store: Store) -> dict[str, Any]:
     """What the runs table shows of a run besides its fields: ``duration`` (seconds),
     ``error`` (``Type: message``), and for a running run ``started`` (seconds since
     the epoch, from its id, which is UTC) and ``step`` (the last step it logged)."""
@@ -66,7 +69,7 @@ def extras_of(observation: Observation, status: str, folder: Path) -> dict[str, 
         with contextlib.suppress(ValueError):
             claimed = datetime.strptime(observation.id, ID_FORMAT)
             extras["started"] = claimed.replace(tzinfo=timezone.utc).timestamp()
-        extras["step"] = last_step(folder, observation.id)
+        extras["step"] = last_step(store, observation.id)
     return extras
 
 
@@ -88,14 +91,20 @@ def duration_field(columns: Iterable[str]) -> str | None:
     return None
 
 
-def last_step(folder: Path, id: str) -> int | None:
+def last_step(store: Store, id: str) -> int | None:
     """The highest step in the last lines of run ``id``'s metrics file, read from its
-    end (a running run's file is read twice a second; it may hold millions of points)."""
+    end (a running run's file is read twice a second; it may hold millions of points).
+    A remote store's is read whole (it is uploaded now and then while the run runs)."""
     try:
-        with open(layout.metrics(folder, id), "rb") as file:
-            size = file.seek(0, os.SEEK_END)
-            file.seek(max(0, size - TAIL))
-            lines = file.read().splitlines()
+        if store.folder is None:
+            data = store.read(layout.metrics_key(id))
+            size = len(data)
+            lines = data[-TAIL:].splitlines()
+        else:
+            with open(layout.metrics(store.folder, id), "rb") as file:
+                size = file.seek(0, os.SEEK_END)
+                file.seek(max(0, size - TAIL))
+                lines = file.read().splitlines()
     except OSError:
         return None
     if size > TAIL:
@@ -210,15 +219,21 @@ class RunIndex:
 
     Parameters
     ----------
-    folder : Path
-        The experiment folder.
+    folder : Path or str
+        The experiment folder, or an ``s3://`` URL of one (looked at every
+        :data:`REMOTE_INTERVAL` seconds, listing records and annotations with
+        their versions).
     trust : bool
         Load pickle records even where digital-experiments 3.x did not record
         them (see :func:`~digital_experiments._roots.trust_refusal`).
     """
 
-    def __init__(self, folder: Path, trust: bool = False) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path | str, trust: bool = False) -> None:
+        self.where = folder
+        self.store = open_store(folder)
+        self.folder: Path = self.store.workdir  # where artefacts are (downloaded)
+        self.remote = self.store.folder is None
+        self.looked: float | None = None  # when a remote index last listed (monotonic)
         self.trust = trust
         self.lock = threading.Lock()
         self.rows: dict[str, dict[str, Any]] = {}  # id -> its fields (query.rows)
@@ -226,8 +241,8 @@ class RunIndex:
         self.unreadable: dict[str, str] = {}  # id -> why
         self.refused: dict[str, str] = {}  # record suffix -> why its records are not loaded
         self.problem: str | None = None  # why the last refresh failed, if it did
-        self.seen: dict[str, int] = {}  # file name -> inode
-        self.marks: dict[str, tuple[int, int]] = {}  # annotation file -> inode, mtime_ns
+        self.seen: dict[str, Any] = {}  # file name -> inode (a bucket: its version)
+        self.marks: dict[str, Any] = {}  # annotation file -> inode, mtime_ns (or version)
         self.stamp: tuple[int, int | None] | None = None  # mtime_ns of folder, annotations
         self.settled = False  # whether self.stamp is too old to hide a change
         self.version = 0
@@ -237,6 +252,12 @@ class RunIndex:
 
     def refresh(self) -> bool:
         """Reread what changed; whether anything did."""
+        if self.remote:
+            now = time.monotonic()
+            if self.looked is not None and now - self.looked < REMOTE_INTERVAL:
+                return False
+            self.looked = now
+            return self._refresh(None, self._remote_marks)
         notes = os.fspath(layout.internal(self.folder, "annotations"))
         try:
             folder_stamp = os.stat(self.folder).st_mtime_ns
@@ -247,27 +268,25 @@ class RunIndex:
         except OSError:
             notes_stamp = None
         stamp = (folder_stamp, notes_stamp)
-        running = self._running()
-        if stamp == self.stamp and self.settled and not running:
+        if stamp == self.stamp and self.settled and not self._running():
             return False
+        same = self.settled and self.stamp is not None and self.stamp[1] == notes_stamp
+        return self._refresh(stamp, (lambda: self.marks) if same else lambda: self._marks(notes))
+
+    def _refresh(
+        self, stamp: tuple[int, int | None] | None, marking: Callable[[], dict[str, Any]]
+    ) -> bool:
+        """Reread the records that changed since the last listing (``stamp``: the
+        folder's times then, ``None`` for a bucket) and those whose annotations did."""
+        running = self._running()
         suffixes = self._suffixes()
         refused = {}
         for suffix, backend in suffixes.items():
             refusal = roots.trust_refusal(backend, self.trust)
             if refusal is not None:
                 refused[suffix] = refusal
-        current: dict[str, int] = {}
-        with os.scandir(self.folder) as entries:  # plain strings: 100,000 Paths cost seconds
-            for entry in entries:
-                name = entry.name
-                suffix = os.path.splitext(name)[1]
-                if name[0] == "." or suffix not in suffixes or suffix in refused:
-                    continue
-                # records are published by rename, so a new version is a new inode,
-                # which the listing gives without a stat per file
-                current[name] = entry.inode()
-        same = self.settled and self.stamp is not None and self.stamp[1] == notes_stamp
-        marks = self.marks if same else self._marks(notes)
+        current = self._listing(suffixes, refused)
+        marks = marking()
         # changed files, running runs (whose process may have died since), and runs
         # whose tags or notes changed (their records did not)
         changed = [n for n, sig in current.items() if self.seen.get(n) != sig]
@@ -303,7 +322,7 @@ class RunIndex:
             self.seen = current
             self.marks = marks
             self.stamp = stamp
-            self.settled = settled(*stamp)
+            self.settled = stamp is not None and settled(*stamp)
             if moved:
                 self.version += 1
         return moved
@@ -355,12 +374,41 @@ class RunIndex:
                     unreadable[observation.id] = why(exc)
         for observation, row in built:
             try:
-                extras[observation.id] = extras_of(observation, row["status"], self.folder)
+                extras[observation.id] = extras_of(observation, row["status"], self.store)
             except Exception as exc:
                 unreadable[observation.id] = why(exc)
                 continue
             rows[observation.id] = row
         return rows, extras
+
+    def _listing(self, suffixes: dict[str, FileBackend], refused: dict[str, str]) -> dict[str, Any]:
+        """Each record's file name and a signature that changes when it is rewritten."""
+        current: dict[str, Any] = {}
+        if self.remote:
+            for name, version in self.store.versions(""):
+                suffix = os.path.splitext(name)[1]
+                if suffix in suffixes and suffix not in refused:
+                    current[name] = version
+            return current
+        with os.scandir(self.folder) as entries:  # plain strings: 100,000 Paths cost seconds
+            for entry in entries:
+                name = entry.name
+                suffix = os.path.splitext(name)[1]
+                if name[0] == "." or suffix not in suffixes or suffix in refused:
+                    continue
+                # records are published by rename, so a new version is a new inode,
+                # which the listing gives without a stat per file
+                current[name] = entry.inode()
+        return current
+
+    def _remote_marks(self) -> dict[str, Any]:
+        """A bucket's annotation objects (``<id>.json``), each with its version."""
+        prefix = layout.internal_prefix("annotations")
+        return {
+            key[len(prefix) :]: version
+            for key, version in self.store.versions(prefix)
+            if key.endswith(".json") and layout.is_id(key[len(prefix) : -5])
+        }
 
     @staticmethod
     def _marks(notes: str) -> dict[str, tuple[int, int]]:
@@ -381,7 +429,7 @@ class RunIndex:
                 continue
             suffix = getattr(cls, "suffix", None)
             if isinstance(suffix, str) and suffix not in self.backends:
-                self.backends[suffix] = cls(self.folder)
+                self.backends[suffix] = cls(self.where)
         return self.backends
 
     def _running(self) -> set[str]:
@@ -426,7 +474,7 @@ class RunIndex:
             If its record is a pickle this view may not load (see ``trust``).
         """
         for backend in self._suffixes().values():
-            if backend.path(id).exists():
+            if backend.store.version(backend.key(id)) is not None:
                 refusal = roots.trust_refusal(backend, self.trust)
                 if refusal is not None:
                     raise Refused(refusal)
