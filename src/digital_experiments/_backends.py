@@ -347,7 +347,7 @@ class FileBackend(Backend):
 
     def load_key(self, key: str, id: str) -> Observation:
         """The record of run ``id`` stored at ``key`` of the backend's store (such
-        as its trash); :class:`~digital_experiments._store.Missing` if it is not there."""
+        as its trash); a ``FileNotFoundError`` if it is not there."""
         return self._unpack(self.loads(self.store.read(key)), id=id)
 
     def all_ids(self) -> list[str]:

@@ -117,7 +117,7 @@ def store_of(observation: Observation) -> Store | None:
 def status_of(observation: Observation) -> str:
     """The run's status: 2.0.4's records carry none and were completed, and a
     ``running`` record whose process is gone reads as ``abandoned``: known dead on
-    this host, or silent too long on a root other hosts share (:mod:`._heartbeats`)."""
+    this host, or silent too long on a root other hosts share (its heartbeats)."""
     status = str(observation.metadata.get("status", COMPLETED))
     if status == RUNNING:
         process = observation.metadata.get("process")

@@ -79,8 +79,9 @@ def open_root(root: str | os.PathLike[str], backend: str | None = None) -> FileB
         If ``root`` is not a folder (or nothing is under the prefix).
     ValueError
         If the folder holds records of several formats and ``backend`` is not given.
-    StoreError
-        If the server of an ``s3://`` root cannot be asked.
+    OSError
+        If the server of an ``s3://`` root cannot be asked (a ``StoreError``
+        naming the setting to fix).
     """
     place = located(root)
     if not exists(place):
