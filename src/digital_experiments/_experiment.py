@@ -399,7 +399,10 @@ def resolve_root(root: str | os.PathLike[str] | None, name: str) -> Path | str:
 
 
 def _remote(url: str, where: str) -> str:
-    """``url``, checked: an ``s3://bucket/prefix`` root (no request is made)."""
+    """``url``, checked: an ``s3://bucket/prefix`` root (no request is made), or a
+    ``memory://name`` one (tests: it lives in this process only)."""
+    if url.startswith("memory://") and len(url.rstrip("/")) > len("memory://"):
+        return url.rstrip("/")
     if not url.startswith("s3://"):
         raise InvalidRootError(
             f"{where} {url!r} is a URL of a kind runs cannot be recorded in: use a folder, "

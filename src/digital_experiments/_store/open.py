@@ -1,4 +1,6 @@
-"""Which store a root is: a local folder, or an ``s3://bucket/prefix`` URL."""
+"""Which store a root is: a local folder, an ``s3://bucket/prefix`` URL, or (for
+tests) ``memory://name``: a :class:`~.memory.MemoryStore` that lives as long as
+the process, shared by its threads and tasks, never seen by another process."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import threading
 from .base import Store
 from .local import LocalStore
 
-_REMOTE: dict[str, Store] = {}  # url -> store: one client per remote root and process
+_REMOTE: dict[str, Store] = {}  # url -> store: one client (or memory) per root and process
 _LOCK = threading.Lock()
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
@@ -38,6 +40,15 @@ def open_store(root: str | os.PathLike[str], *, fsync: bool = True) -> Store:
                 found = _REMOTE.get(text)
                 if found is None:
                     found = _REMOTE[text] = S3Store(text)
+            return found
+        if text.startswith("memory://"):
+            from .memory import MemoryStore
+
+            url = text.rstrip("/")
+            with _LOCK:
+                found = _REMOTE.get(url)
+                if found is None:
+                    found = _REMOTE[url] = MemoryStore(url[len("memory://") :])
             return found
         scheme = text.partition("://")[0]
         raise ValueError(
