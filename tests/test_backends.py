@@ -17,6 +17,7 @@ from digital_experiments import (
     UnknownBackendError,
     UnstorableValueError,
     experiment,
+    log,
     register_backend,
 )
 from digital_experiments import backends as backends_module
@@ -514,3 +515,32 @@ def test_pickle_records_name_observation_where_2_0_4_did(tmp_path: Path) -> None
     assert b"digital_experiments._records" not in data
     loaded = backend.load("2026-01-01_00-00-00_000000")
     assert pickle.loads(pickle.dumps(loaded)) == loaded
+
+
+def test_a_custom_backend_keeps_tags_notes_and_metrics(
+    registry: dict[str, type[Backend]], tmp_path: Path
+) -> None:
+    """Tags, notes and metrics live beside the records, whatever the backend: one
+    written for 2.0.4 (with its own attribute named ``store``) shows them too."""
+    register_backend("memory")(MemoryBackend)
+    MemoryBackend.store = {}
+
+    @experiment(backend="memory", root=tmp_path / "custom")
+    def train(lr: float) -> float:
+        log(loss=lr)
+        return lr
+
+    train(0.1)
+    train(0.2)
+    first = train.observations()[0].id
+    assert train.tag(first, best=True) == {"best": True}
+    assert train.note(first, "the one") == ["the one"]
+    (tagged,) = train.observations(where="tags.best == true")
+    assert tagged.id == first
+    assert tagged.metadata["notes"] == ["the one"]
+    assert train.observations()[1].metadata.get("tags") is None
+    assert list(train.compare(first, train.observations()[1].id).columns) == [
+        first,
+        train.observations()[1].id,
+    ]
+    assert list(tagged.metrics()["value"]) == [0.1]

@@ -62,15 +62,12 @@ class Backend(ABC):
     @property
     def store(self) -> Store:
         """Where this backend's runs are kept (its root's folder, for a custom backend)."""
-        found: Store | None = self.__dict__.get("_store")
-        if found is None:
-            found = self.__dict__["_store"] = LocalStore(self.root)
-        return found
+        return root_store(self)
 
     @property
     def where(self) -> str:
         """Where the runs are, as messages name it (a folder, or ``s3://bucket/prefix``)."""
-        return self.store.url
+        return root_store(self).url
 
     def keep_artefacts(self, id: str) -> None:
         """Keep run ``id``'s artefacts where its records are (a remote store uploads
@@ -115,10 +112,12 @@ class Backend(ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot delete records.")
 
     def iter_observations(self, ids: Iterable[str]) -> Iterator[Observation]:
-        """Load ``ids`` in order, skipping (with a warning) any unreadable record."""
+        """Load ``ids`` in order, skipping (with a warning) any unreadable record,
+        each with its tags and notes (:meth:`annotate`)."""
+        marked = annotated(root_store(self))  # one listing of .de/annotations/
         for id in ids:
             try:
-                yield self.load(id)
+                yield self.annotate(self.load(id), marked)
             except FileNotFoundError:  # deleted since it was listed: not unreadable
                 continue
             except Exception as exc:  # a foreign or torn file must not stop a listing
@@ -126,6 +125,19 @@ class Backend(ABC):
                     f"Skipping unreadable record {id!r} in {self.where!r}: {exc!r}",
                     stacklevel=3,
                 )
+
+    def annotate(self, observation: Observation, marked: set[str] | None = None) -> Observation:
+        """``observation`` with its tags and notes, which live beside the records
+        (``.de/annotations/``) whatever the format: a custom backend keeps them
+        without storing them itself. ``marked``: the ids known to have some. It
+        is marked as read from this root's store, where its metrics are
+        (``Observation.metrics()``)."""
+        store = root_store(self)
+        if marked is None or observation.id in marked:
+            found = read_annotations(store, observation.id)
+            if found:
+                observation = observation._replace(metadata={**observation.metadata, **found})
+        return stored(observation, store)
 
     def load_all(self) -> list[Observation]:
         """Every readable observation, sorted by id."""
@@ -162,6 +174,16 @@ class Backend(ABC):
 
 POWER, PROCESS = "power", "process"
 DURABILITIES = (POWER, PROCESS)
+
+
+def root_store(backend: Backend) -> Store:
+    """The store of ``backend``'s root. Internal code asks this, never
+    ``backend.store``: a custom backend written for 2.0.4 may have its own
+    attribute of that name (a dict of runs, say)."""
+    found: Store | None = backend.__dict__.get("_store")
+    if found is None:
+        found = backend.__dict__["_store"] = LocalStore(backend.root)
+    return found
 
 
 def durability(level: str | None = None) -> str:
@@ -537,6 +559,10 @@ class FileBackend(Backend):
                 valid = isinstance(ref, str) and ref.isalnum()
                 metadata["environment"] = blobs.get_environment(self.store, ref) if valid else None
         return stored(observation, self.store, self.key(observation.id))
+
+    def annotate(self, observation: Observation, marked: set[str] | None = None) -> Observation:
+        """``observation`` as loaded: a file backend's loads carry their tags and notes."""
+        return observation
 
     def _annotations(self, id: str, marked: set[str] | None = None) -> dict[str, Any]:
         """Run ``id``'s tags and notes. A folder's are listed again only when it

@@ -31,7 +31,7 @@ from . import _keys as keys
 from . import _layout as layout
 from . import _lease as leases
 from . import _storage as storage
-from ._backends import Backend
+from ._backends import Backend, root_store
 from ._lease import Lease
 from ._query import select
 from ._records import Observation, is_completed
@@ -69,12 +69,12 @@ class CacheIndex:
         """Whether other hosts may share the root: a remote store, or a folder on a
         network or FUSE filesystem (asked once)."""
         if self._shared is None:
-            self._shared = filesystems.shared(self.backend.store)
+            self._shared = filesystems.shared(root_store(self.backend))
         return self._shared
 
     def lease(self, config: Mapping[str, Any]) -> Lease:
         """The lease that lets one host at a time run ``config``."""
-        store: Store = self.backend.store
+        store: Store = root_store(self.backend)
         if store.folder is not None:  # unsynced: it says who runs what, nothing more
             store = LocalStore(store.folder, fsync=False)
         return Lease(store, self.key(config), LEASES)
@@ -137,7 +137,7 @@ class CacheIndex:
     def remember(self, observation: Observation) -> None:
         """Index ``observation``, a completed run (no fsync: the index is a cache)."""
         key = self.key(observation.config)
-        self.backend.store.put(layout.cache_key(key), observation.id.encode(), sync=False)
+        root_store(self.backend).put(layout.cache_key(key), observation.id.encode(), sync=False)
         if self._scanned is not None:
             self._scanned[key] = observation.id
 
@@ -171,7 +171,7 @@ class CacheIndex:
 
     def _indexed(self, key: str) -> list[str]:
         try:
-            return [self.backend.store.read(layout.cache_key(key)).decode()]
+            return [root_store(self.backend).read(layout.cache_key(key)).decode()]
         except (OSError, UnicodeDecodeError):
             return []
 

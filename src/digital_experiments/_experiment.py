@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 
 from . import _annotations as marks
 from . import _trash as trashcan
-from ._backends import Backend, FileBackend, instantiate_backend
+from ._backends import Backend, FileBackend, instantiate_backend, root_store
 from ._backends import durability as resolve_durability
 from ._callbacks import Callback, CodeVersioning, GitInfo, Logging, PipFreeze, SystemInfo, Timing
 from ._compare import call_arguments, compare
@@ -258,7 +258,7 @@ class Experiment(Recorder, Generic[P, R]):
         for given in ids:
             id = self._find(given)
             try:
-                found.append(self.backend.load(id))
+                found.append(self.backend.annotate(self.backend.load(id)))
             except FileNotFoundError:  # deleted since it was found
                 raise ValueError(f"No run {given!r} in {self.backend.where!r}.") from None
         return found
@@ -284,13 +284,13 @@ class Experiment(Recorder, Generic[P, R]):
             If ``id`` names no run, or begins several runs' ids.
         """
         id = self._find(id)
-        return marks.tag(self.backend.store, id, values, self._record_key(id))
+        return marks.tag(root_store(self.backend), id, values, self._record_key(id))
 
     def note(self, id: str, text: str) -> list[str]:
         """Add a note to run ``id`` (or an unambiguous prefix of it); its notes now
         (in ``metadata["notes"]``)."""
         id = self._find(id)
-        return marks.note(self.backend.store, id, text, self._record_key(id))
+        return marks.note(root_store(self.backend), id, text, self._record_key(id))
 
     def delete(self, *ids: str) -> list[str]:
         """Move runs ``ids`` (record, artefacts, metrics, tags) to the root's trash.

@@ -31,7 +31,7 @@ from . import _heartbeats as heartbeats
 from . import _metrics as metrics
 from . import _signals as signals
 from . import _storage as storage
-from ._backends import POWER, Backend, FileBackend, PickleBackend
+from ._backends import POWER, Backend, FileBackend, PickleBackend, root_store
 from ._cache import CacheIndex
 from ._callbacks import Callback, Logging
 from ._code import bind, code_identity
@@ -321,7 +321,7 @@ class _Call:
                 "Check that the folder is writable, or pass another root=."
             ) from exc
         self.run = Run(observation.id, exp.backend.root)
-        store = exp.backend.store
+        store = root_store(exp.backend)
         metrics.attach(self.run, store)
         if filesystems.shared(store):  # other hosts read its liveness from heartbeats
             heartbeats.start(store, observation.id)
@@ -410,8 +410,8 @@ class _Call:
         finds both. A failure warns; the run's result is never lost to it."""
         backend = self.recorder.backend
         sync = not isinstance(backend, FileBackend) or backend.durability == POWER
-        heartbeats.stop(backend.store, self.run.id)
-        self._warn_if_lost("metrics", metrics.finish, self.run, backend.store, sync)
+        heartbeats.stop(root_store(backend), self.run.id)
+        self._warn_if_lost("metrics", metrics.finish, self.run, root_store(backend), sync)
         self._warn_if_lost("artefacts", backend.keep_artefacts, self.run.id)
 
     def _warn_if_lost(self, what: str, keep: Callable[..., None], *args: Any) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from . import _layout as layout
 from ._annotations import locked
-from ._backends import Backend, FileBackend
+from ._backends import Backend, FileBackend, root_store
 from ._records import RUNNING, Observation, status_of
 from ._store import Missing, Store
 from .errors import RunningError, TrashError
@@ -76,7 +76,7 @@ def _file_backend(backend: Backend) -> FileBackend:
 
 def _remote(backend: FileBackend) -> bool:
     """Whether the run's parts are objects of a remote store (no renames there)."""
-    return backend.store.folder is None
+    return root_store(backend).folder is None
 
 
 def _refuse_running(store: FileBackend, id: str) -> None:
@@ -131,7 +131,7 @@ def delete(backend: Backend, id: str) -> bool:
     trash = layout.trash(store.root, id)
     if not os.path.lexists(record) and not (trash / record.name).exists():
         return False  # no such run
-    with locked(store.store, id):  # a tagger now either came first, or finds no run
+    with locked(root_store(store), id):  # a tagger now either came first, or finds no run
         moves = [(here, there) for here, there in _parts(store.root, id) if os.path.lexists(here)]
         _check_moves([(record, trash / record.name), *moves])
         trash.mkdir(parents=True, exist_ok=True)
@@ -164,7 +164,7 @@ def restore(backend: Backend, id: str) -> Observation:
         raise FileNotFoundError(f"No run {id!r} in the trash of {str(store.root)!r}.")
     if record.exists():
         raise FileExistsError(f"Run {id!r} is in {str(store.root)!r} already.")
-    with locked(store.store, id):
+    with locked(root_store(store), id):
         legacy = layout.trash(store.root, id) / layout.ARTEFACTS  # where 3.4 put them
         _move(legacy, layout.artefacts(store.root, id))
         for here, there in _parts(store.root, id):
@@ -178,7 +178,7 @@ def restore(backend: Backend, id: str) -> Observation:
 def trashed(backend: Backend) -> list[str]:
     """The ids of the runs in the trash, oldest first."""
     if isinstance(backend, FileBackend) and _remote(backend):
-        store = backend.store
+        store = root_store(backend)
         # some servers (SeaweedFS) keep a "folder" after its last object is gone
         return [
             name
@@ -202,7 +202,7 @@ def deleted_at(backend: Backend, id: str) -> float | None:
     """When run ``id`` went to the trash (its trash folder's time), if it is there."""
     if isinstance(backend, FileBackend) and _remote(backend):
         try:
-            when = json.loads(backend.store.read(layout.trash_prefix(id) + DELETED))["at"]
+            when = json.loads(root_store(backend).read(layout.trash_prefix(id) + DELETED))["at"]
         except (Missing, ValueError, TypeError, KeyError):
             return None
         return float(when) if isinstance(when, (int, float)) else None
@@ -296,7 +296,7 @@ def _move_object(store: Store, source: str, target: str) -> None:
 
 
 def _delete_objects(backend: FileBackend, id: str) -> bool:
-    store, record = backend.store, backend.key(id)
+    store, record = root_store(backend), backend.key(id)
     trash = layout.trash_prefix(id)
     if store.version(record) is not None:
         when = json.dumps({"at": time.time()}).encode()
@@ -310,7 +310,7 @@ def _delete_objects(backend: FileBackend, id: str) -> bool:
 
 
 def _restore_objects(backend: FileBackend, id: str) -> Observation:
-    store, record = backend.store, backend.key(id)
+    store, record = root_store(backend), backend.key(id)
     trashed_key = layout.trash_prefix(id) + record
     found = store.get_or_none(trashed_key)
     if found is None:
@@ -328,7 +328,7 @@ def _restore_objects(backend: FileBackend, id: str) -> Observation:
 
 
 def _purge_objects(backend: FileBackend, ids: list[str]) -> int:
-    store, count = backend.store, 0
+    store, count = root_store(backend), 0
     for id in ids:
         trashed_key = layout.trash_prefix(id) + backend.key(id)
         keys = [

@@ -34,7 +34,7 @@ from . import _annotations as marks
 from . import _query as query
 from . import _roots as roots
 from . import _trash as trashcan
-from ._backends import FileBackend, yaml_text
+from ._backends import FileBackend, root_store, yaml_text
 from ._compare import call_text, compare
 from ._records import (
     ABANDONED,
@@ -518,7 +518,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
             raise CommandError(f"Tags are NAME=VALUE, not {item!r}.", code=2)
         values[name.strip()] = _tag_value(value)
     try:
-        tags = marks.tag(backend.store, id, values, backend.key(id))
+        tags = marks.tag(root_store(backend), id, values, backend.key(id))
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc), code=2) from None
     shown = ", ".join(f"{printable(str(k))}={v!r}" for k, v in tags.items())
@@ -538,7 +538,7 @@ def cmd_note(args: argparse.Namespace) -> int:
     backend = _open(args, check=False)
     id = _resolve_id(backend, args.id)
     try:
-        notes = marks.note(backend.store, id, args.text, backend.key(id))
+        notes = marks.note(root_store(backend), id, args.text, backend.key(id))
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc), code=2) from None
     print(f"{id}: {_plural(len(notes), 'note')}")

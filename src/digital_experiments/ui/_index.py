@@ -39,7 +39,7 @@ from typing import Any
 from .. import _layout as layout
 from .. import _query as query
 from .. import _roots as roots
-from .._backends import FileBackend, available_backends, backend_class
+from .._backends import FileBackend, available_backends, backend_class, root_store
 from .._records import Observation
 from .._storage import settled
 from .._store import Store, open_store
@@ -474,7 +474,7 @@ class RunIndex:
             If its record is a pickle this view may not load (see ``trust``).
         """
         for backend in self._suffixes().values():
-            if backend.store.version(backend.key(id)) is not None:
+            if root_store(backend).version(backend.key(id)) is not None:
                 refusal = roots.trust_refusal(backend, self.trust)
                 if refusal is not None:
                     raise Refused(refusal)
