@@ -80,7 +80,15 @@ class Backend(ABC):
 
     @abstractmethod
     def load(self, id: str) -> Observation:
-        """Load the observation with id ``id``."""
+        """Load the observation with id ``id``.
+
+        Raises
+        ------
+        FileNotFoundError
+            If there is no run ``id`` (listings then skip it as deleted since it
+            was listed). Any other exception means an unreadable record: listings
+            skip it with a warning.
+        """
 
     @abstractmethod
     def all_ids(self) -> list[str]:
