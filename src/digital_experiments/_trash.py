@@ -32,6 +32,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import TypeGuard
 
 from . import _layout as layout
 from ._annotations import locked
@@ -74,9 +75,9 @@ def _file_backend(backend: Backend) -> FileBackend:
     return backend
 
 
-def _remote(backend: FileBackend) -> bool:
+def _remote(backend: Backend) -> TypeGuard[FileBackend]:
     """Whether the run's parts are objects of a remote store (no renames there)."""
-    return root_store(backend).folder is None
+    return isinstance(backend, FileBackend) and root_store(backend).folder is None
 
 
 def _refuse_running(store: FileBackend, id: str) -> None:
@@ -177,7 +178,7 @@ def restore(backend: Backend, id: str) -> Observation:
 
 def trashed(backend: Backend) -> list[str]:
     """The ids of the runs in the trash, oldest first."""
-    if isinstance(backend, FileBackend) and _remote(backend):
+    if _remote(backend):
         store = root_store(backend)
         # some servers (SeaweedFS) keep a "folder" after its last object is gone
         return [
@@ -200,7 +201,7 @@ def load_trashed(backend: Backend, id: str) -> Observation:
 
 def deleted_at(backend: Backend, id: str) -> float | None:
     """When run ``id`` went to the trash (its trash folder's time), if it is there."""
-    if isinstance(backend, FileBackend) and _remote(backend):
+    if _remote(backend):
         try:
             when = json.loads(root_store(backend).read(layout.trash_prefix(id) + DELETED))["at"]
         except (Missing, ValueError, TypeError, KeyError):
@@ -240,7 +241,7 @@ def load_even_deleted(backend: Backend, id: str, deleted_since: float | None = N
 
 def purge(backend: Backend, ids: list[str] | None = None) -> int:
     """Delete runs in the trash for good (all of them by default); how many."""
-    if isinstance(backend, FileBackend) and _remote(backend):
+    if _remote(backend):
         return _purge_objects(backend, trashed(backend) if ids is None else ids)
     root = backend.root
     count = 0
