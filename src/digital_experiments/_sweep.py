@@ -301,11 +301,18 @@ class _Engine:
         """Claim ``entry``: its job, or ``None`` if it was deferred or found done."""
         claim = None
         if self.claims:
+            # completed by another sweep since we listed the runs? Asked before claiming
+            # too: taking over a finished config's released claim costs a write and
+            # the tidy-up of the old generation, for nothing
+            found = self.recorder.index.find(entry.key or "", self.began)
+            if found is not None:
+                self._record(entry, found, skipped=True)
+                return None
             claim = Claim(
                 self.recorder.backend.where, entry.key or "", stale_after=self.stale_after
             )
             claimed = try_claim(claim)
-            # completed by another sweep since we listed the runs?
+            # completed (and its claim released) between that look and the claim?
             found = self.recorder.index.find(entry.key or "", self.began)
             if found is not None:
                 if claimed:
