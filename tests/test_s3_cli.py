@@ -149,11 +149,17 @@ def test_another_url_scheme_exits_2_naming_the_roots_that_work() -> None:
     assert "s3://bucket/prefix" in done.stderr
 
 
-def test_the_web_view_says_it_does_not_open_a_bucket_yet(bucket: tuple[str, list[str]]) -> None:
+def test_the_web_view_of_a_bucket_with_wrong_credentials_exits_2(
+    bucket: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before serving, ui asks the bucket: a refused key is one line, exit 2
+    (the app itself is tested in test_s3_ui.py)."""
     prefix, _ = bucket
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     done = cli("ui", prefix)
     assert done.returncode == 2
-    assert "does not open" in done.stderr
+    assert "AWS_SECRET_ACCESS_KEY" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_pickles_planted_in_a_bucket_are_not_loaded_without_trust(server: Server) -> None:

@@ -96,3 +96,38 @@ def test_the_command_serves_a_bucket_and_refuses_an_empty_prefix(server: Server)
     done = cli("ui", f"{empty}/nothing")
     assert done.returncode == 2
     assert "No folder" in done.stderr
+
+
+def test_the_ui_command_serves_a_bucket_until_ctrl_c(bucket: Any) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    prefix, _ = bucket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "digital_experiments", "ui", prefix, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()  # printed once it accepts connections
+        assert f":{port}/" in line
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/experiments") as answer:
+            body = answer.read()
+        assert b'"name": "fit"' in body
+        assert b'"runs": 3' in body
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=60)
+    assert server.returncode == 0, stderr
+    assert "Traceback" not in stderr

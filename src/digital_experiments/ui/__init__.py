@@ -13,8 +13,8 @@ import ipaddress
 import os
 import sys
 import webbrowser
-from pathlib import Path
 
+from .._roots import located
 from ._app import LOOPBACK, create_app
 
 __all__ = ["create_app", "serve"]
@@ -62,12 +62,12 @@ def serve(
         )
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     url = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"
-    app = create_app(Path(root), trust=trust, hosts=[*LOOPBACK, host])
+    app = create_app(root, trust=trust, hosts=[*LOOPBACK, host])
     config = uvicorn.Config(app, host=host, port=port, log_level="warning")
 
     def ready() -> None:
         print(
-            f"digital-experiments: serving {Path(root).absolute()} at {url} (Ctrl-C to stop)",
+            f"digital-experiments: serving {located(root)} at {url} (Ctrl-C to stop)",
             flush=True,
         )
         if open_browser:
