@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _keys as keys
 from . import _storage as storage
-from ._backends import Backend, FileBackend
+from ._backends import Backend, FileBackend, root_store
 from ._keys import same_code
 from ._layout import is_id
 from ._metrics import logged as logged_metrics
@@ -438,8 +438,7 @@ def find_id(backend: Backend, id: str, ids: Collection[str] | None = None) -> st
     """
     if not isinstance(id, str):
         raise TypeError(f"A run id is a str such as {_EXAMPLE_ID!r}, not {id!r}.")
-    store = backend if isinstance(backend, FileBackend) else None
-    if ids is None and store is not None and is_id(id) and os.path.lexists(store.path(id)):
+    if ids is None and isinstance(backend, FileBackend) and is_id(id) and _exists(backend, id):
         return id  # a whole id: no need to list the folder
     known = backend.all_ids() if ids is None else ids
     if id and id in known:
@@ -465,6 +464,13 @@ def find_id(backend: Backend, id: str, ids: Collection[str] | None = None) -> st
 
 
 _EXAMPLE_ID = "2026-01-01_12-00-00_000000"
+
+
+def _exists(backend: FileBackend, id: str) -> bool:
+    """Whether run ``id``'s record is there (a link counts, even a dangling one)."""
+    if root_store(backend).folder is None:
+        return root_store(backend).version(backend.key(id)) is not None
+    return os.path.lexists(backend.path(id))
 
 
 def load(
