@@ -23,7 +23,6 @@ lost answer is settled by reading the object back.
 
 from __future__ import annotations
 
-import email.utils
 import os
 import re
 import threading
@@ -120,6 +119,8 @@ class S3Store(Store):
 
     def age(self, key: str) -> float | None:
         # the server's own clock twice: its Date header, and the object's LastModified
+        import email.utils  # on first use: imports stay light
+
         try:
             meta = self._call(
                 key, lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key))
