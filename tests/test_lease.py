@@ -15,9 +15,9 @@ import pytest
 from digital_experiments import _lease as leases
 from digital_experiments import _storage as storage
 from digital_experiments._lease import Lease, Observer
-from digital_experiments._store import MemoryStore, Store, open_store
+from digital_experiments._store import LocalStore, MemoryStore, Store, open_store
 
-from .conftest import dead_pid
+from .conftest import dead_pid, python_code
 from .servers import ATOMIC_KINDS, KINDS, race, store_of, use_server
 
 FOREIGN = {"host": "another-host", "pid": 1, "boot": "b", "pidns": "p", "start": 1}
@@ -248,3 +248,164 @@ def test_processes_racing_for_one_lease_one_wins(
     assert len(winners) == 1, outcomes
     assert leases.holds(Lease(store, "k", token=winners[0]))
     assert leases.generations(Lease(store, "k")) == [0 if start == "free" else 1]
+
+
+def test_an_observer_times_each_lease_apart(tmp_path: Path) -> None:
+    """What one lease did says nothing of another (another key, or another store)."""
+    clock = Clock()
+    observer = Observer(clock)
+    a = Lease(LocalStore(tmp_path / "one", fsync=False), "a")
+    b, elsewhere = Lease(a.store, "b"), Lease(LocalStore(tmp_path / "two", fsync=False), "a")
+    assert observer.unchanged_for(a, "state") == 0.0  # first look
+    assert observer.unchanged_for(b, "other") == 0.0
+    assert observer.unchanged_for(elsewhere, "other") == 0.0
+    clock.now += 5.0
+    assert observer.unchanged_for(a, "state") == 5.0
+    assert observer.unchanged_for(b, "other") == 5.0
+    assert observer.unchanged_for(a, "moved") == 0.0  # a change starts the count again
+    clock.now += 1.0
+    assert observer.unchanged_for(a, "moved") == 1.0
+
+
+def test_without_an_observer_the_process_wide_one_watches(store: Store) -> None:
+    plant(store, "k", 0, "theirs", FOREIGN)
+    mine = Lease(store, "k", length=30.0)
+    assert not leases.acquire(mine)  # first look of this process: not stale yet
+    assert leases.holds(Lease(store, "k", token="theirs"))
+
+
+def test_a_lease_whose_holder_process_died_is_taken_over_at_once(tmp_path: Path) -> None:
+    """A real process takes the lease and exits: its generation names it, so this
+    host sees at once that it is gone."""
+    folder = tmp_path / "store"
+    child = python_code(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from digital_experiments import _lease as leases\n"
+        "from digital_experiments._store import LocalStore\n"
+        "store = LocalStore(Path(sys.argv[1]), fsync=False)\n"
+        "assert leases.acquire(leases.Lease(store, 'k'))\n",
+        folder,
+    )
+    assert child.returncode == 0, child.stderr
+    mine = Lease(LocalStore(folder, fsync=False), "k")
+    assert leases.acquire(mine, Observer(Clock()))
+    assert leases.generations(mine) == [1]
+
+
+def test_a_garbage_generation_is_taken_over_at_once(store: Store) -> None:
+    store.put_new(Lease(store, "k").generation_key(0), b"not json")
+    mine = Lease(store, "k")
+    assert leases.acquire(mine, Observer(Clock()))
+    assert leases.generations(mine) == [1]
+
+
+def test_an_empty_generation_is_being_written_and_counts_from_when_it_is(store: Store) -> None:
+    """An empty generation is one written in place (no hard links): no garbage to
+    take over, and once written its count of unchanged time starts again."""
+    key = Lease(store, "k").generation_key(0)
+    assert store.put_new(key, b"")
+    clock = Clock()
+    observer, mine = Observer(clock), Lease(store, "k")
+    assert not leases.acquire(mine, observer)
+    clock.now += leases.DEFAULT_LENGTH - 1
+    assert not leases.acquire(mine, observer)
+    store.put(key, json.dumps({"token": "theirs", "holder": FOREIGN}).encode())
+    clock.now += 1
+    assert not leases.acquire(mine, observer)  # written just now: a fresh count
+    clock.now += leases.DEFAULT_LENGTH
+    assert leases.acquire(mine, observer)
+
+
+def test_a_taker_that_loses_the_race_for_a_generation_does_not_hold(store: Store) -> None:
+    """Both judge generation 0 stale; the other creates generation 1 first."""
+    plant(store, "k", 0, "theirs", FOREIGN)
+    paused = _Paused(store, Lease(store, "k").generation_key(1))
+    slow = Lease(paused, "k", length=0.0)
+    won: list[bool] = []
+    thread = threading.Thread(target=lambda: won.append(leases.acquire(slow, Observer(Clock()))))
+    thread.start()
+    assert paused.reached.wait(60)
+    quick = Lease(store, "k", length=0.0)
+    assert leases.acquire(quick, Observer(Clock()))  # generation 1
+    paused.go.set()
+    thread.join(60)
+    assert won == [False]
+    assert leases.holds(quick)
+    assert not leases.holds(slow)
+
+
+def test_a_takeover_leaves_only_the_new_generation(store: Store) -> None:
+    """The generations below, their heartbeats and release marks, are removed."""
+    first = Lease(store, "k")
+    assert leases.acquire(first)
+    assert leases.beat(first)
+    leases.release(first)
+    second = Lease(store, "k")
+    assert leases.acquire(second)
+    assert list(store.list(second.folder)) == [second.generation_key(1)]
+
+
+def test_beat_renews_only_a_lease_held(store: Store) -> None:
+    lease = Lease(store, "k")
+    assert not leases.beat(lease)  # nobody holds it
+    assert leases.acquire(lease)
+    assert not leases.beat(Lease(store, "k"))  # another token
+    assert leases.beat(lease)
+    leases.release(lease)
+    assert not leases.beat(lease)  # given back: not to be renewed
+
+
+def test_a_heartbeat_names_its_adopter_until_another_adopts(store: Store) -> None:
+    """The worker that adopted the lease stays named when the driver renews it."""
+    lease = Lease(store, "k")
+    assert leases.acquire(lease)
+    assert leases.worker(lease) is None  # no heartbeat yet
+    assert leases.beat(lease)
+    assert leases.worker(lease) == storage.process_info()
+    beat_key = f"{lease.generation_key(0)}.beat"
+    store.put(beat_key, json.dumps({"holder": FOREIGN, "token": lease.token}).encode())
+    assert leases.worker(lease) == FOREIGN
+    assert leases.beat(lease)  # the driver renews
+    assert leases.worker(lease) == FOREIGN
+    assert leases.beat(lease, adopt=True)  # this process adopts it
+    assert leases.worker(lease) == storage.process_info()
+    store.put(beat_key, json.dumps({"holder": "not a process"}).encode())
+    assert leases.worker(lease) is None
+    assert leases.worker(Lease(store, "never held")) is None
+
+
+def test_every_heartbeat_moves_the_version(store: Store) -> None:
+    """Observers watch the heartbeat's version; on S3 that is a digest of the bytes,
+    so two beats must never write the same bytes."""
+    lease = Lease(store, "k")
+    assert leases.acquire(lease)
+    beat_key = f"{lease.generation_key(0)}.beat"
+    versions = set()
+    for _ in range(3):
+        assert leases.beat(lease)
+        versions.add(store.version(beat_key))
+    assert len(versions) == 3
+
+
+def test_held_lists_the_keys_someone_holds(store: Store) -> None:
+    prefix = ".de/claims/"  # not the default prefix: as sweep claims use it
+    assert leases.held(store, prefix) == []
+    taken = {key: Lease(store, key, prefix) for key in ("a", "b", "c")}
+    for lease in taken.values():
+        assert leases.acquire(lease)
+    leases.release(taken["b"])
+    assert leases.acquire(Lease(store, "d"))  # under the default prefix: not listed
+    assert leases.held(store, prefix) == ["a", "c"]
+    assert leases.holds_any(Lease(store, "a", prefix))  # by anyone, asked with any token
+    assert not leases.holds_any(Lease(store, "b", prefix))  # released
+    assert not leases.holds_any(Lease(store, "never", prefix))
+
+
+def test_only_names_of_ten_digits_are_generations(store: Store) -> None:
+    lease = Lease(store, "k")
+    assert leases.acquire(lease)
+    for stray in ("README.txt", "12345", "00000000001"):  # ten characters; digits; eleven
+        store.put(lease.folder + stray, b"{}")
+    assert leases.generations(lease) == [0]
+    assert leases.holds(lease)
