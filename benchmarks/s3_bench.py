@@ -45,10 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import _s3_server
 from run import log, machine
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the servers the tests start, started the same way
+from tests.servers import Server, running  # noqa: E402
+
 SCENARIOS = HERE / "_s3_scenarios.py"
 OURS, BARE = "ours", "bare boto3"
 
@@ -78,7 +80,7 @@ class Row:
 class Runner:
     """Runs scenarios in fresh processes, pointed at the server."""
 
-    def __init__(self, server: _s3_server.Server, work: Path, timeout: float) -> None:
+    def __init__(self, server: Server, work: Path, timeout: float) -> None:
         self.server = server
         self.work = work
         self.timeout = timeout
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine()
     work = Path(tempfile.mkdtemp(prefix="de-s3-bench-"))
     try:
-        with _s3_server.running(work / "weed") as server:
+        with running("seaweedfs", work / "weed") as server:
             log(f"SeaweedFS at {server.endpoint} (pid {server.process.pid}), scratch {work}")
             runner = Runner(server, work, args.timeout)
             rows, profiles = measure(runner, args)

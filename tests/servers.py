@@ -71,13 +71,17 @@ class Server:
         self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
+        """Stop the server and anything it started (it leads its own session)."""
+        if self.process.poll() is not None:
+            return
         with contextlib.suppress(ProcessLookupError):
             self.resume()
-        self.process.terminate()
+            os.killpg(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
 
