@@ -105,6 +105,30 @@ def git_repo(path: Path) -> Path:
     return path
 
 
+def fresh_process(
+    command: list[str], cwd: Path, env: dict[str, str], timeout: float, what: str
+) -> dict[str, Any]:
+    """Run one scenario in a fresh process: the JSON of its last line of output.
+
+    Raises
+    ------
+    TimedOut
+        Past ``timeout`` seconds.
+    RuntimeError
+        If it failed (its stderr is in the message).
+    """
+    try:
+        done = subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise TimedOut(f"{what} took over {timeout:.0f} s") from None
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 class Runner:
     """Runs scenarios in fresh processes and keeps every measurement."""
 
@@ -116,21 +140,7 @@ class Runner:
 
     def run(self, lib: str, scenario: str, *args: object) -> dict[str, Any]:
         command = [self.pythons[lib], str(SCENARIOS), scenario, *map(str, args)]
-        try:
-            done = subprocess.run(
-                command,
-                cwd=self.cwd,
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
-            )
-        except subprocess.TimeoutExpired:
-            raise TimedOut(f"{lib} {scenario} {args} took over {self.timeout:.0f} s") from None
-        if done.returncode != 0:
-            raise RuntimeError(f"{lib} {scenario} {args} failed:\n{done.stderr}")
-        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-        return result
+        return fresh_process(command, self.cwd, self.env, self.timeout, f"{lib} {scenario} {args}")
 
     def rounds(
         self,

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from run import log, machine
+from run import fresh_process, log, machine
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the servers the tests start, started the same way
@@ -96,21 +96,7 @@ class Runner:
         if profile is not None:
             env["DE_BENCH_PROFILE"] = str(profile)
         command = [sys.executable, str(SCENARIOS), scenario, *map(str, args)]
-        try:
-            done = subprocess.run(
-                command,
-                cwd=self.work,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
-            )
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"{scenario} {args} took over {self.timeout:.0f} s") from None
-        if done.returncode != 0:
-            raise RuntimeError(f"{scenario} {args} failed:\n{done.stderr}")
-        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-        return result
+        return fresh_process(command, self.work, env, self.timeout, f"{scenario} {args}")
 
     def hosts(
         self, scenario: str, args: list[list[object]], profile: Path | None = None
