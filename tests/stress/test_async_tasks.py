@@ -238,6 +238,22 @@ async def test_native_asyncio_cancel_at_any_instant_never_leaves_a_running_recor
     assert len({o.id for o in runs}) == len(runs)
 
 
+async def _cancel_each(job: Any, times: int, step: float) -> list[BaseException]:
+    """Call ``job(1)`` ``times`` times, cancelling the k-th call after ``k * step``
+    seconds; the cancellations it raised (kept alive, so garbage collection cannot
+    release a leaked hold for the test)."""
+    errors: list[BaseException] = []
+    for k in range(times):
+        task = asyncio.create_task(job(1))
+        await asyncio.sleep(k * step)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError as error:
+            errors.append(error)
+    return errors
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.anyio
 async def test_native_cancel_while_taking_the_cache_lock_gives_it_back(tmp_path: Path) -> None:
@@ -249,15 +265,7 @@ async def test_native_cancel_while_taking_the_cache_lock_gives_it_back(tmp_path:
         await never.wait()
         return x
 
-    errors = []  # kept alive, so garbage collection cannot release a leaked hold for us
-    for k in range(600):
-        task = asyncio.create_task(job(1))
-        await asyncio.sleep(k * 0.00001)
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError as error:
-            errors.append(error)
+    errors = await _cancel_each(job, 600, 0.00001)
     assert len(errors) == 600
     # attempts may still run in worker threads: the lock must come free once they end
     lock = storage.make_lock(job.experiment.index.lock_path({"x": 1}))
@@ -288,15 +296,7 @@ async def test_native_cancel_while_waiting_for_a_shared_roots_lease_gives_it_bac
 
     index = job.experiment.index
     assert index.shared()
-    errors = []
-    for k in range(200):
-        task = asyncio.create_task(job(1))
-        await asyncio.sleep(k * 0.00002)
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError as error:
-            errors.append(error)
+    errors = await _cancel_each(job, 200, 0.00002)
     assert len(errors) == 200
     lease = index.lease({"x": 1})
     with anyio.fail_after(60):  # tries still in worker threads give back what they took
