@@ -171,10 +171,9 @@ class _Paused(Store):
         self.inner.delete(key)
 
 
-def test_a_taker_with_an_old_view_never_wins(store: Store) -> None:
-    """A taker judges generation 0 stale, then stalls; meanwhile the lease moves on
-    (taken, released, taken again, old generations tidied away). When the stalled
-    taker's create of generation 1 finally lands, it is not the top: it loses."""
+def _stall_a_taker(store: Store) -> tuple[_Paused, Lease, list[bool], threading.Thread]:
+    """A taker (in a thread) that judged a foreign generation 0 stale, held just
+    before its create of generation 1 lands; ``won`` gets what its acquire says."""
     plant(store, "k", 0, "theirs", FOREIGN)
     paused = _Paused(store, Lease(store, "k").generation_key(1))
     slow = Lease(paused, "k", length=0.0)
@@ -182,6 +181,14 @@ def test_a_taker_with_an_old_view_never_wins(store: Store) -> None:
     thread = threading.Thread(target=lambda: won.append(leases.acquire(slow, Observer(Clock()))))
     thread.start()
     assert paused.reached.wait(60)
+    return paused, slow, won, thread
+
+
+def test_a_taker_with_an_old_view_never_wins(store: Store) -> None:
+    """A taker judges generation 0 stale, then stalls; meanwhile the lease moves on
+    (taken, released, taken again, old generations tidied away). When the stalled
+    taker's create of generation 1 finally lands, it is not the top: it loses."""
+    paused, _, won, thread = _stall_a_taker(store)
     quick = Lease(store, "k", length=0.0)
     assert leases.acquire(quick, Observer(Clock()))  # generation 1
     leases.release(quick)
@@ -326,13 +333,7 @@ def test_an_empty_generation_is_being_written_and_counts_from_when_it_is(store: 
 
 def test_a_taker_that_loses_the_race_for_a_generation_does_not_hold(store: Store) -> None:
     """Both judge generation 0 stale; the other creates generation 1 first."""
-    plant(store, "k", 0, "theirs", FOREIGN)
-    paused = _Paused(store, Lease(store, "k").generation_key(1))
-    slow = Lease(paused, "k", length=0.0)
-    won: list[bool] = []
-    thread = threading.Thread(target=lambda: won.append(leases.acquire(slow, Observer(Clock()))))
-    thread.start()
-    assert paused.reached.wait(60)
+    paused, slow, won, thread = _stall_a_taker(store)
     quick = Lease(store, "k", length=0.0)
     assert leases.acquire(quick, Observer(Clock()))  # generation 1
     paused.go.set()
