@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,19 +136,25 @@ def _same_tick(folder: Path, stamp: int) -> None:
     os.utime(folder, ns=(stamp, stamp))
 
 
-def test_tags_added_in_the_same_mtime_tick_as_a_listing_still_show(tmp_path: Path) -> None:
-    """The cached list of tagged runs is keyed by the annotations folder's mtime;
-    a run tagged just after a listing, in the same tick, is still found."""
+def _two_runs_the_first_tagged(root: Path) -> tuple[Any, str, str]:
+    """An experiment in ``root`` with two runs, the first tagged ``seen=True``."""
     from digital_experiments import experiment
 
     def f(x: int) -> int:
         return x
 
-    run = experiment(root=tmp_path / "f")(f)
+    run = experiment(root=root)(f)
     run(1)
     run(2)
     first, second = (o.id for o in run.observations())
     run.tag(first, seen=True)
+    return run, first, second
+
+
+def test_tags_added_in_the_same_mtime_tick_as_a_listing_still_show(tmp_path: Path) -> None:
+    """The cached list of tagged runs is keyed by the annotations folder's mtime;
+    a run tagged just after a listing, in the same tick, is still found."""
+    run, first, second = _two_runs_the_first_tagged(tmp_path / "f")
     folder = layout.internal(tmp_path / "f", "annotations")
     stamp = os.stat(folder).st_mtime_ns
     backend = run.backend
@@ -173,16 +180,7 @@ def test_a_first_metric_in_the_same_mtime_tick_as_a_listing_still_shows(tmp_path
 
 def test_an_old_listing_is_trusted_without_looking_again(tmp_path: Path) -> None:
     """Once the folder's mtime is settled, an untagged run costs no file lookup."""
-    from digital_experiments import experiment
-
-    def g(x: int) -> int:
-        return x
-
-    run = experiment(root=tmp_path / "g")(g)
-    run(1)
-    run(2)
-    first, second = (o.id for o in run.observations())
-    run.tag(first, seen=True)
+    run, first, second = _two_runs_the_first_tagged(tmp_path / "g")
     folder = layout.internal(tmp_path / "g", "annotations")
     old = os.stat(folder).st_mtime_ns - 2 * storage.RECENT_NS
     _same_tick(folder, old)
