@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .servers import any_store, moto, seaweedfs  # noqa: F401 (fixtures for every test file)
+from .servers import any_store, moto, seaweedfs, server  # noqa: F401 (fixtures for every test file)
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test Author",

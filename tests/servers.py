@@ -229,6 +229,12 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
 
 
+@pytest.fixture
+def server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """The session's SeaweedFS, with this test's environment pointed at it."""
+    return use_server("seaweedfs", request, monkeypatch)
+
+
 def store_of(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Store:

@@ -16,15 +16,10 @@ import pytest
 from digital_experiments import current_dir, experiment, log
 from digital_experiments._store.s3 import S3Store
 
-from .servers import Server, use_server
+from .servers import Server
 from .test_cli import cli
 
 pytest.importorskip("boto3")
-
-
-@pytest.fixture
-def server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Server:
-    return use_server("seaweedfs", request, monkeypatch)
 
 
 def fit(lr: float) -> dict[str, float]:

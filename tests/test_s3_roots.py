@@ -26,14 +26,9 @@ from digital_experiments import current_dir, current_id, experiment, log
 from digital_experiments._store.base import StoreError
 from digital_experiments._store.s3 import S3Store
 
-from .servers import Server, use_server
+from .servers import Server
 
 pytest.importorskip("boto3")
-
-
-@pytest.fixture
-def server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Server:
-    return use_server("seaweedfs", request, monkeypatch)
 
 
 def square(x: int) -> dict[str, int]:

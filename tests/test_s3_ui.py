@@ -19,14 +19,9 @@ from starlette.testclient import TestClient
 from digital_experiments import experiment
 from digital_experiments.ui import _index, create_app
 
-from .servers import Server, use_server
+from .servers import Server
 from .test_cli import cli
 from .test_ui_api import PNG, fit
-
-
-@pytest.fixture
-def server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Server:
-    return use_server("seaweedfs", request, monkeypatch)
 
 
 @pytest.fixture
