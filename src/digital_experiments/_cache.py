@@ -52,7 +52,6 @@ class CacheIndex:
         self.backend = backend
         self.code = code
         self._scanned: dict[str, str] | None = None  # key -> id, from one scan
-        self._shared: bool | None = None  # whether other hosts may write this root
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_scanned": None}
@@ -67,10 +66,8 @@ class CacheIndex:
 
     def shared(self) -> bool:
         """Whether other hosts may share the root: a remote store, or a folder on a
-        network or FUSE filesystem (asked once)."""
-        if self._shared is None:
-            self._shared = filesystems.shared(root_store(self.backend))
-        return self._shared
+        network or FUSE filesystem."""
+        return filesystems.shared(root_store(self.backend))
 
     def lease(self, config: Mapping[str, Any]) -> Lease:
         """The lease that lets one host at a time run ``config``."""

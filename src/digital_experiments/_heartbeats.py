@@ -63,11 +63,10 @@ def stop(store: Store, id: str) -> None:
 def silent_for(store: Store, id: str, record: str | None) -> float | None:
     """How long run ``id`` has given no sign of life in ``store``: the age of its
     newest heartbeat, or of its record (key ``record``) when it has none."""
-    ages = [store.age(layout.heartbeat_key(id))]
-    if ages[0] is None and record is not None:
-        ages.append(store.age(record))
-    found = [age for age in ages if age is not None]
-    return min(found) if found else None
+    age = store.age(layout.heartbeat_key(id))
+    if age is None and record is not None:
+        age = store.age(record)
+    return age
 
 
 def _beat() -> None:

@@ -61,8 +61,7 @@ def exists(root: Root) -> bool:
     """
     if not is_url(root):
         return Path(root).is_dir()
-    store = _store(root)
-    store.check()
+    store = _store(root)  # a listing fails as check() would, naming the setting
     return next(store.list(""), None) is not None or next(store.folders(""), None) is not None
 
 
@@ -197,6 +196,6 @@ def experiment_folders(folder: str | os.PathLike[str]) -> list[Root]:
     else:
         with os.scandir(folder) as entries:
             names = sorted(entry.name for entry in entries if entry.is_dir())
-    place: Root = folder if is_url(folder) else Path(folder)  # type: ignore[assignment]
+    place: Root = str(folder) if is_url(folder) else Path(folder)
     found = [inside(place, name) for name in names if not name.startswith(".")]
     return [root for root in found if is_experiment_folder(root)]

@@ -340,6 +340,7 @@ def _purge_objects(backend: FileBackend, ids: list[str]) -> int:
             continue
         store.delete(trashed_key)  # first: a half-purged run never looks restorable
         for key in keys:
-            store.delete(key)
+            if key != trashed_key:
+                store.delete(key)
         count += 1
     return count

@@ -53,13 +53,14 @@ def kind(fstype: str) -> str:
     return "network" if fstype in NETWORK else "local"
 
 
-@functools.lru_cache(maxsize=256)
 def shared(store: Store) -> bool:
     """Whether other hosts may write ``store``: a remote store, or a folder on a
-    network or FUSE filesystem."""
-    folder = store.folder
-    if folder is None:
-        return True
+    network or FUSE filesystem (asked once per folder)."""
+    return store.folder is None or _on_shared_mount(os.fspath(store.folder))
+
+
+@functools.lru_cache(maxsize=256)
+def _on_shared_mount(folder: str) -> bool:
     mount = mount_of(folder)
     return mount is not None and kind(mount[1]) != "local"
 
