@@ -15,7 +15,7 @@ help:
 	@echo "make test   - create .venv, install dev extras, run ruff, import-linter, mypy, pytest and 2.0.4's suite"
 	@echo "make docs   - build the Sphinx docs offline, warnings as errors"
 	@echo "make bench  - benchmarks against digital-experiments 2.0.4"
-	@echo "make mutate - mutation testing (slow); MODULE=_context for one module"
+	@echo "make mutate - mutation testing (slow); MODULE=_runs.context for one module"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,9 +78,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ui_bench.py
 	$(BIN)/python benchmarks/s3_bench.py
 
-# Mutation testing with mutmut over _storage, _run, _claims, _sweep, _context,
-# _where, _keys and _lease ([tool.mutmut] in pyproject.toml). MODULE=_where
-# mutates one module only, and runs its fast tier (MUTATE_TIER_<module>: the
+# Mutation testing with mutmut over _store.files, _record.run, _sweep.claims,
+# _sweep.engine, _runs.context, _model.where, _model.keys and _store.lease
+# ([tool.mutmut] in pyproject.toml). MODULE=_model.where mutates one module
+# only, and runs its fast tier (MUTATE_TIER_<module>: the
 # module's unit tests and the process tests that reach it; docs/testing.md).
 # A module without a tier, or no MODULE, runs tests/. The tier is written to
 # mutants/tier.txt, which pytest reads as @tier.txt (mutmut runs pytest in
@@ -90,12 +91,12 @@ bench: $(STAMP)
 # import system skips it.
 MODULE ?=
 MUTATE_STAMP := $(VENV)/.installed-mutate
-MUTATE_TIER__where := tests/test_where.py tests/test_properties.py tests/test_query.py \
+MUTATE_TIER__model.where := tests/test_where.py tests/test_properties.py tests/test_query.py \
 	tests/test_cli_results.py::test_list_where_sort_top_columns_and_formats \
 	tests/test_cli_results.py::test_list_errors_point_at_the_query \
 	tests/test_cli_results.py::test_rm_and_trash
-MUTATE_TIER__keys := tests/test_keys.py tests/test_properties.py
-MUTATE_TIER__lease := tests/test_lease.py
+MUTATE_TIER__model.keys := tests/test_keys.py tests/test_properties.py
+MUTATE_TIER__store.lease := tests/test_lease.py
 MUTATE_TIER := $(or $(MUTATE_TIER_$(MODULE)),tests/)
 
 $(MUTATE_STAMP): pyproject.toml | $(BIN)/python

@@ -69,7 +69,7 @@ def per_call(root: str, calls: str) -> dict[str, Any]:
     os.fsync = timed(os.fsync)  # looked up at each call (folders, and 2.0.4 if it did)
     function = _experiment(root)
     # ours binds its data sync at import: time the function it really calls
-    storage = sys.modules.get("digital_experiments._storage")
+    storage = sys.modules.get("digital_experiments._store.files")
     if storage is not None and hasattr(storage, "_sync_data"):
         storage._sync_data = timed(storage._sync_data)
     function(-1)  # warm-up: environment capture, first folder creation

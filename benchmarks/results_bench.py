@@ -35,7 +35,7 @@ import pandas as pd
 from _stores import sweep_store  # benchmarks/ is on sys.path: this script's folder
 
 from digital_experiments import Observation, experiment, log, query
-from digital_experiments import _layout as layout
+from digital_experiments._model import layout
 
 
 def median_time(action: Callable[[], Any], rounds: int) -> float:

@@ -15,27 +15,47 @@ PACKAGE = Path(digital_experiments.__file__).parent
 ALLOWED = {("backends", "_ALL_BACKENDS")}
 
 
-def private_uses(path: Path) -> list[str]:
-    """``module._name`` reads and ``from .module import _name`` imports in ``path``,
-    where ``module`` is another module of the package."""
+def _module_of(path: Path) -> str:
+    """``path``'s dotted name inside the package (``_store.files``)."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name: str) -> bool:
+    """Whether ``name`` (``_store.files``) is a module or package of ours."""
+    path = PACKAGE.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_uses(path: Path, package: str = "") -> list[str]:
+    """``module._name`` reads and ``from ..module import _name`` imports in ``path``
+    (whose package, inside ours, is ``package``), where ``module`` is another module
+    of ours."""
     tree = ast.parse(path.read_text(), filename=str(path))
     here = path.stem
+    base = package.split(".") if package else []
     modules: dict[str, str] = {}  # local name -> module of this package
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            up = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+            source = ".".join([*up, *([node.module] if node.module else [])])
             for alias in node.names:
-                if node.module is None:  # from . import _storage as storage
-                    modules[alias.asname or alias.name] = alias.name
-                elif alias.name.startswith("_") and (here, alias.name) not in ALLOWED:
-                    found.append(f"{here}: from .{node.module} import {alias.name}")
+                name = ".".join(filter(None, [source, alias.name]))
+                if _is_module(name):  # from .._store import files as storage
+                    modules[alias.asname or alias.name] = name
+                elif _private(alias.name) and (here, alias.name) not in ALLOWED:
+                    found.append(f"{here}: from {source} import {alias.name}")
     for node in ast.walk(tree):
         if (
             isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Name)
             and node.value.id in modules
-            and node.attr.startswith("_")
-            and not node.attr.startswith("__")
+            and _private(node.attr)
         ):
             found.append(f"{here}: {modules[node.value.id]}.{node.attr}")
     return found
@@ -44,17 +64,25 @@ def private_uses(path: Path) -> list[str]:
 def test_the_check_finds_a_private_use(tmp_path: Path) -> None:
     planted = tmp_path / "planted.py"
     planted.write_text(
-        "from . import _storage as storage\nfrom ._run import _Call\nstorage._identity()\n"
+        "from .._store import files as storage\nfrom .run import _Call\n"
+        "from ..x.y import _z\nstorage._identity()\n"
     )
-    assert private_uses(planted) == [
-        "planted: from ._run import _Call",
-        "planted: _storage._identity",
+    assert private_uses(planted, "_record") == [
+        "planted: from _record.run import _Call",
+        "planted: from x.y import _z",
+        "planted: _store.files._identity",
     ]
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)
+_MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "static" not in p.parts)
+
+
+@pytest.mark.parametrize("path", _MODULES, ids=lambda p: p.relative_to(PACKAGE).as_posix())
 def test_no_module_uses_another_modules_private_names(path: Path) -> None:
-    assert private_uses(path) == []
+    package = (
+        _module_of(path).rpartition(".")[0] if path.name != "__init__.py" else _module_of(path)
+    )
+    assert private_uses(path, package) == []
 
 
 # ---------------------------------------------------------------- the disk, below the stores
@@ -72,19 +100,19 @@ _SHUTIL = {"rmtree", "move", "copy", "copy2", "copyfile", "copytree"}
 DISK = {
     "_store/local.py": "the folder store itself",
     "_store/filesystems.py": "reads /proc/self/mountinfo",
-    "_storage.py": "atomic writes, id reservations and file locks under the folder store",
-    "_faults.py": "fault-injection points write their signal file",
-    "_environment.py": "reads the environment: git, packages, the system",
-    "_callbacks.py": "a Logging callback's log file, where the user asks",
-    "_context.py": "makes the run's current_dir() (a store's working folder)",
+    "_store/files.py": "atomic writes, id reservations and file locks under the folder store",
+    "_store/faults.py": "fault-injection points write their signal file",
+    "_record/environment.py": "reads the environment: git, packages, the system",
+    "_record/callbacks.py": "a Logging callback's log file, where the user asks",
+    "_runs/context.py": "makes the run's current_dir() (a store's working folder)",
     "cli.py": "export --output writes where the user asks",
     "_experiment.py": "checks that a folder root is not a file",
-    "_sweep.py": "makes the working folder a sweep's worker records into",
-    "_roots.py": "walks a local folder with one scandir (a bucket asks its store)",
-    "_query.py": "a whole id in a folder: one lstat instead of a listing",
-    "_backends.py": "folder fast paths: record files by rename, scandir listings",
-    "_metrics.py": "appends points to the run's local file (a bucket gets it whole)",
-    "_trash.py": "a folder's trash renames whole folders (a bucket copies objects)",
+    "_sweep/engine.py": "makes the working folder a sweep's worker records into",
+    "_read/roots.py": "walks a local folder with one scandir (a bucket asks its store)",
+    "_read/query.py": "a whole id in a folder: one lstat instead of a listing",
+    "_runs/backends.py": "folder fast paths: record files by rename, scandir listings",
+    "_runs/metrics.py": "appends points to the run's local file (a bucket gets it whole)",
+    "_read/trash.py": "a folder's trash renames whole folders (a bucket copies objects)",
     "ui/_app.py": "serves artefact files from the (working) folder",
     "ui/_index.py": "watches a folder by mtimes and inodes (a bucket: by versions)",
 }

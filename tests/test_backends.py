@@ -512,7 +512,7 @@ def test_pickle_records_name_observation_where_2_0_4_did(tmp_path: Path) -> None
     backend.record(Observation("2026-01-01_00-00-00_000000", {"x": 1}, 2, {}))
     data = (tmp_path / "2026-01-01_00-00-00_000000.pkl").read_bytes()
     assert b"digital_experiments.core" in data
-    assert b"digital_experiments._records" not in data
+    assert b"digital_experiments._runs.observation" not in data
     loaded = backend.load("2026-01-01_00-00-00_000000")
     assert pickle.loads(pickle.dumps(loaded)) == loaded
 

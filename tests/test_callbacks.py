@@ -25,7 +25,7 @@ from digital_experiments import (
     experiment,
     time_block,
 )
-from digital_experiments._environment import pip_freeze
+from digital_experiments._record.environment import pip_freeze
 from digital_experiments.callbacks import GlobalStateNotifier
 
 

@@ -18,7 +18,7 @@ import pytest
 
 import digital_experiments
 from digital_experiments import Observation, current_dir, experiment
-from digital_experiments._storage import HOST
+from digital_experiments._store.files import HOST
 from digital_experiments.backends import instantiate_backend
 
 from .conftest import dead_pid

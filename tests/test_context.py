@@ -239,7 +239,7 @@ async def test_async_run_sees_its_context() -> None:
 
 def test_current_run_outside_a_run_names_what_needs_one() -> None:
     """Outside a run, the error says what was called ("this function" by default)."""
-    from digital_experiments._context import current_run
+    from digital_experiments._runs.context import current_run
     from digital_experiments.errors import NoExperimentRunning
 
     with pytest.raises(NoExperimentRunning, match=r"^No experiment running: this function only"):
@@ -250,7 +250,7 @@ def test_current_run_outside_a_run_names_what_needs_one() -> None:
 
 def test_a_run_crosses_processes_with_its_id_and_root(tmp_path: Path) -> None:
     """A pickled Run keeps id and root, and gets fresh (unshared) state."""
-    from digital_experiments._context import Run
+    from digital_experiments._runs.context import Run
 
     run = Run("2026-01-01_00-00-00_000000", tmp_path)
     run.callback_state(object())["x"] = 1
@@ -261,7 +261,7 @@ def test_a_run_crosses_processes_with_its_id_and_root(tmp_path: Path) -> None:
 
 def test_each_callback_has_its_own_state_in_a_run(tmp_path: Path) -> None:
     """callback_state is per callback: two callbacks never see each other's scratch space."""
-    from digital_experiments._context import Run
+    from digital_experiments._runs.context import Run
 
     run = Run("2026-01-01_00-00-00_000000", tmp_path)
     first, second = object(), object()
@@ -285,7 +285,7 @@ def test_hand_timing_ends_quietly_twice_or_in_another_context() -> None:
     """end_hand_timing ignores a token already used, or one made in another context."""
     import contextvars
 
-    from digital_experiments._context import begin_hand_timing, end_hand_timing
+    from digital_experiments._runs.context import begin_hand_timing, end_hand_timing
 
     _, token = begin_hand_timing("by-hand")
     end_hand_timing(token)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from digital_experiments import _storage as storage
 from digital_experiments import experiment, log, query
+from digital_experiments._store import files as storage
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from digital_experiments import _environment as environment
 from digital_experiments import experiment
+from digital_experiments._record import environment
 
 from .conftest import git, make_repo
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from digital_experiments import _blobs as shared
-from digital_experiments import _environment as environment
-from digital_experiments import _layout as layout
-from digital_experiments import _storage as storage
+from digital_experiments._model import layout
+from digital_experiments._record import environment
+from digital_experiments._store import blobs as shared
+from digital_experiments._store import files as storage
 from digital_experiments._store.local import LocalStore
 
 from .conftest import git
@@ -165,7 +165,7 @@ def test_tags_added_in_the_same_mtime_tick_as_a_listing_still_show(tmp_path: Pat
 
 
 def test_a_first_metric_in_the_same_mtime_tick_as_a_listing_still_shows(tmp_path: Path) -> None:
-    from digital_experiments import _metrics as metrics
+    from digital_experiments._runs import metrics
 
     folder = layout.internal(tmp_path, "metrics")
     folder.mkdir(parents=True)

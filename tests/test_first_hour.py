@@ -29,7 +29,7 @@ from digital_experiments import (
     log,
     query,
 )
-from digital_experiments import _trash as trashcan
+from digital_experiments._read import trash as trashcan
 from digital_experiments.backends import instantiate_backend
 from digital_experiments.errors import RunningError
 

@@ -24,14 +24,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digital_experiments import _annotations as annotations
-from digital_experiments import _claims as claims
-from digital_experiments import _lease as leases
-from digital_experiments import _metrics as metrics
 from digital_experiments import experiment, log, query
-from digital_experiments._backends import yaml_text
-from digital_experiments._storage import HOST
+from digital_experiments._runs import annotations, metrics
+from digital_experiments._runs.backends import yaml_text
+from digital_experiments._store import lease as leases
+from digital_experiments._store.files import HOST
 from digital_experiments._store.local import LocalStore
+from digital_experiments._sweep import claims
 from digital_experiments.backends import instantiate_backend
 from digital_experiments.core import Observation
 

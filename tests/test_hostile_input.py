@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from digital_experiments import Observation, current_dir, experiment, log
-from digital_experiments import _layout as layout
+from digital_experiments._model import layout
 from digital_experiments.backends import instantiate_backend
 from digital_experiments.errors import TrashError
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from digital_experiments import _lease as leases
-from digital_experiments._lease import Lease
+from digital_experiments._store import lease as leases
+from digital_experiments._store.lease import Lease
 from digital_experiments._store.s3 import S3Store
 
 from .servers import Server
@@ -42,8 +42,8 @@ HOST = """
 import json, os, socket, sys, threading
 from pathlib import Path
 socket.sethostname(sys.argv[1])  # before the library reads the host name
-from digital_experiments import _lease as leases
-from digital_experiments._lease import Lease
+from digital_experiments._store import lease as leases
+from digital_experiments._store.lease import Lease
 from digital_experiments._store.s3 import S3Store
 
 name, url, folder, role = sys.argv[1:5]

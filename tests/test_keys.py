@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from digital_experiments import _keys as keys
+from digital_experiments._model import keys
 from digital_experiments.backends import instantiate_backend
 from digital_experiments.core import Observation
 
@@ -119,7 +119,7 @@ def test_keys_are_the_same_in_another_process() -> None:
     """A key does not depend on the process (string hashing is randomised per process)."""
     config = {"s": {"a", "b", "c", "d"}, "t": ("x", 1.5), "d": {2: None}}
     script = (
-        "from digital_experiments import _keys as keys\n"
+        "from digital_experiments._model import keys as keys\n"
         f"print(keys.config_key({{'code': 'c'}}, {config!r}))\n"
     )
     keys_seen = {

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from digital_experiments import _lease as leases
-from digital_experiments import _storage as storage
-from digital_experiments._lease import Lease, Observer
 from digital_experiments._store import LocalStore, MemoryStore, Store, open_store
+from digital_experiments._store import files as storage
+from digital_experiments._store import lease as leases
+from digital_experiments._store.lease import Lease, Observer
 
 from .conftest import dead_pid, python_code
 from .servers import ATOMIC_KINDS, KINDS, race, store_of, use_server
@@ -295,7 +295,7 @@ def test_a_lease_whose_holder_process_died_is_taken_over_at_once(tmp_path: Path)
     child = python_code(
         "import sys\n"
         "from pathlib import Path\n"
-        "from digital_experiments import _lease as leases\n"
+        "from digital_experiments._store import lease as leases\n"
         "from digital_experiments._store import LocalStore\n"
         "store = LocalStore(Path(sys.argv[1]), fsync=False)\n"
         "assert leases.acquire(leases.Lease(store, 'k'))\n",

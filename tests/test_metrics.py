@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from digital_experiments import NoExperimentRunning, experiment, log, propagate
-from digital_experiments import _layout as layout
-from digital_experiments import _metrics as metrics
+from digital_experiments._model import layout
+from digital_experiments._runs import metrics
 from digital_experiments._store.local import LocalStore
 
 
@@ -157,8 +157,9 @@ def test_pool_workers_log_into_the_run_through_propagate(tmp_path: Path) -> None
 CHILD = """
 import os, sys
 sys.path.insert(0, os.getcwd())
-from digital_experiments import experiment, log, _metrics
-_metrics.FLUSH_EVERY = 0.0  # write every point: a kill lands between writes or during one
+from digital_experiments import experiment, log
+from digital_experiments._runs import metrics
+metrics.FLUSH_EVERY = 0.0  # write every point: a kill lands between writes or during one
 root, ready = sys.argv[1], sys.argv[2]
 
 @experiment(root=root)

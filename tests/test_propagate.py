@@ -24,7 +24,7 @@ from digital_experiments import (
     experiment,
     propagate,
 )
-from digital_experiments._context import active_run
+from digital_experiments._runs.context import active_run
 
 from .stress.tasks import save, timed_sleep, whoami
 

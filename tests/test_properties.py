@@ -21,8 +21,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from digital_experiments import _keys as keys
-from digital_experiments import _where as where
+from digital_experiments._model import keys, where
 from digital_experiments.backends import instantiate_backend
 from digital_experiments.core import Observation
 
@@ -225,7 +224,7 @@ def _json_storable(value: Any) -> bool:
 
 _CHILD = """
 import pickle, sys
-from digital_experiments import _keys as keys
+from digital_experiments._model import keys as keys
 for config in pickle.load(sys.stdin.buffer):
     print(keys.config_key({"code": "c"}, {"x": config}))
 """

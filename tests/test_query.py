@@ -16,8 +16,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from digital_experiments import Observation, _query, experiment, query
-from digital_experiments import _storage as storage
+from digital_experiments import Observation, experiment, query
+from digital_experiments._read import query as _query
+from digital_experiments._store import files as storage
 from digital_experiments.backends import FileBackend, instantiate_backend
 from digital_experiments.errors import DigitalExperimentsError
 
@@ -246,7 +247,7 @@ def test_since_in_a_time_zone_far_from_utc(tmp_path: Path) -> None:
     script = (
         "import sys, datetime as d\n"
         "from digital_experiments import Observation, query\n"
-        "from digital_experiments import _storage as storage\n"
+        "from digital_experiments._store import files as storage\n"
         "from digital_experiments.backends import instantiate_backend\n"
         "b = instantiate_backend('json', __import__('pathlib').Path(sys.argv[1]))\n"
         "id = storage.new_id(d.datetime(2026, 11, 28, 23, 59, 30))\n"

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from digital_experiments import _layout as layout
 from digital_experiments import current_dir, experiment, log, query
-from digital_experiments._where import WhereError, compile_where
+from digital_experiments._model import layout
+from digital_experiments._model.where import WhereError, compile_where
 
 
 @pytest.fixture
@@ -308,7 +308,7 @@ def test_a_sweep_waiting_for_a_run_deleted_meanwhile_does_not_run_it_again(
     """Another process holds a config's claim; its run completes and is indexed, then
     deleted, then the claim goes: the waiting sweep returns that run, from the
     trash, and runs nothing."""
-    from digital_experiments import _claims as claims
+    from digital_experiments._sweep import claims
 
     calls: list[int] = []
 

@@ -25,7 +25,7 @@ from digital_experiments import (
     experiment,
     query,
 )
-from digital_experiments import _storage as storage
+from digital_experiments._store import files as storage
 from digital_experiments.errors import CallbackError, DigitalExperimentsError
 
 from .conftest import python_code

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from digital_experiments import _storage as storage
 from digital_experiments import current_dir, current_id, experiment, log
+from digital_experiments._store import files as storage
 from digital_experiments._store.base import StoreError
 from digital_experiments._store.s3 import S3Store
 
@@ -353,7 +353,7 @@ def test_a_restore_never_overwrites_a_run_that_took_the_id(server: Server) -> No
 
 def test_a_sweep_counts_a_run_deleted_since_it_began(server: Server) -> None:
     """load_even_deleted reads when a remote run was deleted from its trash."""
-    from digital_experiments import _trash as trash
+    from digital_experiments._read import trash
 
     url = server.url()
     run = experiment(root=url)(plain)
@@ -448,7 +448,7 @@ def _cached_host(url: str, cache: str, flags: str, name: str, out: Any) -> None:
     """A host of its own (its own DE_CACHE, so its own local locks) calling the
     cached experiment once; it notes when the config's lease was refused."""
     os.environ["DE_CACHE"], os.environ["DE_TEST_FLAGS"] = cache, flags
-    from digital_experiments import _lease as leases
+    from digital_experiments._store import lease as leases
 
     real = leases.acquire
 
@@ -540,7 +540,7 @@ def test_a_running_runs_metrics_reach_the_bucket_before_it_ends(
 ) -> None:
     """Other hosts see a running run's curve: its points are uploaded now and then
     (here at every write), not only when it ends."""
-    from digital_experiments import _metrics as metrics
+    from digital_experiments._runs import metrics
 
     monkeypatch.setattr(metrics, "FLUSH_EVERY", 0.0)
     monkeypatch.setattr(metrics, "UPLOAD_EVERY", 0.0)
@@ -565,7 +565,7 @@ def test_a_running_runs_metrics_reach_the_bucket_before_it_ends(
 def test_a_failed_progress_upload_loses_nothing(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from digital_experiments import _metrics as metrics
+    from digital_experiments._runs import metrics
 
     monkeypatch.setattr(metrics, "FLUSH_EVERY", 0.0)
     monkeypatch.setattr(metrics, "UPLOAD_EVERY", 0.0)
@@ -605,7 +605,7 @@ def test_a_run_of_another_host_silent_too_long_reads_abandoned(
 ) -> None:
     """Its pid cannot be checked here: the age of its record (the store's clock)
     decides, against ABANDONED_AFTER."""
-    from digital_experiments import _heartbeats as heartbeats
+    from digital_experiments._runs import heartbeats
 
     run = experiment(root=server.url())(plain)
     run(1)
@@ -622,7 +622,7 @@ def test_the_same_record_in_an_unshared_folder_stays_running(
 ) -> None:
     """On a local disk no other host writes, so no heartbeat is kept and none is
     judged: another PID namespace's run stays running."""
-    from digital_experiments import _heartbeats as heartbeats
+    from digital_experiments._runs import heartbeats
 
     monkeypatch.setattr(heartbeats, "ABANDONED_AFTER", -1.0)
     run = experiment(root=tmp_path / "runs")(plain)
@@ -636,7 +636,7 @@ def test_a_live_run_beats_and_its_heartbeat_goes_when_it_ends(
 ) -> None:
     """While it runs, .de/heartbeats/<id> is rewritten; a reader on another host
     (another HOST here) finds it fresh; when the run ends, it is deleted."""
-    from digital_experiments import _heartbeats as heartbeats
+    from digital_experiments._runs import heartbeats
 
     url = server.url()
     store = S3Store(url)

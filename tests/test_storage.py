@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from digital_experiments import _blobs as blobs
-from digital_experiments import _run as runs
-from digital_experiments import _storage as storage
 from digital_experiments import current_dir, experiment
-from digital_experiments._environment import pip_freeze
+from digital_experiments._record import run as runs
+from digital_experiments._record.environment import pip_freeze
+from digital_experiments._store import blobs
+from digital_experiments._store import files as storage
 
 SUFFIXES = {"pickle": ".pkl", "json": ".json", "yaml": ".yaml"}
 ID_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_\d{6}$")

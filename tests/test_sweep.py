@@ -19,13 +19,13 @@ from typing import Any
 import anyio
 import pytest
 
-from digital_experiments import _claims as claims
-from digital_experiments import _lease as leases
-from digital_experiments import _storage as storage
 from digital_experiments import current_dir, experiment
-from digital_experiments._claims import Claim
-from digital_experiments._lease import Lease, Observer
-from digital_experiments._sweep import _Job, _run_job, asweep, sweep
+from digital_experiments._store import files as storage
+from digital_experiments._store import lease as leases
+from digital_experiments._store.lease import Lease, Observer
+from digital_experiments._sweep import claims
+from digital_experiments._sweep.claims import Claim
+from digital_experiments._sweep.engine import _Job, _run_job, asweep, sweep
 from digital_experiments.backends import PickleBackend
 from digital_experiments.controllers import GridSearch, RandomSearch
 
@@ -923,7 +923,7 @@ def test_a_garbage_claim_is_taken_over_at_once(
         attempts.append(real(claim))
         return attempts[-1]
 
-    monkeypatch.setattr("digital_experiments._sweep.try_claim", counted)
+    monkeypatch.setattr("digital_experiments._sweep.engine.try_claim", counted)
     (run,) = add.sweep({"a": [1]})
     assert run.status == "completed"
     assert attempts == [True]  # the first look took the claim over: no waiting

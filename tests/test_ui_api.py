@@ -18,8 +18,8 @@ pytest.importorskip("starlette")
 from starlette.testclient import TestClient
 
 from digital_experiments import current_dir, experiment, log, query
-from digital_experiments._annotations import note
-from digital_experiments._records import Observation
+from digital_experiments._runs.annotations import note
+from digital_experiments._runs.observation import Observation
 from digital_experiments._store.local import LocalStore
 from digital_experiments.ui import create_app
 from digital_experiments.ui._index import RunIndex, extras_of

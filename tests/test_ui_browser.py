@@ -28,8 +28,8 @@ pytest.importorskip("starlette")
 playwright = pytest.importorskip("playwright.sync_api")
 
 from digital_experiments import current_dir, experiment, log, query  # noqa: E402
-from digital_experiments._annotations import note  # noqa: E402
-from digital_experiments._records import Observation  # noqa: E402
+from digital_experiments._runs.annotations import note  # noqa: E402
+from digital_experiments._runs.observation import Observation  # noqa: E402
 from digital_experiments._store.local import LocalStore  # noqa: E402
 from digital_experiments.ui import create_app  # noqa: E402
 

@@ -23,9 +23,10 @@ pytest.importorskip("starlette")
 
 from starlette.testclient import TestClient
 
-from digital_experiments import _query, current_dir, experiment
-from digital_experiments._annotations import note, tag
-from digital_experiments._records import Observation
+from digital_experiments import current_dir, experiment
+from digital_experiments._read import query as _query
+from digital_experiments._runs.annotations import note, tag
+from digital_experiments._runs.observation import Observation
 from digital_experiments._store.local import LocalStore
 from digital_experiments.ui import create_app
 from digital_experiments.ui._index import RunIndex

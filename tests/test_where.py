@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from digital_experiments._where import Where, WhereError, compile_where, suggestion
+from digital_experiments._model.where import Where, WhereError, compile_where, suggestion
 from digital_experiments.errors import DigitalExperimentsError
 
 ROW = {

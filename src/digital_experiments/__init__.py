@@ -8,8 +8,8 @@ Examples
 ...     return x**2
 """
 
-from ._context import current_dir, current_id, propagate, time_block
-from ._metrics import log
+from ._runs.context import current_dir, current_id, propagate, time_block
+from ._runs.metrics import log
 from .backends import Backend, register_backend
 from .callbacks import (
     Callback,

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, Union, runtime_checkable
 
 from ._experiment import Experiment, as_experiment
-from ._keys import canonical
-from ._plan import combinations
-from ._records import Observation
+from ._model.keys import canonical
+from ._runs.observation import Observation
+from ._sweep.plan import combinations
 
 
 class Controller(ABC):

@@ -9,15 +9,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from . import _annotations as marks
-from . import _trash as trashcan
-from ._backends import Backend, FileBackend, instantiate_backend, root_store
-from ._backends import durability as resolve_durability
-from ._callbacks import Callback, CodeVersioning, GitInfo, Logging, PipFreeze, SystemInfo, Timing
-from ._compare import call_arguments, compare
-from ._keys import same_code
-from ._layout import is_id
-from ._query import (
+from ._model.keys import same_code
+from ._model.layout import is_id
+from ._read import trash as trashcan
+from ._read.compare import call_arguments, compare
+from ._read.query import (
     ANY_CODE,
     NoSuchRun,
     Since,
@@ -28,12 +24,24 @@ from ._query import (
     shows_status,
     to_dataframe,
 )
-from ._records import COMPLETED, Observation, Observations
-from ._run import Ending, Recorder, as_recorder
+from ._record.callbacks import (
+    Callback,
+    CodeVersioning,
+    GitInfo,
+    Logging,
+    PipFreeze,
+    SystemInfo,
+    Timing,
+)
+from ._record.run import Ending, Recorder, as_recorder
+from ._runs import annotations as marks
+from ._runs.backends import Backend, FileBackend, instantiate_backend, root_store
+from ._runs.backends import durability as resolve_durability
+from ._runs.observation import COMPLETED, Observation, Observations
 from ._store import filesystems
 from ._store.open import is_url
 from ._store.s3 import parse as parse_s3
-from ._sweep import asweep, sweep
+from ._sweep.engine import asweep, sweep
 from .errors import InvalidRootError
 
 if TYPE_CHECKING:
@@ -54,7 +62,7 @@ class Experiment(Recorder, Generic[P, R]):
     function carries :meth:`observations`, :meth:`to_dataframe`,
     :meth:`artefacts`, :meth:`sweep` and :meth:`asweep` of its experiment.
     How one call is recorded, and the parameters, are those of the ``Recorder``
-    this class extends (``digital_experiments._run``, see ``docs/architecture.md``).
+    this class extends (``digital_experiments._record.run``, see ``docs/architecture.md``).
     """
 
     function: Callable[P, R]

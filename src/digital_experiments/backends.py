@@ -1,8 +1,8 @@
 """Record formats: the :class:`Backend` base, the ``pickle``, ``json`` and
 ``yaml`` backends and the registry (:func:`register_backend`)."""
 
-from ._backends import _ALL_BACKENDS as _ALL_BACKENDS  # 2.0.4's registry, for code reading it
-from ._backends import (
+from ._runs.backends import _ALL_BACKENDS as _ALL_BACKENDS  # 2.0.4's registry, for code reading it
+from ._runs.backends import (
     Backend,
     FileBackend,
     JSONBackend,

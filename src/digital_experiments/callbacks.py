@@ -4,7 +4,7 @@ A callback keeps per-run state in ``current_run().callback_state(self)``, never
 on ``self``: one callback object serves concurrent runs.
 """
 
-from ._callbacks import (
+from ._record.callbacks import (
     Callback,
     CodeVersioning,
     GitInfo,
@@ -15,7 +15,7 @@ from ._callbacks import (
     SystemInfo,
     Timing,
 )
-from ._context import Run, current_dir, current_id, current_run, time_block
+from ._runs.context import Run, current_dir, current_id, current_run, time_block
 
 __all__ = [
     "Callback",

@@ -30,13 +30,23 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from . import _annotations as marks
-from . import _query as query
-from . import _roots as roots
-from . import _trash as trashcan
-from ._backends import FileBackend, root_store, yaml_text
-from ._compare import call_text, compare
-from ._records import (
+from ._read import query, roots
+from ._read import trash as trashcan
+from ._read.compare import call_text, compare
+from ._read.tables import (
+    FORMATS,
+    duration,
+    json_text,
+    pairs,
+    printable,
+    render,
+    short,
+    text,
+    wants_colour,
+)
+from ._runs import annotations as marks
+from ._runs.backends import FileBackend, root_store, yaml_text
+from ._runs.observation import (
     ABANDONED,
     COMPLETED,
     FAILED,
@@ -49,17 +59,6 @@ from ._records import (
     tags_of,
 )
 from ._store import StoreError, is_url
-from ._tables import (
-    FORMATS,
-    duration,
-    json_text,
-    pairs,
-    printable,
-    render,
-    short,
-    text,
-    wants_colour,
-)
 from .errors import RunningError, TrashError
 
 PROG = "digital-experiments"

@@ -5,10 +5,10 @@
 and :class:`Experiment`.
 """
 
-from ._backends import Backend
-from ._callbacks import Callback
 from ._controllers import Controller
 from ._experiment import Experiment
-from ._records import Observation
+from ._record.callbacks import Callback
+from ._runs.backends import Backend
+from ._runs.observation import Observation
 
 __all__ = ["Backend", "Callback", "Controller", "Experiment", "Observation"]

@@ -11,9 +11,15 @@ Examples
 >>> frame = query.to_dataframe(runs)  # doctest: +SKIP
 """
 
-from ._query import ANY_CODE, InvalidSince, load, select, since_floor, to_dataframe
-from ._records import STATUSES, status_of
-from ._roots import NoSuchRoot, experiment_folders, is_experiment_folder, open_root, record_formats
+from ._read.query import ANY_CODE, InvalidSince, load, select, since_floor, to_dataframe
+from ._read.roots import (
+    NoSuchRoot,
+    experiment_folders,
+    is_experiment_folder,
+    open_root,
+    record_formats,
+)
+from ._runs.observation import STATUSES, status_of
 
 __all__ = [
     "ANY_CODE",

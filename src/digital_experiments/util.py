@@ -1,8 +1,8 @@
 """Small helpers, at their digital-experiments 2.0.4 import path."""
 
-from ._code import code_hash, code_identity, complete_config, source_code
-from ._environment import refresh as refresh_environment
-from ._layout import artefacts as artefact_location
+from ._model.layout import artefacts as artefact_location
+from ._record.code import code_hash, code_identity, complete_config, source_code
+from ._record.environment import refresh as refresh_environment
 
 __all__ = [
     "artefact_location",

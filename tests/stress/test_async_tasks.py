@@ -24,8 +24,8 @@ from digital_experiments import (
     experiment,
     time_block,
 )
-from digital_experiments import _environment as environment
-from digital_experiments import _storage as storage
+from digital_experiments._record import environment
+from digital_experiments._store import files as storage
 
 from .tasks import append_line
 
@@ -283,8 +283,8 @@ async def test_native_cancel_while_waiting_for_a_shared_roots_lease_gives_it_bac
 ) -> None:
     """On a root other hosts may share, a cached call also takes the config's lease:
     200 calls cancelled at 0 to 4 ms, even mid-take, leave neither lock nor lease held."""
-    from digital_experiments import _lease as leases
     from digital_experiments._store import filesystems
+    from digital_experiments._store import lease as leases
 
     monkeypatch.setattr(filesystems, "mount_of", lambda path: ("/mnt", "nfs4"))
     never = asyncio.Event()

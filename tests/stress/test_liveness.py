@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from digital_experiments import _storage as storage
 from digital_experiments import query
+from digital_experiments._store import files as storage
 from digital_experiments.cli import main as cli
 
 from .conftest import driver_env
@@ -29,7 +29,7 @@ INNER_PID = 100_000
 IN_NAMESPACE = """
 import os, sys
 from digital_experiments import experiment
-from digital_experiments import _storage as storage
+from digital_experiments._store import files as storage
 
 @experiment(root=sys.argv[1])
 def wait():
@@ -118,8 +118,8 @@ def test_a_sweep_never_takes_over_the_claim_of_another_namespace(
     run_in_another_namespace: tuple[Path, int, str], tmp_path: Path
 ) -> None:
     """A sweep claim held by a live process of another PID namespace is not taken over."""
-    from digital_experiments import _claims as claims
-    from digital_experiments import _lease as leases
+    from digital_experiments._store import lease as leases
+    from digital_experiments._sweep import claims
 
     (run,) = query.load(run_in_another_namespace[0], status="all")
     theirs = claims.Claim(str(tmp_path), "key", "theirs").lease

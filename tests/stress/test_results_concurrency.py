@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from digital_experiments import _layout as layout
 from digital_experiments import query
+from digital_experiments._model import layout
 from digital_experiments.backends import JSONBackend
 
 from .conftest import driver_env

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from digital_experiments import _claims as claims
-from digital_experiments import _storage as storage
 from digital_experiments import query
+from digital_experiments._store import files as storage
+from digital_experiments._sweep import claims
 from digital_experiments.backends import PickleBackend
 
 from . import sweep_workers

@@ -5,7 +5,11 @@ swaps (compare-and-swap on a version), puts, lists and deletes objects named by
 ``/``-separated keys. Claims, the trash, the cache index and metrics are written
 once, above, on these primitives (as joblib's ``StoreBackendMixin`` sits on its
 own few). :func:`open_store` picks the store for a root: a local folder, or an
-``s3://bucket/prefix`` URL.
+``s3://bucket/prefix`` URL. Beside the stores live the mechanisms every layer
+above shares: ``files`` (atomic writes, id reservations, file locks, process
+identity under a folder), ``lease`` (a key held by one holder, renewed by
+compare-and-swap), ``blobs`` (a run's artefact folder on a store) and ``faults``
+(the points tests stop a process at).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .. import _layout as layout
-from .. import _storage as storage
+from .._model import layout
+from . import files as storage
 from .base import Missing, Store, checked
 
 

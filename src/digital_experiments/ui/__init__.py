@@ -14,7 +14,7 @@ import os
 import sys
 import webbrowser
 
-from .._roots import located
+from .._read.roots import located
 from ._app import LOOPBACK, create_app
 
 __all__ = ["create_app", "serve"]

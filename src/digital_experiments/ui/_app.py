@@ -31,14 +31,13 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import _layout as layout
-from .. import _query as query
-from .. import _roots as roots
-from .._compare import compare
-from .._metrics import read as read_metrics
-from .._records import notes_of, status_of, tags_of
-from .._storage import settled
-from .._where import WhereError
+from .._model import layout
+from .._model.where import WhereError
+from .._read import query, roots
+from .._read.compare import compare
+from .._runs.metrics import read as read_metrics
+from .._runs.observation import notes_of, status_of, tags_of
+from .._store.files import settled
 from ._index import REMOTE_INTERVAL, Refused, RunIndex, Watcher, labels, why
 
 STATIC = Path(__file__).parent / "static"

@@ -11,13 +11,13 @@ are gone. A background thread refreshes every index twice a second, so however
 many browsers watch, the disk is scanned once per folder, and each change bumps
 :attr:`RunIndex.version`, which the live view waits on.
 
-A run's row is built by :func:`~digital_experiments._query.rows`, the builder
+A run's row is built by :func:`~digital_experiments._read.query.rows`, the builder
 ``where=`` and ``sort=`` use in Python and on the command line, ``metadata.*``
 included, so a query means the same everywhere. What the page shows besides
 (duration, error, when a running run started and its last step) is kept apart
 in :attr:`RunIndex.extras` and is never queried.
 
-Pickle records are loaded only where :func:`~digital_experiments._roots.trust_refusal`
+Pickle records are loaded only where :func:`~digital_experiments._read.roots.trust_refusal`
 allows (a folder digital-experiments 3.x recorded, or ``trust``); a record whose
 row cannot be built is shown as unreadable, and the rest of the folder still is.
 """
@@ -36,13 +36,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import _layout as layout
-from .. import _query as query
-from .. import _roots as roots
-from .._backends import FileBackend, available_backends, backend_class, root_store
-from .._records import Observation
-from .._storage import settled
+from .._model import layout
+from .._read import query, roots
+from .._runs.backends import FileBackend, available_backends, backend_class, root_store
+from .._runs.observation import Observation
 from .._store import Store, open_store
+from .._store.files import settled
 
 INTERVAL = 0.5  # seconds between two looks at a folder
 REMOTE_INTERVAL = 5.0  # seconds between two looks at a bucket (each costs requests)
@@ -225,7 +224,7 @@ class RunIndex:
         their versions).
     trust : bool
         Load pickle records even where digital-experiments 3.x did not record
-        them (see :func:`~digital_experiments._roots.trust_refusal`).
+        them (see :func:`~digital_experiments._read.roots.trust_refusal`).
     """
 
     def __init__(self, folder: Path | str, trust: bool = False) -> None:
@@ -357,7 +356,7 @@ class RunIndex:
     def _rows(
         self, loaded: list[Observation], unreadable: dict[str, str]
     ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-        """The rows of ``loaded`` (built by :func:`~digital_experiments._query.rows`,
+        """The rows of ``loaded`` (built by :func:`~digital_experiments._read.query.rows`,
         as Python and the CLI build them) and their extras; a run whose row cannot be
         built joins ``unreadable``."""
         rows, extras = {}, {}

@@ -11,9 +11,9 @@ import json
 import warnings
 from typing import Any
 
-from . import _layout as layout
-from . import _storage as storage
-from ._store.base import Missing, Store
+from .._model import layout
+from . import files as storage
+from .base import Missing, Store
 
 # (store url, digest) of blobs this process wrote or checked, and of blobs read
 _KNOWN: set[tuple[str, str]] = set()

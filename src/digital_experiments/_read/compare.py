@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from keyword import iskeyword
 from typing import TYPE_CHECKING, Any
 
-from ._query import fields
-from ._records import Observation
+from .._runs.observation import Observation
+from .query import fields
 
 if TYPE_CHECKING:
     import pandas as pd

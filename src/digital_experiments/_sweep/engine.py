@@ -3,7 +3,7 @@
 One engine, :class:`_Engine`, decides what a sweep does next: which config
 starts (a window limits how many are in flight), claims (:class:`_Keeper`
 defers configs held by others, with back-off, and keeps held claims fresh) and
-what a finished run leaves in the :class:`~digital_experiments._plan.Plan`.
+what a finished run leaves in the :class:`~digital_experiments._sweep.plan.Plan`.
 Two thin front ends drive it and differ only where one awaits: :func:`sweep`
 submits jobs to an executor and waits on futures, :func:`asweep` starts them as
 tasks of the running event loop and waits on a stream. How a sweep works
@@ -22,7 +22,7 @@ tasks of the running event loop and waits on a stream. How a sweep works
 * **Claims.** With ``skip="completed"`` the driver claims each distinct config
   just before it starts; the worker adopts the claim and removes it when the run
   ends, after indexing a completed run. A config held by another live process
-  is waited for, and its run's record returned (see :mod:`digital_experiments._claims`).
+  is waited for, and its run's record returned (see :mod:`digital_experiments._sweep.claims`).
 * **Resume.** A sweep first lists the completed runs of the current code: those
   configs are not run again, so calling the same sweep after a crash or Ctrl-C
   runs only what is missing (failed and interrupted configs run again).
@@ -47,16 +47,16 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from . import _signals as signals
-from ._backends import Backend
-from ._claims import Claim, adopt, heartbeat, holds, release, touch, try_claim
-from ._lease import DEFAULT_LENGTH
-from ._plan import Entry, Plan, Progress
-from ._query import select
-from ._records import COMPLETED, FAILED, Observation, error_info, is_completed, status_of
-from ._run import Ending, Recorder, as_recorder
-from ._trash import load_even_deleted
-from .errors import StorageError
+from .._read.query import select
+from .._read.trash import load_even_deleted
+from .._record import signals
+from .._record.run import Ending, Recorder, as_recorder
+from .._runs.backends import Backend
+from .._runs.observation import COMPLETED, FAILED, Observation, error_info, is_completed, status_of
+from .._store.lease import DEFAULT_LENGTH
+from ..errors import StorageError
+from .claims import Claim, adopt, heartbeat, holds, release, touch, try_claim
+from .plan import Entry, Plan, Progress
 
 __all__ = ["asweep", "sweep"]
 

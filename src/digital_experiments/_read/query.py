@@ -11,14 +11,15 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _keys as keys
-from . import _storage as storage
-from ._backends import Backend, FileBackend, root_store
-from ._keys import same_code
-from ._layout import is_id
-from ._metrics import logged as logged_metrics
-from ._metrics import summary as metric_summary
-from ._records import (
+from .._model import keys
+from .._model.keys import same_code
+from .._model.layout import is_id
+from .._model.where import Where as CompiledWhere
+from .._model.where import compile_where, suggestion
+from .._runs.backends import Backend, FileBackend, root_store
+from .._runs.metrics import logged as logged_metrics
+from .._runs.metrics import summary as metric_summary
+from .._runs.observation import (
     COMPLETED,
     STATUSES,
     Observation,
@@ -28,11 +29,10 @@ from ._records import (
     store_of,
     tags_of,
 )
-from ._roots import open_root
-from ._store.base import Store
-from ._where import Where as CompiledWhere
-from ._where import compile_where, suggestion
-from .errors import DigitalExperimentsError
+from .._store import files as storage
+from .._store.base import Store
+from ..errors import DigitalExperimentsError
+from .roots import open_root
 
 if TYPE_CHECKING:
     import pandas as pd

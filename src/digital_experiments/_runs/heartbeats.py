@@ -20,10 +20,10 @@ import json
 import os
 import threading
 
-from . import _layout as layout
-from . import _storage as storage
-from ._lease import DEFAULT_LENGTH
-from ._store.base import Store
+from .._model import layout
+from .._store import files as storage
+from .._store.base import Store
+from .._store.lease import DEFAULT_LENGTH
 
 ABANDONED_AFTER = DEFAULT_LENGTH
 """Seconds a running run on a shared root may stay silent before readers where

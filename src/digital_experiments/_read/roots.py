@@ -13,11 +13,11 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from . import _layout as layout
-from ._backends import FileBackend, available_backends, backend_class
-from ._layout import is_id
-from ._store import Store, is_url, open_store
-from .errors import DigitalExperimentsError
+from .._model import layout
+from .._model.layout import is_id
+from .._runs.backends import FileBackend, available_backends, backend_class
+from .._store import Store, is_url, open_store
+from ..errors import DigitalExperimentsError
 
 Root = Path | str
 """A root as the readers name it: a folder's path, or an ``s3://`` URL."""

@@ -19,17 +19,16 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from . import _blobs as blobs
-from . import _keys as keys
-from . import _layout as layout
-from . import _storage as storage
-from ._annotations import annotated, read_annotations
-from ._layout import is_id
-from ._records import Observation, stored
-from ._store.base import Store, checked
-from ._store.local import LocalStore
-from ._store.open import is_url, open_store
-from .errors import UnknownBackendError
+from .._model import keys, layout
+from .._model.layout import is_id
+from .._store import blobs
+from .._store import files as storage
+from .._store.base import Store, checked
+from .._store.local import LocalStore
+from .._store.open import is_url, open_store
+from ..errors import UnknownBackendError
+from .annotations import annotated, read_annotations
+from .observation import Observation, stored
 
 
 class Backend(ABC):

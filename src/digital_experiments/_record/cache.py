@@ -1,7 +1,7 @@
 """The cache index: which run completed a config with the current code.
 
 ``<root>/.de/cache/<key>`` holds the id of a completed run of the config whose
-key (a digest of the config and the code, :func:`digital_experiments._keys.config_key`)
+key (a digest of the config and the code, :func:`digital_experiments._model.keys.config_key`)
 is ``<key>``. ``cache=True`` calls and sweeps write it and read it; records stay
 the truth, so every hit is checked against the record it points to, and runs
 made before the index existed are found by one scan per process.
@@ -10,7 +10,7 @@ One caller at a time runs a config (:meth:`CacheIndex.exclusive`): a file lock
 orders the callers of one host (threads, tasks and processes; waiters wake at
 once), and where other hosts may share the root (an ``s3://`` root, a folder on
 a network or FUSE filesystem) the holder of that lock also takes the config's
-:mod:`lease <digital_experiments._lease>` under ``.de/leases/``, which create-only
+:mod:`lease <digital_experiments._store.lease>` under ``.de/leases/``, which create-only
 writes make exclusive across hosts. A waiter for the lease polls the index
 meanwhile, so the run another host completes is a hit as soon as it is indexed.
 """
@@ -27,16 +27,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from . import _keys as keys
-from . import _layout as layout
-from . import _lease as leases
-from . import _storage as storage
-from ._backends import Backend, root_store
-from ._lease import Lease
-from ._query import select
-from ._records import Observation, is_completed
-from ._store import LocalStore, Store, filesystems
-from ._trash import load_even_deleted
+from .._model import keys, layout
+from .._read.query import select
+from .._read.trash import load_even_deleted
+from .._runs.backends import Backend, root_store
+from .._runs.observation import Observation, is_completed
+from .._store import LocalStore, Store, filesystems
+from .._store import files as storage
+from .._store import lease as leases
+from .._store.lease import Lease
 
 if TYPE_CHECKING:
     pass

@@ -16,9 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import _environment as environment
-from ._code import code_identity
-from ._context import (
+from .._runs.context import (
     Run,
     active_run,
     begin_hand_timing,
@@ -29,7 +27,9 @@ from ._context import (
     leave,
     timing_entry,
 )
-from ._records import COMPLETED, Observation
+from .._runs.observation import COMPLETED, Observation
+from . import environment
+from .code import code_identity
 
 
 class Callback:

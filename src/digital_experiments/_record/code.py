@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import _keys as keys
+from .._model import keys
 
 
 def complete_config(

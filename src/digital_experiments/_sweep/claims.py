@@ -2,7 +2,7 @@
 config twice.
 
 With ``skip="completed"`` each distinct config is claimed by the driver, just
-before it is submitted: a :mod:`lease <digital_experiments._lease>` on the
+before it is submitted: a :mod:`lease <digital_experiments._store.lease>` on the
 config's key under ``<root>/.de/claims/<config_key>/`` (:func:`try_claim`).
 Leases use create-only writes alone, so they hold across hosts on any store
 where exclusive create is atomic (local disks, NFSv3+, object stores), never
@@ -16,7 +16,7 @@ A claim whose holder is known dead (this host and PID namespace, pid gone) is
 taken over at once; one held by a live process of this host is waited for; one
 whose holder cannot be checked (another host or PID namespace) is taken over
 once it has shown no heartbeat for ``stale_after`` seconds (default
-:data:`~digital_experiments._lease.DEFAULT_LENGTH`), as this process's own clock
+:data:`~digital_experiments._store.lease.DEFAULT_LENGTH`), as this process's own clock
 measures. Holders beat every quarter of that.
 
 A :class:`Claim` travels to the worker inside the sweep's job, so it must stay
@@ -30,11 +30,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from . import _lease as leases
-from . import _storage as storage
-from ._lease import Lease
-from ._store.base import Store
-from ._store.open import open_store
+from .._store import files as storage
+from .._store import lease as leases
+from .._store.base import Store
+from .._store.lease import Lease
+from .._store.open import open_store
 
 PREFIX = ".de/claims/"  # 3.4's one-file claims lived in .de/sweep-claims/
 

@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _layout as layout
-from . import _storage as storage
-from ._context import Run, current_run
-from ._store.base import Missing, Store
+from .._model import layout
+from .._store import files as storage
+from .._store.base import Missing, Store
+from .context import Run, current_run
 
 if TYPE_CHECKING:
     import pandas as pd

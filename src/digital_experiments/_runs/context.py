@@ -17,8 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TextIO, TypeVar
 
-from . import _layout as layout
-from .errors import NoExperimentRunning
+from .._model import layout
+from ..errors import NoExperimentRunning
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,7 +41,7 @@ class Run:
     state: dict[int, dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     leaving: list[Callable[[], None]] = field(default_factory=list)
-    points: Any = None  # the metrics logged and not yet written (digital_experiments._metrics)
+    points: Any = None  # the metrics logged and not yet written (digital_experiments._runs.metrics)
 
     @property
     def directory(self) -> Path:

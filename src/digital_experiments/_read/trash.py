@@ -34,12 +34,12 @@ import uuid
 from pathlib import Path
 from typing import TypeGuard
 
-from . import _layout as layout
-from ._annotations import locked
-from ._backends import Backend, FileBackend, root_store
-from ._records import RUNNING, Observation, status_of
-from ._store import Missing, Store
-from .errors import RunningError, TrashError
+from .._model import layout
+from .._runs.annotations import locked
+from .._runs.backends import Backend, FileBackend, root_store
+from .._runs.observation import RUNNING, Observation, status_of
+from .._store import Missing, Store
+from ..errors import RunningError, TrashError
 
 DELETED = "deleted.json"  # in a remote run's trash: when it was deleted
 

@@ -27,19 +27,26 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from . import _heartbeats as heartbeats
-from . import _metrics as metrics
-from . import _signals as signals
-from . import _storage as storage
-from ._backends import POWER, Backend, FileBackend, PickleBackend, root_store
-from ._cache import CacheIndex
-from ._callbacks import Callback, Logging
-from ._code import bind, code_identity
-from ._context import TIME_FORMAT, Run, activate, enter, leave
-from ._records import COMPLETED, FAILED, INTERRUPTED, RUNNING, Observation, ending, error_info
-from ._store import filesystems
-from ._store.base import StoreError
-from .errors import CallbackError, StorageError, UnstorableValueError
+from .._runs import heartbeats, metrics
+from .._runs.backends import POWER, Backend, FileBackend, PickleBackend, root_store
+from .._runs.context import TIME_FORMAT, Run, activate, enter, leave
+from .._runs.observation import (
+    COMPLETED,
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    Observation,
+    ending,
+    error_info,
+)
+from .._store import files as storage
+from .._store import filesystems
+from .._store.base import StoreError
+from ..errors import CallbackError, StorageError, UnstorableValueError
+from . import signals
+from .cache import CacheIndex
+from .callbacks import Callback, Logging
+from .code import bind, code_identity
 
 if TYPE_CHECKING:
     pass

@@ -15,9 +15,9 @@ import json
 from contextlib import AbstractContextManager
 from typing import Any
 
-from . import _layout as layout
-from . import _storage as storage
-from ._store.base import Store
+from .._model import layout
+from .._store import files as storage
+from .._store.base import Store
 
 _JSON_TYPES = (str, int, float, bool, type(None))
 

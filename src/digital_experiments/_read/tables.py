@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ._records import ABANDONED, COMPLETED, FAILED, INTERRUPTED, RUNNING
+from .._runs.observation import ABANDONED, COMPLETED, FAILED, INTERRUPTED, RUNNING
 
 FORMATS = ("table", "csv", "json", "md")
 _ANSI = {RUNNING: "34", COMPLETED: "32", FAILED: "31", INTERRUPTED: "33", ABANDONED: "90"}

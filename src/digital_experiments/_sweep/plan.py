@@ -11,7 +11,7 @@ runs only what is missing. A plan keeps every config's observation in grid
 order, and the counts :class:`Progress` shows.
 
 Nothing here reads or writes a file: the engine in
-:mod:`digital_experiments._sweep` does.
+:mod:`digital_experiments._sweep.engine` does.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._records import Observation, is_completed
-from ._run import Recorder
+from .._record.run import Recorder
+from .._runs.observation import Observation, is_completed
 
 
 def dimensions(grid: Mapping[str, Any]) -> dict[str, list[Any]]:

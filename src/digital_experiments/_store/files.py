@@ -28,8 +28,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _faults
-from . import _layout as layout
+from .._model import layout
+from . import faults
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -127,7 +127,7 @@ def _write_temp(target: str, data: bytes, fsync: bool) -> str:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        _faults.point("write_temp.written", temp, len(data))
+        faults.point("write_temp.written", temp, len(data))
         if fsync:
             _sync_data(fd)
     except BaseException:
@@ -164,7 +164,7 @@ def atomic_write(target: str | os.PathLike[str], data: bytes, *, fsync: bool = T
     """
     target = os.fspath(target)
     temp = _write_temp(target, data, fsync)
-    _faults.point("atomic_write.before-rename", temp, len(data))
+    faults.point("atomic_write.before-rename", temp, len(data))
     try:
         os.replace(temp, target)
     except BaseException:

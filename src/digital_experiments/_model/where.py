@@ -44,7 +44,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from .errors import DigitalExperimentsError
+from ..errors import DigitalExperimentsError
 
 _TOKEN = re.compile(
     r"""

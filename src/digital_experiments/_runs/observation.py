@@ -11,11 +11,10 @@ import traceback
 import warnings
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import _heartbeats as heartbeats
-from . import _metrics as metrics
-from . import _storage as storage
-from ._store import filesystems
-from ._store.base import Store
+from .._store import files as storage
+from .._store import filesystems
+from .._store.base import Store
+from . import heartbeats, metrics
 
 if TYPE_CHECKING:
     import pandas as pd

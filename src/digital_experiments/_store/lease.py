@@ -41,8 +41,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _storage as storage
-from ._store.base import Store
+from . import files as storage
+from .base import Store
 
 DEFAULT_LENGTH = 60.0
 """Seconds without a heartbeat after which a lease held where no pid can be
