@@ -136,7 +136,10 @@ class Runner:
         self.pythons = pythons
         self.cwd = cwd
         self.timeout = timeout
-        self.env = {k: v for k, v in os.environ.items() if k not in ("DE_ROOT", "PYTHONPATH")}
+        # PYTHONDONTWRITEBYTECODE would make every fresh process compile both
+        # libraries from source: users' installs have their bytecode cached
+        dropped = ("DE_ROOT", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+        self.env = {k: v for k, v in os.environ.items() if k not in dropped}
 
     def run(self, lib: str, scenario: str, *args: object) -> dict[str, Any]:
         command = [self.pythons[lib], str(SCENARIOS), scenario, *map(str, args)]

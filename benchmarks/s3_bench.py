@@ -84,7 +84,8 @@ class Runner:
         self.server = server
         self.work = work
         self.timeout = timeout
-        self.env = {k: v for k, v in os.environ.items() if k not in ("DE_ROOT", "PYTHONPATH")}
+        dropped = ("DE_ROOT", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")  # as benchmarks/run.py
+        self.env = {k: v for k, v in os.environ.items() if k not in dropped}
         self.env.update(server.env(), DE_CACHE=str(work / "cache"))
 
     def url(self, name: str) -> str:

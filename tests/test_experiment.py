@@ -204,9 +204,58 @@ def test_observation_asdict_is_json_serialisable_with_metadata() -> None:
     assert "@experiment" in metadata["code"]
 
 
-def test_importing_does_not_import_pandas(tmp_path: Path) -> None:
-    """``import digital_experiments`` leaves pandas unimported (only DataFrames need it)."""
-    run_python("import digital_experiments, sys; assert 'pandas' not in sys.modules", tmp_path)
+# What ``import digital_experiments`` must not load: each waits for the first
+# call that needs it (DataFrames, YAML records, sweeps, async calls, buckets,
+# where= strings, a git check), so the import stays light.
+LATER = [
+    "pandas",
+    "yaml",
+    "asyncio",
+    "concurrent.futures",
+    "boto3",
+    "tqdm",
+    "filelock",
+    "subprocess",
+    "socket",
+    "traceback",
+    "html",
+    "tempfile",
+    "digital_experiments._sweep.engine",
+    "digital_experiments._sweep.claims",
+    "digital_experiments._store.s3",
+    "digital_experiments._store.memory",
+    "digital_experiments._model.where",
+    "digital_experiments._read.compare",
+]
+
+
+def test_importing_loads_nothing_heavy(tmp_path: Path) -> None:
+    """``import digital_experiments`` leaves each of :data:`LATER` unimported."""
+    code = (
+        "import digital_experiments, sys\n"
+        f"loaded = [name for name in {LATER!r} if name in sys.modules]\n"
+        "assert loaded == [], loaded\n"
+    )
+    run_python(code, tmp_path)
+
+
+def test_what_import_leaves_out_loads_on_first_use(tmp_path: Path) -> None:
+    """The check above can fail: a sweep, a where= string and a memory root load
+    what the import left out."""
+    code = (
+        "import sys\n"
+        "from digital_experiments import experiment\n"
+        "@experiment(root='memory://later')\n"
+        "def f(x):\n"
+        "    return x\n"
+        "f.sweep([{'x': 1}])\n"
+        "f.observations(where='config.x == 1')\n"
+        "missing = [name for name in ('digital_experiments._sweep.engine', "
+        "'digital_experiments._model.where', 'digital_experiments._store.memory') "
+        "if name not in sys.modules]\n"
+        "assert missing == [], missing\n"
+    )
+    run_python(code, tmp_path)
 
 
 # ---------------------------------------------------------------- artefacts

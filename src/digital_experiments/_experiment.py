@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 from ._model.keys import same_code
 from ._model.layout import is_id
 from ._read import trash as trashcan
-from ._read.compare import call_arguments, compare
 from ._read.query import (
     ANY_CODE,
     NoSuchRun,
@@ -40,8 +39,6 @@ from ._runs.backends import durability as resolve_durability
 from ._runs.observation import COMPLETED, Observation, Observations
 from ._store import filesystems
 from ._store.open import is_url
-from ._store.s3 import parse as parse_s3
-from ._sweep.engine import asweep, sweep
 from .errors import InvalidRootError
 
 if TYPE_CHECKING:
@@ -236,6 +233,8 @@ class Experiment(Recorder, Generic[P, R]):
         ValueError
             For fewer than two ids, or an id (or prefix) naming no run or several.
         """
+        from ._read.compare import compare  # pandas and inspect's helpers: on first use
+
         return compare(self._load_each(ids))
 
     def rerun(self, id: str, check_code: bool = True) -> Observation:
@@ -258,6 +257,8 @@ class Experiment(Recorder, Generic[P, R]):
                 f"Run {id!r} of {self.name} ran other code than the function has now, so a "
                 "rerun would not reproduce it. Pass check_code=False to rerun it anyway."
             )
+        from ._read.compare import call_arguments
+
         args, kwargs = call_arguments(self.function, old.config)
         return _unwrap(self.record(args, kwargs, extra={"rerun_of": id}))
 
@@ -364,11 +365,15 @@ class Experiment(Recorder, Generic[P, R]):
 
     def sweep(self, grid: Any, **options: Any) -> list[Observation]:
         """Run every config of ``grid``; see :func:`digital_experiments.sweep.sweep`."""
+        from ._sweep.engine import sweep  # the engine loads on first use: import stays light
+
         return sweep(self, grid, **options)
 
     async def asweep(self, grid: Any, **options: Any) -> list[Observation]:
         """Run every config of ``grid`` concurrently; see
         :func:`digital_experiments.sweep.asweep`."""
+        from ._sweep.engine import asweep
+
         return await asweep(self, grid, **options)
 
 
@@ -418,6 +423,8 @@ def _remote(url: str, where: str) -> str:
             "AWS_ENDPOINT_URL; see docs/stores.md)."
         )
     try:
+        from ._store.s3 import parse as parse_s3  # boto3's module: only for s3:// roots
+
         bucket, prefix = parse_s3(url)
     except ValueError as exc:
         raise InvalidRootError(f"{where} {exc}") from None

@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 from .._model import keys
 from .._model.keys import same_code
 from .._model.layout import is_id
-from .._model.where import Where as CompiledWhere
-from .._model.where import compile_where, suggestion
 from .._runs.backends import Backend, FileBackend, root_store
 from .._runs.metrics import logged as logged_metrics
 from .._runs.metrics import summary as metric_summary
@@ -36,6 +34,8 @@ from .roots import open_root
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from .._model.where import Where as CompiledWhere
 
 
 Status = str | Collection[str]
@@ -158,6 +158,8 @@ def select(
         )
         names = [k.strip().lstrip("-") for k in (sort or "").split(",")]
         if text is not None:
+            from .._model.where import compile_where  # the where= parser: on first use
+
             expression = compile_where(text)
             names += expression.fields
         table = rows(found, "last" if _names_metrics(names) else None)
@@ -253,6 +255,8 @@ def matching(table: Sequence[Mapping[str, Any]], where: str | CompiledWhere) -> 
     ValueError
         For a syntax error, or a field that no run could have (see :func:`open_namespaces`).
     """
+    from .._model.where import compile_where
+
     expression = compile_where(where) if isinstance(where, str) else where
     known = _known(table)
     expression.check_fields(known, open_namespaces(known))
@@ -334,6 +338,8 @@ def sort_order(rows: Sequence[Mapping[str, Any]], sort: str) -> list[int]:
         if not name.startswith(opened) and not any(
             name == k or k.startswith(name + ".") for k in known
         ):
+            from .._model.where import suggestion
+
             raise ValueError(
                 f"sort={sort!r}: unknown field {name!r}. Known fields: "
                 f"{', '.join(sorted(known)[:30])}{suggestion(name, known)}"

@@ -12,10 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-import platform
 import re
-import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -35,6 +32,8 @@ def _freeze_skipped() -> frozenset[str]:
 
 @functools.lru_cache(maxsize=1)
 def _platform_facts() -> tuple[tuple[str, str], ...]:
+    import platform  # platform and subprocess load when a run first asks: import stays light
+
     return (
         ("platform", platform.platform()),
         ("machine", platform.machine()),
@@ -418,6 +417,9 @@ def git_dirty(cwd: str | None = None) -> bool | None:
     :data:`DIRTY_RECHECK` seconds, so an edit of a tracked file (which the
     index does not see) is recorded by the runs that start after that delay.
     """
+    import shutil
+    import subprocess
+
     executable = shutil.which("git")
     if executable is None:
         return None

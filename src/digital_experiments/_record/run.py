@@ -23,10 +23,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import anyio.lowlevel
-import anyio.to_thread
-
 from .._runs import heartbeats, metrics
 from .._runs.backends import POWER, Backend, FileBackend, PickleBackend, root_store
 from .._runs.context import TIME_FORMAT, Run, activate, enter, leave
@@ -49,7 +45,7 @@ from .callbacks import Callback, Logging
 from .code import bind, code_identity
 
 if TYPE_CHECKING:
-    pass
+    import anyio
 
 # what a call ends with: the record (None if the run could not begin) and the
 # exception the call raised, if any
@@ -160,6 +156,8 @@ class Recorder:
         self, args: tuple[Any, ...], kwargs: dict[str, Any], extra: Mapping[str, Any] | None = None
     ) -> Ending:
         """:meth:`record` for an ``async`` function; cancellation propagates."""
+        import anyio.to_thread  # anyio loads with the first async call: import stays light
+
         config = self.bind(args, kwargs)
         if not self.cache:
             return await self._execute_async(config, args, kwargs, extra)
@@ -213,6 +211,8 @@ class Recorder:
         kwargs: dict[str, Any],
         extra: Mapping[str, Any] | None,
     ) -> Ending:
+        import anyio.to_thread
+
         call = _Call(self, config, extra)
         scope = anyio.CancelScope()  # SIGTERM cancels it: the run is then recorded interrupted
         error: Exception | None = None
@@ -606,6 +606,8 @@ def _sigterm_cancels(scope: anyio.CancelScope) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    import anyio.lowlevel
+
     native: Any = anyio.lowlevel.current_token().native_token
     # asyncio's loop and trio's token each offer one call that is safe from a signal handler
     schedule = getattr(native, "call_soon_threadsafe", None) or native.run_sync_soon

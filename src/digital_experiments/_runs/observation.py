@@ -6,8 +6,6 @@ them); this module names them once and is the one place that reads them.
 
 from __future__ import annotations
 
-import html
-import traceback
 import warnings
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -193,12 +191,18 @@ def ending(exc: BaseException, cancelled: type[BaseException] | None = None) -> 
     return INTERRUPTED if isinstance(exc, interrupts) else FAILED
 
 
+def _traceback() -> Any:
+    import traceback  # failed runs only: it loads textwrap and linecache
+
+    return traceback
+
+
 def error_info(exc: BaseException) -> dict[str, str]:
     """What a record keeps of the exception that ended its run."""
     return {
         "type": type(exc).__qualname__,
         "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": "".join(_traceback().format_exception(exc)),
     }
 
 
@@ -220,6 +224,8 @@ COLOURS = {
 
 def html_table(observations: list[Observation], limit: int = 200) -> str:
     """Observations as an HTML table (id, status, config, result), statuses coloured."""
+    import html  # notebooks only: not loaded by every import
+
     rows = []
     for observation in observations[:limit]:
         status = status_of(observation)

@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from .base import Missing, Store, StoreError
 from .local import LocalStore
-from .memory import MemoryStore
 from .open import is_url, open_store
 
 __all__ = ["LocalStore", "MemoryStore", "Missing", "Store", "StoreError", "is_url", "open_store"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "MemoryStore":  # for tests: not loaded by every import
+        from .memory import MemoryStore
+
+        return MemoryStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,11 +17,8 @@ import hashlib
 import itertools
 import json
 import os
-import random
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -36,7 +33,18 @@ if TYPE_CHECKING:
 
 ID_FORMAT = "%Y-%m-%d_%H-%M-%S_%f"
 TEMP_PREFIX = ".tmp-"
-HOST = socket.gethostname()
+
+
+def _host_name() -> str:
+    # POSIX's node name is what gethostname() answers, without importing socket
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
+
+
+HOST = _host_name()
 
 
 def new_id(now: datetime | None = None) -> str:
@@ -60,6 +68,8 @@ def next_id(id: str, attempt: int = 1) -> str:
         when = datetime.strptime(id, ID_FORMAT).replace(tzinfo=timezone.utc)
     except ValueError:
         return new_id()
+    import random  # only after a clash
+
     step = random.randint(1, 1 << min(attempt, 20))
     return new_id(max(when + timedelta(microseconds=step), datetime.now(timezone.utc)))
 
@@ -98,7 +108,7 @@ def reserve_id(root: Path, first_id: str) -> str:
 # ".tmp-<machine>-<pid>-<start>-<unique>-<target>", where <machine> is a digest
 # of host, boot and PID namespace (fixed length, no dashes) and <start> the
 # process's start time: no field can contain the separator before <target>.
-_TEMP_TOKEN = uuid.uuid4().hex[:8]
+_TEMP_TOKEN = os.urandom(4).hex()
 _TEMP_COUNTER = itertools.count()
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 

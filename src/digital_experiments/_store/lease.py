@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,7 +63,7 @@ class Lease:
     store: Store
     key: str
     prefix: str = ".de/leases/"
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    token: str = field(default_factory=lambda: os.urandom(16).hex())
     length: float | None = None
 
     @property
@@ -242,7 +242,7 @@ def beat(lease: Lease, adopt: bool = False) -> bool:
     # version on every store (an S3 ETag is a digest of the bytes)
     holder = None if adopt else _beat(lease, current[0])[0]
     body = {"token": lease.token, "holder": holder or storage.process_info()}
-    body["nonce"] = uuid.uuid4().hex
+    body["nonce"] = os.urandom(16).hex()
     key = f"{lease.generation_key(current[0])}.beat"
     lease.store.put(key, json.dumps(body, sort_keys=True).encode())
     return True
