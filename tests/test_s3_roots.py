@@ -342,13 +342,15 @@ def test_a_restore_never_overwrites_a_run_that_took_the_id(server: Server) -> No
     url = server.url()
     run = experiment(root=url)(plain)
     run(1)
-    (id,) = [o.id for o in run.observations()]
+    run(2)
+    id, other = sorted(o.id for o in run.observations())
     run.delete(id)
     store = S3Store(url)
-    store.put_new(f"{id}.pkl", store.read(f".de/trash/{id}/{id}.pkl"))  # another host's run
+    store.put_new(f"{id}.pkl", store.read(f"{other}.pkl"))  # another host's run, not this one
     with pytest.raises(FileExistsError, match=f"Run '{id}' is in 's3://"):
         run.restore(id)
     assert run.trash() == [id]  # still there, whole
+    assert store.read(f"{id}.pkl") == store.read(f"{other}.pkl")  # untouched
 
 
 def test_a_sweep_counts_a_run_deleted_since_it_began(server: Server) -> None:

@@ -16,10 +16,13 @@ from the trash (:func:`load_even_deleted`).
 
 A remote store (``s3://``) has no rename: there each object is copied on the
 server, then deleted, in the same order (the record first when deleting, last
-when restoring), to the same keys; a crash between two moves leaves each object
-in place or in the trash, and the next delete or restore finishes. A small
-``deleted.json`` in the run's trash says when it was deleted. Ids there are the
-record keys themselves, so a restore refuses a run whose id was taken since.
+when restoring), to the same keys; a crash between the copy and the delete
+leaves the object in both places (the fault point ``trash.copied`` is there), a
+crash between two moves leaves each object in place or in the trash, and the
+next delete or restore finishes. A small ``deleted.json`` in the run's trash
+says when it was deleted. Ids there are the record keys themselves, so a restore
+refuses a run whose id was taken since (a record in place that is not the
+trash's copy byte for byte: the same bytes are a restore cut short, finished).
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ from .._model import layout
 from .._runs.annotations import locked
 from .._runs.backends import Backend, FileBackend, root_store
 from .._runs.observation import RUNNING, Observation, status_of
-from .._store import Missing, Store
+from .._store import Missing, Store, faults
 from ..errors import RunningError, TrashError
 
 DELETED = "deleted.json"  # in a remote run's trash: when it was deleted
+COPIED = "trash.copied"  # fault point: an object copied, its source not yet deleted
 
 
 def _artefacts_trash(root: Path, id: str = "") -> Path:
@@ -293,6 +297,7 @@ def _move_object(store: Store, source: str, target: str) -> None:
         store.copy(source, target)
     except Missing:
         return  # nothing of that kind, or moved already
+    faults.point(COPIED, source)  # a kill here leaves it in both places
     store.delete(source)
 
 
@@ -317,14 +322,17 @@ def _restore_objects(backend: FileBackend, id: str) -> Observation:
     if found is None:
         raise FileNotFoundError(f"No run {id!r} in the trash of {backend.where!r}.")
     taken = FileExistsError(f"Run {id!r} is in {backend.where!r} already.")
-    if store.version(record) is not None:
+    placed = store.get_or_none(record)
+    # the trash's copy in place too: a restore cut short after the record went back
+    if placed is not None and placed[0] != found[0]:
         raise taken
     for here, there in _object_parts(store, id):
         _move_object(store, there, here)
-    if store.put_new(record, found[0]) is None:  # last: the run is back, whole
+    if placed is None and store.put_new(record, found[0]) is None:  # last: the run is back
         raise taken
-    store.delete(trashed_key)
+    faults.point(COPIED, trashed_key)  # a kill here leaves the record in both places
     store.delete(layout.trash_prefix(id) + DELETED)
+    store.delete(trashed_key)  # last: until then the next restore finishes this one
     return backend.load(id)
 
 
