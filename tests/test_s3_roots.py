@@ -446,9 +446,37 @@ async def aheld_square(x: int) -> int:
     return held_square(x)
 
 
-def _cached_host(url: str, cache: str, flags: str, name: str, out: Any) -> None:
+def _note(flags: Path, event: str) -> None:
+    """Append ``event`` to the hosts' shared log (one small O_APPEND write: whole)."""
+    with open(flags / "events", "a") as events:
+        events.write(f"{event} {os.getpid()}\n")
+
+
+def failing_once_square(x: int) -> int:
+    """:func:`held_square`, but the first call to get past the go fails (one-shot,
+    by an exclusive create of a marker); every later call returns."""
+    flags = Path(os.environ["DE_TEST_FLAGS"])
+    _note(flags, "entered")
+    held_square(x)
+    try:
+        (flags / "failed-once").open("x").close()
+    except FileExistsError:
+        _note(flags, "returned")
+        return x * x
+    _note(flags, "failed")
+    raise RuntimeError("the first run fails")
+
+
+async def afailing_once_square(x: int) -> int:
+    return failing_once_square(x)
+
+
+def _cached_host(
+    url: str, cache: str, flags: str, name: str, out: Any, body: str = "held_square"
+) -> None:
     """A host of its own (its own DE_CACHE, so its own local locks) calling the
-    cached experiment once; it notes when the config's lease was refused."""
+    cached experiment ``body`` once; it notes when the config's lease was refused,
+    and puts what the call returned, or raised, on ``out``."""
     os.environ["DE_CACHE"], os.environ["DE_TEST_FLAGS"] = cache, flags
     from digital_experiments._store import lease as leases
 
@@ -461,13 +489,18 @@ def _cached_host(url: str, cache: str, flags: str, name: str, out: Any) -> None:
         return taken
 
     leases.acquire = watched  # type: ignore[assignment]
-    if name.startswith("async-"):
-        import anyio
+    asynchronous = name.startswith("async-")
+    run = experiment(root=url, cache=True)(globals()[("a" if asynchronous else "") + body])
+    try:
+        if asynchronous:
+            import anyio
 
-        run = experiment(root=url, cache=True)(aheld_square)
-        out.put((name, anyio.run(run, 3)))
-    else:
-        out.put((name, experiment(root=url, cache=True)(held_square)(3)))
+            result = anyio.run(run, 3)
+        else:
+            result = run(3)
+    except Exception as error:
+        result = repr(error)
+    out.put((name, result))
 
 
 def _wait_for(path: Path, *others: Path) -> Path:
@@ -517,6 +550,59 @@ def test_cache_runs_a_config_once_across_hosts(server: Server, tmp_path: Path, k
     assert not (flags / f"entered-{other.pid}").exists()
     function = aheld_square if kind == "async" else held_square
     assert len(experiment(root=url)(function).observations()) == 1
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_cache_waiter_runs_the_config_itself_when_the_holders_run_fails(
+    server: Server, tmp_path: Path, kind: str
+) -> None:
+    """Host A holds the config's lease and its run fails; host B, refused the lease
+    meanwhile, finds no completed run once A lets go, so takes the lease and runs
+    the config itself: a completed run, B's result."""
+    url, flags = server.url(), tmp_path / "flags"
+    flags.mkdir()
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    hosts = [
+        context.Process(
+            target=_cached_host,
+            args=(url, str(tmp_path / name), str(flags), f"{kind}-{name}", out),
+            kwargs={"body": "failing_once_square"},
+            daemon=True,  # a failed test must not wait for a host stuck in its body
+        )
+        for name in ("a", "b")
+    ]
+    first, other = hosts
+    try:
+        first.start()
+        _wait_for(flags / f"entered-{first.pid}")
+        other.start()
+        seen = _wait_for(flags / f"refused-{kind}-b", flags / f"entered-{other.pid}")
+        assert seen == flags / f"refused-{kind}-b"  # B waits on A's lease (its poll ran)
+        (flags / "go").touch()
+        results = dict(out.get(timeout=120) for _ in range(2))
+        for proc in hosts:
+            proc.join(60)
+            assert proc.exitcode == 0
+    finally:
+        for proc in hosts:
+            if proc.pid is not None:
+                proc.kill()
+    assert results == {f"{kind}-a": "RuntimeError('the first run fails')", f"{kind}-b": 9}
+    # B's body ran only once A's run had failed
+    assert (flags / "events").read_text().splitlines() == [
+        f"entered {first.pid}",
+        f"failed {first.pid}",
+        f"entered {other.pid}",
+        f"returned {other.pid}",
+    ]
+    function = afailing_once_square if kind == "async" else failing_once_square
+    runs = experiment(root=url)(function).observations(status="all")
+    assert [o.status for o in runs] == ["failed", "completed"]
+    assert runs[1].result == 9
+    hit = experiment(root=url, cache=True)(function).experiment.index.lookup({"x": 3})
+    assert hit is not None
+    assert hit.id == runs[1].id  # B's run is the cached one
 
 
 def test_a_folder_on_a_network_filesystem_counts_as_shared(
