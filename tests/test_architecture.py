@@ -110,7 +110,6 @@ DISK = {
     "_sweep/engine.py": "makes the working folder a sweep's worker records into",
     "_read/roots.py": "walks a local folder with one scandir (a bucket asks its store)",
     "_read/query.py": "a whole id in a folder: one lstat instead of a listing",
-    "_runs/backends.py": "folder fast paths: record files by rename, scandir listings",
     "_runs/metrics.py": "appends points to the run's local file (a bucket gets it whole)",
     "_read/trash.py": "a folder's trash renames whole folders (a bucket copies objects)",
     "ui/_app.py": "serves artefact files from the (working) folder",

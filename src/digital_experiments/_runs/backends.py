@@ -1,33 +1,35 @@
-"""Record formats: a registry plus the ``pickle``, ``json`` and ``yaml`` backends.
+"""Backends: the :class:`Backend` base, :class:`FileBackend` (a format's records
+in a store) and the registry of names ``backend=`` takes.
 
-A format only says how an :class:`Observation` becomes bytes and back;
-:class:`FileBackend` owns the safety (id reservations, temp files, fsync, rename) so no
-format can get it wrong.
+A format (:mod:`.formats`) only says how an :class:`Observation` becomes bytes
+and back; a store (:mod:`.._store`) is the place. :class:`FileBackend` puts
+the two together and owns the policy on top of the store's operations (ids,
+atomic records, shared environments, listings), written once for every format
+and every store.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
 import os
-import pickle
 import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
-from .._model import keys, layout
+from .._model import layout
 from .._model.layout import is_id
 from .._store import blobs
 from .._store import files as storage
-from .._store.base import Store, checked
+from .._store.base import Store
 from .._store.local import LocalStore
 from .._store.open import is_url, open_store
 from ..errors import UnknownBackendError
+from . import formats
 from .annotations import annotated, read_annotations
+from .formats import Format as Format
+from .formats import yaml_text as yaml_text  # imported from here before formats had a module
 from .observation import Observation, stored
 
 
@@ -53,7 +55,7 @@ class Backend(ABC):
                 "FileBackend subclass) for s3:// roots."
             )
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        root_store(self).prepare()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.where!r})"
@@ -167,16 +169,13 @@ class Backend(ABC):
                 f"Invalid run id {id!r}: ids are plain names such as "
                 "'2026-01-01_12-00-00_000000', not paths."
             )
-        directory = layout.artefacts(self.root, id)
-        found: list[Path] = []
-        # os.walk ignores unreadable folders (onerror) and never follows links
-        # below the top, so a dangling or looping link cannot make this raise
-        for folder, _, files in os.walk(directory, onerror=lambda _: None):
-            for name in files:
-                path = Path(folder, name)
-                if path.is_file():
-                    found.append(path)
-        return sorted(found)
+        # the working folder's store walks the files: it follows a link at
+        # storage/<id> itself, none below, and skips unreadable folders, so a
+        # dangling or looping link cannot make this raise
+        return sorted(
+            layout.at(self.root, key)
+            for key in working_store(self).walk(layout.artefacts_prefix(id))
+        )
 
 
 POWER, PROCESS = "power", "process"
@@ -190,6 +189,18 @@ def root_store(backend: Backend) -> Store:
     found: Store | None = backend.__dict__.get("_store")
     if found is None:
         found = backend.__dict__["_store"] = LocalStore(backend.root)
+    return found
+
+
+def working_store(backend: Backend) -> Store:
+    """The store of ``backend``'s local working folder (``backend.root``: each run's
+    ``current_dir()`` and downloaded artefacts): its root's store itself for a
+    folder, a :class:`LocalStore` of the folder beside a remote store."""
+    found: Store | None = backend.__dict__.get("_working")
+    if found is None:
+        store = root_store(backend)
+        found = store if store.folder is not None else LocalStore(backend.root, fsync=False)
+        backend.__dict__["_working"] = found
     return found
 
 
@@ -262,8 +273,67 @@ def register_backend(name: str) -> Callable[[B], B]:
 
 
 def available_backends() -> list[str]:
-    """The names of every registered backend."""
+    """The names of every registered backend (each format's among them)."""
     return sorted(_ALL_BACKENDS)
+
+
+FormatT = TypeVar("FormatT", bound="Format | type[Format]")
+
+
+def register_format(format: FormatT) -> FormatT:
+    """Register a record format, so that ``@experiment(backend=format.name)``
+    keeps its runs as ``<id><suffix>`` files in any root (a folder, ``s3://``,
+    ``memory://``), with the storage rules of every file backend.
+
+    Parameters
+    ----------
+    format : Format or type of Format
+        An instance, or a subclass (made with no arguments): it is returned
+        unchanged, so this decorates a class too.
+
+    Raises
+    ------
+    TypeError
+        If ``format`` is no :class:`Format`, or has no usable name or suffix.
+
+    Examples
+    --------
+    >>> import json
+    >>> from digital_experiments import Observation
+    >>> from digital_experiments.backends import Format, register_format
+    >>> @register_format
+    ... class CompactJSON(Format):
+    ...     name, suffix = "compact-json", ".cjson"
+    ...     def dumps(self, observation):
+    ...         return json.dumps(observation._asdict(), separators=(",", ":")).encode()
+    ...     def loads(self, data):
+    ...         return Observation(**json.loads(data))
+    """
+    made = formats.register(format)
+    _ALL_BACKENDS[made.name] = backend_for(made)
+    return format
+
+
+_FOR_FORMAT: dict[int, tuple[Format, type[FileBackend]]] = {}
+
+
+def backend_for(format: Format) -> type[FileBackend]:
+    """The :class:`FileBackend` class of ``format`` (made once per format): what
+    ``backend=format.name`` instantiates, and how listings find its suffix."""
+    known = _FOR_FORMAT.get(id(format))
+    if known is not None and known[0] is format:
+        return known[1]
+    for cls in (PickleBackend, JSONBackend, YAMLBackend):
+        if cls.format is format:
+            return cls
+    name = "".join(part.capitalize() for part in format.name.replace("_", "-").split("-"))
+    made = type(
+        f"{name or 'Format'}Backend",
+        (FileBackend,),
+        {"format": format, "__module__": __name__, "__doc__": f"Records in {format!r}."},
+    )
+    _FOR_FORMAT[id(format)] = (format, made)
+    return made
 
 
 def backend_class(name: str) -> type[Backend]:
@@ -284,39 +354,65 @@ def instantiate_backend(name: str, root: Path | str) -> Backend:
 
 
 class FileBackend(Backend):
-    """A backend storing one file per run: ``<root>/<id><suffix>``.
+    """A backend storing one file per run, ``<id><suffix>``, in a store.
 
-    Subclasses set ``suffix`` and implement :meth:`dumps` and :meth:`loads`.
-    Writes are atomic (temp file, fsync, rename), ids are reserved with an
-    exclusive link, and identical environments are stored once under
-    ``<root>/.de/environments/`` and referenced from each record.
+    A format (:class:`~digital_experiments.backends.Format`) says how a record
+    becomes bytes: pass one (or its registered name) as ``format=``, or, as in
+    2.0.4, subclass and set ``suffix`` and implement :meth:`dumps` and
+    :meth:`loads`. The place is ``root``: a folder, or a URL such as
+    ``s3://bucket/prefix``. Either way, writes are atomic (temp file, fsync,
+    rename, on a folder), ids are reserved, and identical environments are
+    stored once under ``.de/environments/`` and referenced from each record.
+
+    Parameters
+    ----------
+    root : pathlib.Path or str
+        The experiment's folder, or the URL of its store.
+    format : Format or str, optional
+        The record format, or its registered name (``"pickle"``, ``"json"``,
+        ``"yaml"``...); a subclass's own by default.
     """
 
-    suffix: ClassVar[str]
+    format: Format | None = None
+    """The record format; ``None`` for a subclass with its own ``dumps`` and ``loads``."""
+    suffix: str
     # "power": a final record is synced (data and folder) before the run is
     # reported complete; "process": renamed into place unsynced (see durability())
     durability: str = "power"
-    _remote = False  # records in a remote store (set by __init__): its hot paths branch once
 
-    def __init__(self, root: Path | str) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("format")
+        if isinstance(own, Format) and "suffix" not in cls.__dict__:
+            cls.suffix = own.suffix  # a class attribute: listings read it from the class
+
+    def __init__(self, root: Path | str, format: Format | str | None = None) -> None:
+        if format is not None:
+            self.format = formats.named(format) if isinstance(format, str) else format
+            self.suffix = self.format.suffix
+        elif self.format is None and (
+            type(self).dumps is FileBackend.dumps or type(self).loads is FileBackend.loads
+        ):
+            raise TypeError(
+                f"Can't instantiate {type(self).__name__} without a format: pass "
+                "format= (such as 'json'), or subclass and define suffix, dumps and loads."
+            )
         if is_url(root):
             # a remote store: records go there; current_dir() and downloaded
             # artefacts live in its local working folder, which is self.root
             store = self.__dict__["_store"] = open_store(root)
             self.root = store.workdir
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._remote = True
+            working_store(self).prepare()
         else:
             super().__init__(Path(root))
-            self._remote = False
 
-    @abstractmethod
     def dumps(self, observation: Observation) -> bytes:
-        """Serialise ``observation``."""
+        """Serialise ``observation`` (with the backend's format)."""
+        return self.format.dumps(observation)  # type: ignore[union-attr]  # checked at __init__
 
-    @abstractmethod
     def loads(self, data: bytes) -> Observation:
         """Deserialise what :meth:`dumps` wrote."""
+        return self.format.loads(data)  # type: ignore[union-attr]
 
     def path(self, id: str) -> Path:
         """The record's file (for a remote store: where a local copy would be)."""
@@ -328,51 +424,51 @@ class FileBackend(Backend):
 
     def record(self, observation: Observation) -> None:
         data = self.dumps(self._pack(observation))
-        if self._remote:
-            self.store.put(self.key(observation.id), data)
-            return
-        target = os.path.join(self.root, f"{observation.id}{self.suffix}")  # no Path: hot path
-        storage.atomic_write(target, data, fsync=self.durability == POWER)
+        root_store(self).write(
+            f"{observation.id}{self.suffix}", data, sync=self.durability == POWER
+        )
 
     def create(self, observation: Observation) -> Observation:
         """Reserve an id for ``observation`` in the root's one id namespace and
-        publish its record (temp file + rename, like every record).
+        publish its record (atomically, like every record).
 
-        On a remote store the record's key itself is created create-only: of
-        any number of hosts, one gets an id, and the others take the next one.
+        In a folder the id is reserved by ``.de/ids/<id>``, created exclusively:
+        every format, and every version since 2.0.4, reserves there, so a folder
+        holding several formats still has one namespace. On a remote store (one
+        format a root, no older writers) the record's key itself is created
+        create-only: of any number of hosts, one gets an id, and the others take
+        the next one.
         """
-        if self._remote:
-            return self._create_remote(observation)
-        id = storage.reserve_id(self.root, observation.id)
-        while os.path.lexists(self.path(id)):  # an older version's record
-            id = storage.reserve_id(self.root, id)
+        store = root_store(self)
+        if store.folder is None:  # the policies differ, as said above
+            return self._create_remote(store, observation)
+        id = storage.reserve_id(store.folder, observation.id)
+        while store.has(self.key(id)):  # an older version's record
+            id = storage.reserve_id(store.folder, id)
         created = observation._replace(id=id)
-        data = self.dumps(self._pack(created))
-        storage.atomic_write(os.path.join(self.root, f"{id}{self.suffix}"), data, fsync=False)
+        store.write(self.key(id), self.dumps(self._pack(created)), sync=False)
         return created
 
-    def _create_remote(self, observation: Observation) -> Observation:
+    def _create_remote(self, store: Store, observation: Observation) -> Observation:
         id, attempt = observation.id, 0
         packed = self._pack(observation)
         while True:
             created = observation._replace(id=id)
             # the body names its process (pid, start time): no other writer's is equal
-            if self.store.put_new(self.key(id), self.dumps(packed._replace(id=id))) is not None:
+            if store.put_new(self.key(id), self.dumps(packed._replace(id=id))) is not None:
                 return created
             attempt += 1
             id = storage.next_id(id, attempt)
 
     def load(self, id: str) -> Observation:
-        if self._remote:
-            data = self.store.read(self.key(id))  # the store refuses keys outside it
-        else:
-            data = storage.read_bytes(os.path.join(self.root, f"{id}{self.suffix}"))
+        data = root_store(self).read(self.key(id))  # the store refuses keys outside it
         # the file name rules listings; an explicit load of a custom name (2.0.4 allowed any) works
         return self._unpack(self.loads(data), id=id if is_id(id) else None)
 
     def load_from(self, path: Path, id: str) -> Observation:
         """The record of run ``id`` stored at ``path`` (such as the root's trash)."""
-        return self._unpack(self.loads(storage.read_bytes(os.fspath(path))), id=id)
+        path = Path(path)
+        return self._unpack(self.loads(LocalStore(path.parent).read(path.name)), id=id)
 
     def load_key(self, key: str, id: str) -> Observation:
         """The record of run ``id`` stored at ``key`` of the backend's store (such
@@ -384,29 +480,20 @@ class FileBackend(Backend):
 
         The file name is the run's id, never what a record says inside. A
         foreign file such as ``notes.pkl`` is listed too, so that reading it
-        warns (it is never returned as a run, and never deleted).
+        warns (it is never returned as a run, and never deleted); hidden files
+        are not.
         """
         suffix = self.suffix
-        if self._remote:
-            return [k[: -len(suffix)] for k in self.store.list("") if k.endswith(suffix)]
-        ids = []
-        try:
-            entries = os.scandir(self.root)
-        except FileNotFoundError:
-            return []
-        with entries:
-            for entry in entries:
-                name = entry.name
-                if name.startswith("."):
-                    if storage.is_temp(name):
-                        storage.remove_stale_temp(self.root, name)
-                    continue
-                if name.endswith(suffix):
-                    ids.append(name[: -len(suffix)])
-        return ids
+        cut = -len(suffix)
+        return [
+            key[:cut]
+            for key in root_store(self).list("")
+            if key.endswith(suffix) and not key.startswith(".")
+        ]
 
     def delete(self, id: str) -> None:
-        """Remove the record ``id`` (not its artefacts).
+        """Remove the record ``id`` (not its artefacts); a linked record's link
+        itself, never what it points to.
 
         Raises
         ------
@@ -419,27 +506,15 @@ class FileBackend(Backend):
                 f"Invalid run id {id!r}: ids look like '2026-01-01_12-00-00_000000'. "
                 "Delete records by the ids all_ids() lists."
             )
-        if self._remote:
-            self.store.delete(self.key(id))
-            return
-        # unlinks a symlinked record itself, never what it points to
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.root, f"{id}{self.suffix}"))
+        root_store(self).delete(self.key(id))
 
     def artefacts(self, id: str) -> list[Path]:
         """The files stored for run ``id`` (``[]`` if there are none); those of a
         remote store are downloaded first (once) to its local working folder."""
-        if self._remote and is_id(id):
-            self._download(id)
+        store, working = root_store(self), working_store(self)
+        if working is not store and is_id(id):
+            blobs.download(store, working, layout.artefacts_prefix(id))
         return super().artefacts(id)
-
-    def _download(self, id: str) -> None:
-        prefix = layout.artefacts_prefix(id)
-        for key in self.store.walk(prefix):
-            target = layout.at(self.root, checked(key))
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                storage.atomic_write(target, self.store.read(key), fsync=False)
 
     def keep_artefacts(self, id: str) -> None:
         """Upload run ``id``'s ``current_dir()`` to a remote store (each file once,
@@ -450,13 +525,9 @@ class FileBackend(Backend):
         OSError
             If a file cannot be read or uploaded (the run's record is unaffected).
         """
-        if not self._remote:
-            return
-        folder = layout.artefacts(self.root, id)
-        prefix = layout.artefacts_prefix(id)
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                self.store.put(prefix + path.relative_to(folder).as_posix(), path.read_bytes())
+        store, working = root_store(self), working_store(self)
+        if working is not store:
+            blobs.upload(working, store, layout.artefacts_prefix(id))
 
     def iter_observations(
         self, ids: Iterable[str], *, environment: bool = True
@@ -471,35 +542,21 @@ class FileBackend(Backend):
         if type(self).load is not FileBackend.load:  # a subclass reads its own way
             yield from super().iter_observations(ids)
             return
-        if self._remote:
-            yield from self._iter_remote(list(ids), environment)
-            return
-        prefix, suffix = os.path.join(self.root, ""), self.suffix
-        for id in ids:
+        store, suffix = root_store(self), self.suffix
+        ids = list(ids)
+        # a store that cannot say cheaply whether annotations changed (a bucket)
+        # has them listed once for the listing; a folder checks its mtime per run
+        marked = annotated(store) if store.modified(_ANNOTATIONS) is None else None
+        loads = self.format.loads if type(self).loads is FileBackend.loads else self.loads  # type: ignore[union-attr]
+        found = store.read_many([f"{id}{suffix}" for id in ids])
+        for id, (_, data) in zip(ids, found, strict=True):
+            if not isinstance(data, bytes):
+                if not isinstance(data, FileNotFoundError):  # gone since listed: not unreadable
+                    self._warn_unreadable(id, data)
+                continue
             try:
-                data = storage.read_bytes(f"{prefix}{id}{suffix}")
-            except FileNotFoundError:
-                continue  # deleted after it was listed: gone, not unreadable
+                observation = self._unpack(loads(data), environment, id=id, marked=marked)
             except Exception as exc:  # a foreign or torn file must not stop a listing
-                self._warn_unreadable(id, exc)
-                continue
-            try:
-                observation = self._unpack(self.loads(data), environment, id=id)
-            except Exception as exc:
-                self._warn_unreadable(id, exc)
-                continue
-            yield observation
-
-    def _iter_remote(self, ids: list[str], environment: bool) -> Iterator[Observation]:
-        """Fetch the records in parallel, in order; annotations are listed once."""
-        marked = annotated(self.store)
-        keys = [self.key(id) for id in ids]
-        for id, (_, found) in zip(ids, self.store.get_many(keys), strict=True):
-            if found is None:
-                continue  # deleted after it was listed
-            try:
-                observation = self._unpack(self.loads(found[0]), environment, id=id, marked=marked)
-            except Exception as exc:
                 self._warn_unreadable(id, exc)
                 continue
             yield observation
@@ -558,44 +615,42 @@ class FileBackend(Backend):
         if id is not None and observation.id != id:
             _warn_renamed(self.where, id, observation.id, self.suffix)
             observation = observation._replace(id=id)
+        store = root_store(self)
         metadata = observation.metadata
-        metadata.update(self._annotations(observation.id, marked))
+        metadata.update(self._annotations(store, observation.id, marked))
         if "environment_ref" in metadata:
             ref = metadata.pop("environment_ref")
             if environment:
                 valid = isinstance(ref, str) and ref.isalnum()
-                metadata["environment"] = blobs.get_environment(self.store, ref) if valid else None
-        return stored(observation, self.store, self.key(observation.id))
+                metadata["environment"] = blobs.get_environment(store, ref) if valid else None
+        return stored(observation, store, self.key(observation.id))
 
     def annotate(self, observation: Observation, marked: set[str] | None = None) -> Observation:
         """``observation`` as loaded: a file backend's loads carry their tags and notes."""
         return observation
 
-    def _annotations(self, id: str, marked: set[str] | None = None) -> dict[str, Any]:
-        """Run ``id``'s tags and notes. A folder's are listed again only when it
-        changed; a remote store's are listed once per listing (``marked``), or
-        looked for one by one."""
-        if self._remote:
-            if marked is not None and id not in marked:
-                return {}
-            return read_annotations(self.store, id)
-        folder = self.__dict__.get("_annotations_folder")
-        if folder is None:  # a str, made once: a Path per load costs more than the stat
-            folder = self._annotations_folder = os.fspath(layout.internal(self.root, "annotations"))
-        try:
-            stamp = os.stat(folder).st_mtime_ns
-        except OSError:
-            return {}
-        # (folder mtime, ids with annotations, when they were listed)
-        known: tuple[int, set[str], int] | None = getattr(self, "_annotated", None)
+    def _annotations(self, store: Store, id: str, marked: set[str] | None) -> dict[str, Any]:
+        """Run ``id``'s tags and notes. ``marked``: the ids that have some, as a
+        listing found them. Otherwise a store that says when its annotations
+        changed (a folder's mtime) has them listed again only then; another
+        looks for the run's own file."""
+        if marked is not None:
+            return read_annotations(store, id) if id in marked else {}
+        stamp = store.modified(_ANNOTATIONS)
+        if stamp is None:
+            return read_annotations(store, id)
+        # (stamp, ids with annotations, when they were listed)
+        known: tuple[int, set[str], int] | None = self.__dict__.get("_annotated")
         if known is None or known[0] != stamp:
-            known = self._annotated = (stamp, annotated(self.store), time.time_ns())
+            known = self.__dict__["_annotated"] = (stamp, annotated(store), time.time_ns())
         # a listing this close to the folder's last change may have missed a
         # change in the same mtime tick: then look for the run's file itself
         if id in known[1] or not storage.settled(stamp, now=known[2]):
-            return read_annotations(self.store, id)
+            return read_annotations(store, id)
         return {}
 
+
+_ANNOTATIONS = layout.internal_prefix("annotations")
 
 _RENAMED_WARNED: set[tuple[str, str, str]] = set()
 
@@ -617,13 +672,7 @@ def _warn_renamed(root: str, id: str, written: str, suffix: str) -> None:
 class PickleBackend(FileBackend):
     """The default: ``<root>/<id>.pkl``; configs and results may be any picklable object."""
 
-    suffix = ".pkl"
-
-    def dumps(self, observation: Observation) -> bytes:
-        return pickle.dumps(observation, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def loads(self, data: bytes) -> Observation:
-        return pickle.loads(data)  # type: ignore[no-any-return]
+    format = formats.PICKLE
 
 
 @register_backend("json")
@@ -636,77 +685,7 @@ class JSONBackend(FileBackend):
     anywhere.
     """
 
-    suffix = ".json"
-
-    def dumps(self, observation: Observation) -> bytes:
-        text = json.dumps(observation._asdict(), indent=2, allow_nan=True, default=_json_default)
-        return text.encode()
-
-    def loads(self, data: bytes) -> Observation:
-        return Observation(**json.loads(data))
-
-
-def _json_default(value: Any) -> Any:
-    """numpy arrays and scalars as lists and numbers; anything else is refused."""
-    if keys.is_numpy(value):
-        return value.tolist()
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-@functools.cache
-def _yaml() -> tuple[Any, Any, Any]:
-    """``(yaml, Dumper, Loader)``, imported on first use: PyYAML is slow to import.
-
-    Both are PyYAML's safe classes (the C ones where available) extended with
-    exactly what records need: tuples (``!!python/tuple``, as 2.0.4 wrote
-    them), numpy values written as lists and numbers, and subclasses of
-    dict, list, tuple, str, int and float written as their plain values (as
-    JSON writes them). Anything else is refused when writing, and no object
-    is ever constructed when reading.
-    """
-    import yaml
-
-    class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-        """Safe YAML plus tuples; multi-line strings as blocks; PyYAML's globals untouched."""
-
-    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-        """Safe YAML plus ``!!python/tuple``."""
-
-    def represent_str(dumper: Any, data: str) -> Any:
-        style = "|" if "\n" in data.strip("\n") else None
-        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-    def represent_tuple(dumper: Any, data: tuple[Any, ...]) -> Any:
-        return dumper.represent_sequence(_TUPLE_TAG, data)
-
-    def represent_other(dumper: Any, data: Any) -> Any:
-        value = keys.plain(data)  # numpy values, and subclasses of plain types
-        if value is not data:
-            return dumper.represent_data(value)
-        raise yaml.representer.RepresenterError(
-            f"cannot represent an object of type {type(data).__name__} in safe YAML: {data!r}"
-        )
-
-    def construct_tuple(loader: Any, node: Any) -> tuple[Any, ...]:
-        return tuple(loader.construct_sequence(node))
-
-    Dumper.add_representer(str, represent_str)
-    Dumper.add_representer(tuple, represent_tuple)
-    Dumper.add_representer(None, represent_other)
-    Loader.add_constructor(_TUPLE_TAG, construct_tuple)
-    return yaml, Dumper, Loader
-
-
-def yaml_text(value: Any) -> str:
-    """``value`` as readable YAML, written as the ``yaml`` backend writes records."""
-    yaml, dumper, _ = _yaml()
-    text: str = yaml.dump(
-        value, Dumper=dumper, sort_keys=False, allow_unicode=True, default_flow_style=False
-    )
-    return text
-
-
-_TUPLE_TAG = "tag:yaml.org,2002:python/tuple"
+    format = formats.JSON
 
 
 @register_backend("yaml")
@@ -721,13 +700,4 @@ class YAMLBackend(FileBackend):
     skipped with a warning.
     """
 
-    suffix = ".yaml"
-
-    def dumps(self, observation: Observation) -> bytes:
-        yaml, dumper, _ = _yaml()
-        text: str = yaml.dump(observation._asdict(), Dumper=dumper, indent=2, sort_keys=False)
-        return text.encode()
-
-    def loads(self, data: bytes) -> Observation:
-        yaml, _, loader = _yaml()
-        return Observation(**yaml.load(data, Loader=loader))  # a safe loader: see _yaml
+    format = formats.YAML

@@ -135,6 +135,52 @@ class Store(ABC):
         """
         return self.get(key)[0]
 
+    # -- beyond the primitives: each has a generic default, and a store overrides
+    # it where it has a faster way (a folder: no stat after a write, one scandir)
+
+    def write(self, key: str, data: bytes, *, sync: bool = True) -> None:
+        """:meth:`put` without asking for the new version (a folder saves a ``stat``)."""
+        self.put(key, data, sync=sync)
+
+    def has(self, key: str) -> bool:
+        """Whether anything is at ``key`` (in a folder, a dangling link counts: the
+        name is taken)."""
+        return self.version(key) is not None
+
+    def read_many(self, keys: Sequence[str]) -> Iterator[tuple[str, bytes | OSError]]:
+        """``(key, bytes)`` for each of ``keys``, in order, or ``(key, error)`` for one
+        that cannot be read: a :class:`Missing` for a key deleted since it was
+        listed, any other ``OSError`` for an object that is there but unreadable (a
+        folder's file with no permission). A listing skips those and goes on; an
+        error of the store as a whole (a bucket out of reach) raises. Remote stores
+        fetch in parallel."""
+        for key in keys:
+            try:
+                data = self.read(key)
+            except Missing as missing:
+                yield key, missing
+            else:
+                yield key, data
+
+    def modified(self, prefix: str) -> int | None:
+        """When a key directly under the folder ``prefix`` was last added, replaced or
+        removed, in :func:`time.time_ns` units (a folder's mtime); ``0`` when there is
+        no such folder; ``None`` when the store cannot say without a listing (a
+        bucket), so callers list. As coarse as the clock: a change in the same tick
+        as the last may not move it (see ``files.settled``)."""
+        return None
+
+    def prepare(self) -> None:
+        """Make the store ready to write: a folder is created, with its parents;
+        other stores need nothing (a prefix exists once a key is under it).
+
+        Raises
+        ------
+        OSError
+            If the folder cannot be created (a file in its place, no permission).
+        """
+        return None
+
     def versions(self, prefix: str = "") -> Iterator[tuple[str, str]]:
         """``(key, version)`` of each key :meth:`list` gives (S3 lists them together:
         one request a thousand keys, where a folder stats each file)."""

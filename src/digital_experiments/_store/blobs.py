@@ -1,7 +1,14 @@
-"""Environments stored once per root: ``.de/environments/<digest>.json``, on any store.
+"""Blobs: environments stored once per root, and a run's artefacts between a
+remote store and its local working folder.
 
-A blob's name is the digest of its bytes, so concurrent writers of one blob
-write the same bytes, and a reader can tell a damaged blob from a good one.
+An environment is ``.de/environments/<digest>.json``, on any store. A blob's
+name is the digest of its bytes, so concurrent writers of one blob write the
+same bytes, and a reader can tell a damaged blob from a good one.
+
+Artefacts are the files of ``storage/<id>/``: a run writes them in a local
+folder (its ``current_dir()``), which a remote store's root gets by
+:func:`upload`, and a reader by :func:`download`. The local folder is passed as
+its store (a ``LocalStore``), so nothing here touches a disk itself.
 """
 
 from __future__ import annotations
@@ -84,3 +91,28 @@ def get_environment(store: Store, digest: str) -> Any:
                 )
             return None
     return _CACHE[known]
+
+
+# ---------------------------------------------------------------- artefacts
+
+
+def upload(local: Store, store: Store, prefix: str) -> None:
+    """Copy each file under ``prefix`` of ``local`` (a working folder's store) to
+    the same key of ``store``, in key order.
+
+    Raises
+    ------
+    OSError
+        If a file cannot be read or uploaded (what was copied stays).
+    """
+    for key in sorted(local.walk(prefix)):
+        store.put(key, local.read(key))
+
+
+def download(store: Store, local: Store, prefix: str) -> None:
+    """Copy each object under ``prefix`` of ``store`` that ``local`` (a working
+    folder's store) lacks to the same key there: once, so a file edited locally
+    is kept, and a reader never sees half a file (each is written by rename)."""
+    for key in store.walk(prefix):
+        if not local.has(key):
+            local.write(key, store.read(key), sync=False)  # a cache of the store's copy

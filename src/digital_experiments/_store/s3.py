@@ -192,6 +192,22 @@ class S3Store(Store):
         with ThreadPoolExecutor(min(READERS, len(keys))) as pool:
             yield from zip(keys, pool.map(self.get_or_none, keys), strict=True)
 
+    def read_many(self, keys: Sequence[str]) -> Iterator[tuple[str, bytes | OSError]]:
+        """``(key, bytes)`` for each of ``keys``, in order, fetched in parallel
+        (``(key, Missing)`` for a key deleted since it was listed); a
+        :class:`StoreError` raises."""
+        if len(keys) < 2:
+            yield from super().read_many(keys)
+            return
+        with ThreadPoolExecutor(min(READERS, len(keys))) as pool:
+            yield from zip(keys, pool.map(self._read_or_missing, keys), strict=True)
+
+    def _read_or_missing(self, key: str) -> bytes | OSError:
+        try:
+            return self.read(key)
+        except Missing as missing:
+            return missing
+
     def check(self) -> None:
         """Fail now, with the setting to fix, if the bucket cannot be read.
 
