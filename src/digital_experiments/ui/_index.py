@@ -256,7 +256,7 @@ class RunIndex:
             if self.looked is not None and now - self.looked < REMOTE_INTERVAL:
                 return False
             self.looked = now
-            return self._refresh(None, self._remote_marks)
+            return self._refresh(None, self._remote_marks())
         notes = os.fspath(layout.internal(self.folder, "annotations"))
         try:
             folder_stamp = os.stat(self.folder).st_mtime_ns
@@ -270,13 +270,13 @@ class RunIndex:
         if stamp == self.stamp and self.settled and not self._running():
             return False
         same = self.settled and self.stamp is not None and self.stamp[1] == notes_stamp
-        return self._refresh(stamp, (lambda: self.marks) if same else lambda: self._marks(notes))
+        return self._refresh(stamp, self.marks if same else self._marks(notes))
 
-    def _refresh(
-        self, stamp: tuple[int, int | None] | None, marking: Callable[[], dict[str, Any]]
-    ) -> bool:
+    def _refresh(self, stamp: tuple[int, int | None] | None, marks: dict[str, Any]) -> bool:
         """Reread the records that changed since the last listing (``stamp``: the
-        folder's times then, ``None`` for a bucket) and those whose annotations did."""
+        folder's times then, ``None`` for a bucket) and those whose annotations did
+        (``marks``: each annotation file's signature now, listed before any record
+        is read, so a later change shows at the next refresh)."""
         running = self._running()
         suffixes = self._suffixes()
         refused = {}
@@ -285,7 +285,6 @@ class RunIndex:
             if refusal is not None:
                 refused[suffix] = refusal
         current = self._listing(suffixes, refused)
-        marks = marking()
         # changed files, running runs (whose process may have died since), and runs
         # whose tags or notes changed (their records did not)
         changed = [n for n, sig in current.items() if self.seen.get(n) != sig]
