@@ -103,23 +103,19 @@ class CacheIndex:
         pinned by a waiting task; a cancel while a try is in a worker thread gives
         back what that try took."""
         lock = await anyio.to_thread.run_sync(storage.make_lock, self.lock_path(config))
-        await _poll(lambda: storage.try_acquire(lock), lock.release, lambda: None)
+        await _poll(lambda: storage.try_acquire(lock), lock.release)
         try:
             if not await anyio.to_thread.run_sync(self.shared):
                 yield await anyio.to_thread.run_sync(self.lookup, config)
                 return
             lease = self.lease(config)
-            found: list[Observation] = []
-
-            def look() -> None:
-                hit = self.lookup(config)
-                if hit is not None:
-                    found.append(hit)
-
-            if not await _poll(
-                lambda: leases.acquire(lease), lambda: leases.release(lease), look, found
-            ):
-                yield found[0]
+            hit = await _poll(
+                lambda: leases.acquire(lease),
+                lambda: leases.release(lease),
+                lambda: self.lookup(config),
+            )
+            if hit is not None:  # another host completed it meanwhile
+                yield hit
                 return
             try:
                 with leases.kept(lease, leases.DEFAULT_LENGTH / 4):
@@ -185,11 +181,15 @@ class CacheIndex:
 async def _poll(
     take: Callable[[], bool],
     give_back: Callable[[], None],
-    between: Callable[[], None],
-    done: list[Any] | None = None,
-) -> bool:
-    """Try ``take`` in a worker thread until it succeeds (``True``), calling
-    ``between`` after each failed try, until ``done`` holds something (``False``).
+    look: Callable[[], Observation | None] | None = None,
+) -> Observation | None:
+    """Try ``take`` in a worker thread until it succeeds (``None``), calling
+    ``look`` (in a worker thread too) after each failed try, until it finds a hit
+    (returned: then nothing is taken).
+
+    Without ``look`` the holder is on this host (a file lock, freed at once), so
+    tries stay frequent (at most 0.05 s apart); with it, another host holds a
+    lease for a whole run, so they space out to ``_LONGEST_WAIT``.
 
     A blocking take would pin one worker thread per waiting task, starving the
     run that holds the lock of the threads it needs to finish (and trips
@@ -201,15 +201,15 @@ async def _poll(
         attempt = _Attempt(take, give_back)
         try:
             if await anyio.to_thread.run_sync(attempt):
-                return True
-            await anyio.to_thread.run_sync(between)
+                return None
+            hit = None if look is None else await anyio.to_thread.run_sync(look)
         except BaseException:
             attempt.abandon()
             raise
-        if done:
-            return False
+        if hit is not None:
+            return hit
         await anyio.sleep(delay)
-        delay = min(delay * 2, _LONGEST_WAIT if done is not None else 0.05)
+        delay = min(delay * 2, 0.05 if look is None else _LONGEST_WAIT)
 
 
 class _Attempt:
