@@ -327,3 +327,61 @@ def test_sigterm_to_a_sweep_driver_stops_its_pool_workers(tmp_path: Path) -> Non
     runs = query.load(root, status="all")
     assert sorted(run.status for run in runs) == ["interrupted", "interrupted"]
     assert claims.held(str(root)) == []  # every claim given back
+
+
+ONE_WORKER = """
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+from digital_experiments.backends import PickleBackend
+from tests.stress.sweep_workers import square
+
+if __name__ == "__main__":
+    square.experiment.backend = PickleBackend(Path(sys.argv[1]))
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        square.sweep({"x": [1]}, executor=pool, progress=False)
+"""
+
+
+def test_sigterm_while_a_worker_gives_its_claim_back_waits_for_it(tmp_path: Path) -> None:
+    """A SIGTERM that reaches a pool worker as it releases its claim (a pool that saw
+    a sibling exit sends one) is held until the claim is back: no claim is left held
+    by a dead process, for other hosts to wait out."""
+    root, signal_file = tmp_path / "runs", tmp_path / "faults"
+    script = tmp_path / "one_worker.py"
+    script.write_text(ONE_WORKER)
+    env = {**driver_env(root), "DE_FAULTS": "sweep.release=wait"}
+    env["DE_FAULTS_SIGNAL"] = str(signal_file)
+    log = (tmp_path / "driver.log").open("w")  # not a pipe: the worker would hold it open
+    driver = subprocess.Popen(
+        [sys.executable, str(script), str(root)], cwd=REPO, env=env, stdout=log, stderr=log
+    )
+    try:
+        for _ in range(12000):  # until the worker waits at the point, claim still held
+            if signal_file.exists() and signal_file.read_text().endswith("\n"):
+                break
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()
+            time.sleep(0.01)
+        (line,) = signal_file.read_text().splitlines()
+        worker = int(line.split()[1])
+        assert worker != driver.pid
+        assert len(claims.held(str(root))) == 1
+        driver.kill()  # gone, as a driver killed on a cluster: nobody else gives it back
+        driver.wait(timeout=120)
+        os.kill(worker, signal.SIGTERM)  # lands while the claim is being given back
+        Path(f"{signal_file}.go").touch()
+        for _ in range(12000):
+            if not storage.pid_alive(worker):
+                break
+            time.sleep(0.01)
+        assert not storage.pid_alive(worker)
+    finally:
+        Path(f"{signal_file}.go").touch()
+        driver.kill()
+        driver.wait(timeout=120)
+        log.close()
+    assert claims.held(str(root)) == []
+    (run,) = query.load(root, status="all")
+    assert run.status == "completed"

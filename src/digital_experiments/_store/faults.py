@@ -8,6 +8,10 @@ import). Actions:
 ``pause``
     Append ``name detail`` as one line to the file ``$DE_FAULTS_SIGNAL``, then
     block forever (the test kills the process there).
+``wait``
+    Append the line as ``pause`` does, then block until the file
+    ``$DE_FAULTS_SIGNAL.go`` exists (the test acts on the process there, a
+    signal say, and then lets it go on).
 
 ``name=action@N`` acts only on the N-th time the point is reached (1-based).
 With ``DE_FAULTS_MIN_BYTES`` set, only writes of at least that many bytes
@@ -20,6 +24,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 _SPEC = {
     name.strip(): action.strip()
@@ -48,9 +53,15 @@ def point(name: str, detail: str = "", size: int = 0) -> None:
             return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
-    elif action == "pause":
+    elif action in ("pause", "wait"):
         with open(os.environ["DE_FAULTS_SIGNAL"], "a") as file:
             file.write(f"{name} {detail}\n")
-        threading.Event().wait()
+        if action == "pause":
+            threading.Event().wait()
+        go = os.environ["DE_FAULTS_SIGNAL"] + ".go"
+        while not os.path.exists(go):  # bytecodes between naps: signal handlers run here
+            time.sleep(0.005)
     else:
-        raise ValueError(f"unknown fault action {action!r} for {name!r}; use 'kill' or 'pause'")
+        raise ValueError(
+            f"unknown fault action {action!r} for {name!r}; use 'kill', 'pause' or 'wait'"
+        )

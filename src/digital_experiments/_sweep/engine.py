@@ -53,6 +53,7 @@ from .._record import signals
 from .._record.run import Ending, Recorder, as_recorder
 from .._runs.backends import Backend
 from .._runs.observation import COMPLETED, FAILED, Observation, error_info, is_completed, status_of
+from .._store import faults
 from .._store.lease import DEFAULT_LENGTH
 from ..errors import StorageError
 from .claims import Claim, adopt, heartbeat, holds, release, touch, try_claim
@@ -144,7 +145,10 @@ def _run_job(job: _Job) -> _Outcome:
     the exit for a call's result and start its next call.
     """
     try:
-        return _run_claimed(job)
+        # our SIGTERM handler for the whole job, not just the run: a second SIGTERM
+        # (a pool that saw a sibling exit sends one) waits until the claim is back
+        with signals.sigterm_interrupts():
+            return _run_claimed(job)
     except signals.Terminated as exc:
         if os.getpid() == job.driver:  # a serial sweep: the driver exits as usual
             raise
@@ -168,7 +172,9 @@ def _run_claimed(job: _Job) -> _Outcome:
             exp.index.remember(ending[0])  # before the claim goes: others look here
     finally:
         if claim is not None:
-            release(claim)
+            with signals.held():  # a kill now would leave the claim held by a dead process
+                faults.point("sweep.release", str(os.getpid()))
+                release(claim)
     return _outcome(ending)
 
 
