@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import TypeGuard
 
@@ -252,7 +251,7 @@ def purge(backend: Backend, ids: list[str] | None = None) -> int:
     for id in trashed(backend) if ids is None else ids:
         folder = layout.trash(root, id)
         # renamed away first, so a half-purged run never looks restorable
-        doomed = layout.trash(root) / f".purging-{uuid.uuid4().hex}"
+        doomed = layout.trash(root) / f".purging-{os.urandom(16).hex()}"
         try:
             os.rename(folder, doomed)
         except FileNotFoundError:
@@ -260,7 +259,7 @@ def purge(backend: Backend, ids: list[str] | None = None) -> int:
         shutil.rmtree(doomed, ignore_errors=True)
         artefacts = _artefacts_trash(root, id)
         if os.path.lexists(artefacts):  # never what a link points to
-            gone = _artefacts_trash(root) / f".purging-{uuid.uuid4().hex}"
+            gone = _artefacts_trash(root) / f".purging-{os.urandom(16).hex()}"
             os.rename(artefacts, gone)
             if os.path.islink(gone):
                 os.unlink(gone)

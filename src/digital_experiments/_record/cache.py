@@ -24,9 +24,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import anyio.to_thread
-
 from .._model import keys, layout
 from .._read.query import select
 from .._read.trash import load_even_deleted
@@ -102,6 +99,8 @@ class CacheIndex:
         """:meth:`exclusive` for a task: every wait polls, so no worker thread is
         pinned by a waiting task; a cancel while a try is in a worker thread gives
         back what that try took."""
+        import anyio.to_thread  # anyio loads with the first async call: import stays light
+
         lock = await anyio.to_thread.run_sync(storage.make_lock, self.lock_path(config))
         await _poll(lambda: storage.try_acquire(lock), lock.release)
         try:
@@ -196,6 +195,8 @@ async def _poll(
     filelock's deadlock check when a reused thread still has another task's
     hold registered).
     """
+    import anyio.to_thread
+
     delay = 0.001
     while True:
         attempt = _Attempt(take, give_back)
