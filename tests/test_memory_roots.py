@@ -156,3 +156,17 @@ def test_the_trash_round_trip() -> None:
     train.delete(id)
     assert train.purge() == 1
     assert not [key for key in open_store(url).walk("") if id in key]
+
+
+def test_a_delete_cut_short_after_its_first_write_lists_no_trashed_run() -> None:
+    """``deleted.json`` goes to the trash before anything moves: on its own it is not a
+    trashed run (the run is still in place), and the next delete moves the run."""
+    url = root()
+    train = experiment(root=url)(fit)
+    train(0.1)
+    (id,) = [o.id for o in train.observations()]
+    open_store(url).put(f".de/trash/{id}/deleted.json", b'{"at": 0}')
+    assert train.trash() == []
+    assert [o.id for o in train.observations()] == [id]
+    assert train.delete(id) == [id]
+    assert train.trash() == [id]

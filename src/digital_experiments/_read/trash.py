@@ -183,11 +183,15 @@ def trashed(backend: Backend) -> list[str]:
     """The ids of the runs in the trash, oldest first."""
     if _remote(backend):
         store = root_store(backend)
-        # some servers (SeaweedFS) keep a "folder" after its last object is gone
+        # some servers (SeaweedFS) keep a "folder" after its last object is gone, and a
+        # delete cut short after deleted.json (its first write) moved nothing yet
         return [
             name
             for name in store.folders(layout.internal_prefix("trash"))
-            if layout.is_id(name) and next(store.list(layout.trash_prefix(name)), None)
+            if layout.is_id(name)
+            and any(
+                not key.endswith(f"/{DELETED}") for key in store.list(layout.trash_prefix(name))
+            )
         ]
     try:
         names = os.listdir(layout.trash(backend.root))
