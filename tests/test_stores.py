@@ -6,13 +6,17 @@ sees for wrong settings; and a write whose answer was lost."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from digital_experiments._store import LocalStore, Missing, Store, StoreError, open_store
+from digital_experiments._store import files as storage
 from digital_experiments._store.s3 import ATTEMPTS, S3Store, parse
 
 from .servers import ATOMIC_KINDS, DroppingProxy, Server, free_ports, race, store_of, use_server
@@ -97,6 +101,96 @@ def test_get_many_keeps_the_order_and_marks_the_missing(any_store: Store) -> Non
         else:
             assert got is not None
             assert got[0] == key.encode()
+
+
+def test_read_many_keeps_the_order_and_gives_each_missing_key_its_error(
+    any_store: Store,
+) -> None:
+    keys = [f"r/{i:03d}" for i in range(40)]
+    for key in keys:
+        any_store.write(key, key.encode(), sync=False)
+    any_store.delete("r/007")
+    found = list(any_store.read_many(keys))
+    assert [key for key, _ in found] == keys
+    for key, got in found:
+        if key == "r/007":
+            assert isinstance(got, Missing)  # a FileNotFoundError, as records always raised
+        else:
+            assert got == key.encode()
+
+
+def test_read_many_of_a_folder_gives_an_unreadable_file_its_error(tmp_path: Path) -> None:
+    """A file that is there and cannot be read (here a link to itself) is that
+    record's problem: the others are read; a folder in a key's place is no object."""
+    store = LocalStore(tmp_path)
+    store.write("a", b"1")
+    (tmp_path / "b").symlink_to("b")
+    (tmp_path / "c").mkdir()
+    store.write("d", b"4")
+    found = dict(store.read_many(["a", "b", "c", "d"]))
+    assert (found["a"], found["d"]) == (b"1", b"4")
+    assert isinstance(found["b"], OSError)
+    assert not isinstance(found["b"], FileNotFoundError)
+    assert isinstance(found["c"], Missing)
+
+
+def test_write_and_has(any_store: Store) -> None:
+    assert not any_store.has("w/k.pkl")
+    any_store.write("w/k.pkl", b"one")  # its folder made on the way
+    any_store.write("w/k.pkl", b"two", sync=False)
+    assert any_store.has("w/k.pkl")
+    assert any_store.read("w/k.pkl") == b"two"
+    assert not any_store.has("w/other.pkl")
+
+
+def test_modified_moves_when_a_folder_gets_a_key_or_says_it_cannot_tell(
+    any_store: Store,
+) -> None:
+    if not isinstance(any_store, LocalStore):
+        assert any_store.modified("m/") is None  # callers list instead
+        return
+    assert any_store.modified("m/") == 0  # no such folder
+    any_store.write("m/k", b"x")
+    assert any_store.modified("m/") == (any_store.root / "m").stat().st_mtime_ns > 0
+
+
+def test_prepare_makes_a_folder_and_nothing_else(any_store: Store, tmp_path: Path) -> None:
+    any_store.prepare()
+    any_store.prepare()  # again: nothing to do
+    if isinstance(any_store, LocalStore):
+        assert any_store.root.is_dir()
+    nested = LocalStore(tmp_path / "a" / "b")
+    nested.prepare()
+    assert (tmp_path / "a" / "b").is_dir()
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(FileExistsError):
+        LocalStore(tmp_path / "file").prepare()
+
+
+def test_walk_finds_every_key_under_a_prefix(any_store: Store) -> None:
+    keys = ["s/1/a.txt", "s/1/deep/b.bin", "s/1/deep/er/c", "s/2/other"]
+    for key in keys:
+        any_store.write(key, b"x")
+    assert sorted(any_store.walk("s/1/")) == keys[:3]
+
+
+def test_a_folder_listing_removes_dead_writers_temp_files_and_lists_none(
+    tmp_path: Path,
+) -> None:
+    """A writer killed between its temp file and its rename leaves the temp file:
+    the next listing of that folder removes it (a live writer's is kept)."""
+    store = LocalStore(tmp_path)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = storage.temp_name("r1.pkl", child.pid, None, "u1")
+    alive = storage.temp_name("r2.pkl", os.getpid(), None, "u2")
+    # names that sort right beside the temp files' but are none
+    others = [".tmp", ".tmp,x", ".tmp.x", "r.pkl"]
+    for name in [dead, alive, *others]:
+        (tmp_path / name).write_bytes(b"partial")
+    assert list(store.list("")) == others
+    assert not (tmp_path / dead).exists()
+    assert (tmp_path / alive).exists()
 
 
 def test_s3_listing_pages_past_a_thousand_keys(

@@ -639,6 +639,8 @@ class FileBackend(Backend):
         stamp = store.modified(_ANNOTATIONS)
         if stamp is None:
             return read_annotations(store, id)
+        if stamp == 0:  # no annotations folder: no run has any
+            return {}
         # (stamp, ids with annotations, when they were listed)
         known: tuple[int, set[str], int] | None = self.__dict__.get("_annotated")
         if known is None or known[0] != stamp:

@@ -10,6 +10,7 @@ hold across hosts relies on it (claims use :meth:`put_new` alone).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import os
@@ -20,6 +21,9 @@ from pathlib import Path
 from .._model import layout
 from . import files as storage
 from .base import Missing, Store, checked
+
+# the first name after every temp name: ".tmp-" with its last character's successor
+_AFTER_TEMPS = storage.TEMP_PREFIX[:-1] + chr(ord(storage.TEMP_PREFIX[-1]) + 1)
 
 
 class LocalStore(Store):
@@ -32,6 +36,7 @@ class LocalStore(Store):
         # "<root>/" as a str, made once: keys become paths by one concatenation
         # (a Path, or os.path.join of one, costs more than the write it names)
         self._head = os.path.join(self.url, "")
+        self._folders: dict[str, str] = {}  # prefix -> path, for modified()
 
     @property
     def workdir(self) -> Path:
@@ -103,23 +108,26 @@ class LocalStore(Store):
         known dead (a ``kill -9`` mid-write) are removed on the way."""
         folder, _, start = prefix.rpartition("/")
         base = self._head + folder if folder else self.url
-        names = []
         try:
             with os.scandir(base) as entries:
-                for entry in entries:
-                    name = entry.name
-                    if storage.is_temp(name):
-                        storage.remove_stale_temp(Path(base), name)
-                    elif name.startswith(start) and entry.is_file():
-                        names.append(name)
+                names = sorted(entry.name for entry in entries if entry.is_file())
         except (FileNotFoundError, NotADirectoryError):
             return
-        names.sort()
-        head = f"{folder}/" if folder else ""
-        for name in names:
-            key = head + name
-            if start_after is None or key > start_after:
-                yield key
+        # sorted, the temp files are one run of names: found by two bisections,
+        # so a listing of many records pays nothing per name for them
+        first = bisect.bisect_left(names, storage.TEMP_PREFIX)
+        end = bisect.bisect_left(names, _AFTER_TEMPS, first)
+        if first < end:
+            for name in names[first:end]:
+                storage.remove_stale_temp(Path(base), name)
+            del names[first:end]
+        if start:
+            names = [name for name in names if name.startswith(start)]
+        if folder:
+            names = [f"{folder}/{name}" for name in names]
+        if start_after is not None:
+            names = [key for key in names if key > start_after]
+        yield from names
 
     def folders(self, prefix: str) -> Iterator[str]:
         base = os.path.join(self.root, prefix) if prefix else os.fspath(self.root)
@@ -145,20 +153,28 @@ class LocalStore(Store):
         return os.path.lexists(self._path(key))
 
     def read_many(self, keys: Sequence[str]) -> Iterator[tuple[str, bytes | OSError]]:
-        # a file that cannot be read is that record's problem, not the folder's
+        # a file that is there and cannot be read is that record's problem, not the folder's
         read, head = storage.read_bytes, self._head
         for key in keys:
+            if not key or key[0] == "/" or ".." in key:  # checked() only where it may refuse
+                checked(key)
             try:
-                data = read(head + checked(key))
+                data = read(head + key)
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                yield key, Missing(f"No object {key!r} in {self.url!r}.")  # as read() says
             except OSError as exc:
                 yield key, exc
             else:
                 yield key, data
 
     def modified(self, prefix: str) -> int | None:
-        # one stat of the folder; one that cannot be stat'ed cannot be listed either
+        # one stat of the folder (asked once per record read: its path is made once);
+        # a folder that cannot be stat'ed cannot be listed either
+        path = self._folders.get(prefix)
+        if path is None:
+            path = self._folders[prefix] = self._head + checked(prefix) if prefix else self.url
         try:
-            return os.stat(self._head + checked(prefix) if prefix else self.url).st_mtime_ns
+            return os.stat(path).st_mtime_ns
         except OSError:
             return 0
 
