@@ -424,9 +424,13 @@ class FileBackend(Backend):
 
     def record(self, observation: Observation) -> None:
         data = self.dumps(self._pack(observation))
-        root_store(self).write(
-            f"{observation.id}{self.suffix}", data, sync=self.durability == POWER
-        )
+        store = root_store(self)
+        store.write(f"{observation.id}{self.suffix}", data, sync=self.durability == POWER)
+        unsettled: set[str] | None = self.__dict__.get("_unsettled")
+        if unsettled and observation.id in unsettled:  # the run's first record, replaced
+            unsettled.discard(observation.id)
+            if isinstance(store, LocalStore):
+                store.settle_reserved(observation.id)
 
     def create(self, observation: Observation) -> Observation:
         """Reserve an id for ``observation`` in the root's one id namespace and
@@ -440,14 +444,16 @@ class FileBackend(Backend):
         the next one.
         """
         store = root_store(self)
-        if store.folder is None:  # the policies differ, as said above
+        if not isinstance(store, LocalStore):  # the policies differ, as said above
             return self._create_remote(store, observation)
-        id = storage.reserve_id(store.folder, observation.id)
-        while store.has(self.key(id)):  # an older version's record
-            id = storage.reserve_id(store.folder, id)
-        created = observation._replace(id=id)
-        store.write(self.key(id), self.dumps(self._pack(created)), sync=False)
-        return created
+        # one file created, not three: the reservation holds the record's bytes
+        # and is linked into place (a record already there keeps its id)
+        packed = self._pack(observation)
+        id = store.create_reserved(
+            observation.id, self.key, lambda id: self.dumps(packed._replace(id=id))
+        )
+        self.__dict__.setdefault("_unsettled", set()).add(id)
+        return observation._replace(id=id)
 
     def _create_remote(self, store: Store, observation: Observation) -> Observation:
         id, attempt = observation.id, 0

@@ -19,7 +19,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -101,6 +101,90 @@ def reserve_id(root: Path, first_id: str) -> str:
     with _ID_LOCK:
         _LAST_ID = max(_LAST_ID, id)
     return id
+
+
+_NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV)
+
+
+def create_reserved(
+    root: Path, first_id: str, target: Callable[[str], str], data: Callable[[str], bytes]
+) -> str:
+    """Reserve the first free id at or after ``first_id`` and publish ``data(id)``
+    at ``target(id)`` with one file created, not three.
+
+    The reservation ``<root>/.de/ids/<id>`` is created exclusively, as
+    :func:`reserve_id` does, and written with the record's bytes; a hard link
+    then publishes that finished file at ``target(id)`` (whole, as a rename
+    would: nothing is visible there before the link). A ``target`` already
+    there (a record an older version wrote without reserving) keeps its id and
+    the next id is tried. Call :func:`settle_reserved` once the record is
+    replaced, so the reservation stops holding its first bytes. Where hard
+    links are not supported, the record is written by :func:`atomic_write`.
+    """
+    global _LAST_ID
+    directory = os.fspath(layout.reserved_ids(root))
+    with _ID_LOCK:
+        id = first_id if first_id > _LAST_ID else next_id(_LAST_ID)
+    attempt = 0
+    while True:
+        reservation = os.path.join(directory, id)
+        try:
+            fd = os.open(reservation, _CREATE, 0o644)
+        except FileNotFoundError:  # the first id in this root
+            os.makedirs(directory, exist_ok=True)
+            continue
+        except FileExistsError:
+            attempt += 1
+            id = next_id(id, attempt)
+            continue
+        if _publish_reserved(fd, reservation, target(id), data(id)):
+            break
+        attempt += 1
+        id = next_id(id, attempt)
+    with _ID_LOCK:
+        _LAST_ID = max(_LAST_ID, id)
+    return id
+
+
+def _publish_reserved(fd: int, reservation: str, target: str, data: bytes) -> bool:
+    """Write ``data`` to the reservation open at ``fd`` and link it to ``target``;
+    ``False`` if ``target`` is another file (its id is taken)."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        faults.point("create_reserved.written", reservation, len(data))
+        try:
+            os.link(reservation, target)
+        except FileExistsError:
+            # an NFS retry can report "exists" for a link that succeeded: ours if same file
+            with contextlib.suppress(OSError):
+                if os.stat(target).st_ino == os.fstat(fd).st_ino:
+                    return True
+            _truncate(reservation)
+            return False
+        except OSError as exc:
+            if exc.errno not in _NO_LINKS:
+                raise
+            atomic_write(target, data, fsync=False)
+            _truncate(reservation)
+        return True
+    except BaseException:
+        _truncate(reservation)  # the id stays reserved, holding nothing
+        raise
+    finally:
+        os.close(fd)
+
+
+def settle_reserved(root: Path, id: str) -> None:
+    """Empty run ``id``'s reservation once its first record was replaced (its
+    bytes are then held by nothing else); the id stays reserved."""
+    _truncate(os.path.join(layout.reserved_ids(root), id))
+
+
+def _truncate(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.truncate(path, 0)
 
 
 # A temp name says exactly which process writes it, so a listing can remove

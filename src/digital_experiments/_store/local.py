@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .._model import layout
@@ -148,6 +148,19 @@ class LocalStore(Store):
     def write(self, key: str, data: bytes, *, sync: bool = True) -> None:
         # temp file and rename; the temp's first write makes a missing folder
         storage.atomic_write(self._path(key), data, fsync=self.fsync and sync)
+
+    def create_reserved(
+        self, first_id: str, key: Callable[[str], str], data: Callable[[str], bytes]
+    ) -> str:
+        """Reserve the first free id at or after ``first_id`` in ``.de/ids`` and
+        publish ``data(id)`` at ``key(id)``, creating one file (see
+        :func:`files.create_reserved`); :meth:`settle_reserved` once it is replaced."""
+        head = self._head
+        return storage.create_reserved(self.root, first_id, lambda id: head + key(id), data)
+
+    def settle_reserved(self, id: str) -> None:
+        """Empty ``id``'s reservation: its first record has been replaced."""
+        storage.settle_reserved(self.root, id)
 
     def has(self, key: str) -> bool:
         return os.path.lexists(self._path(key))
