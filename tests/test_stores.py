@@ -443,3 +443,27 @@ def test_an_unsynced_put_is_still_whole(any_store: Store) -> None:
     """put(sync=False) (the cache index) skips only the wait for the disk."""
     any_store.put("cache/k", b"an id", sync=False)
     assert any_store.read("cache/k") == b"an id"
+
+
+def test_a_users_file_named_like_a_temp_file_is_listed_and_kept(tmp_path: Path) -> None:
+    """Only names of the shape our temp files have are skipped: a user's ``.tmp-notes.txt``
+    artefact is listed, walked, and uploaded with its run."""
+    from digital_experiments import current_dir, experiment
+
+    store = LocalStore(tmp_path / "folder")
+    store.put("storage/run/.tmp-notes.txt", b"mine")
+    ours = storage.temp_name("x.pkl", os.getpid(), None, "0123abcd7")
+    assert storage.is_temp(ours)
+    assert not storage.is_temp(".tmp-notes.txt")
+    (tmp_path / "folder" / "storage" / "run" / ours).write_bytes(b"half")
+    assert list(store.list("storage/run/")) == ["storage/run/.tmp-notes.txt"]
+    assert list(store.walk("storage/run/")) == ["storage/run/.tmp-notes.txt"]
+
+    @experiment(root=f"memory://temp-named-{os.getpid()}")
+    def f() -> int:
+        (current_dir() / ".tmp-notes.txt").write_text("mine")
+        return 1
+
+    f()
+    (run,) = f.observations()
+    assert [p.name for p in f.artefacts(run.id)] == [".tmp-notes.txt"]

@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -302,8 +303,13 @@ def _exclusive_create(target: str, data: bytes) -> bool:
     return True
 
 
+# the shape temp_name() gives: a user's file that merely starts ".tmp-" is not one
+_TEMP_NAME = re.compile(r"\.tmp-[0-9a-f]{16}-\d+-\d+-[^-]+-.")
+
+
 def is_temp(name: str) -> bool:
-    return name.startswith(TEMP_PREFIX)
+    """Whether ``name`` is one of our temp files (see :func:`temp_name`)."""
+    return name.startswith(TEMP_PREFIX) and _TEMP_NAME.match(name) is not None
 
 
 def remove_stale_temp(directory: Path, name: str) -> None:

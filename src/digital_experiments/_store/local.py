@@ -118,9 +118,13 @@ class LocalStore(Store):
         first = bisect.bisect_left(names, storage.TEMP_PREFIX)
         end = bisect.bisect_left(names, _AFTER_TEMPS, first)
         if first < end:
+            kept = []
             for name in names[first:end]:
-                storage.remove_stale_temp(Path(base), name)
-            del names[first:end]
+                if storage.is_temp(name):
+                    storage.remove_stale_temp(Path(base), name)
+                else:  # a file of the user's that only looks like one
+                    kept.append(name)
+            names[first:end] = kept
         if start:
             names = [name for name in names if name.startswith(start)]
         if folder:
