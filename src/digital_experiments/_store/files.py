@@ -85,20 +85,36 @@ def reserve_id(root: Path, first_id: str) -> str:
     The reservation is an exclusive create of ``<root>/.de/ids/<id>``: atomic on local
     filesystems, NFS and FAT alike, and no hard link is needed.
     """
+    return _reserve(root, first_id, _keep_empty)
+
+
+def _keep_empty(fd: int, reservation: str, id: str) -> bool:
+    os.close(fd)
+    return True
+
+
+def _reserve(root: Path, first_id: str, take: Callable[[int, str, str], bool]) -> str:
+    """The first id at or after ``first_id`` whose reservation this process creates
+    and ``take(fd, path, id)`` keeps (it closes ``fd``; ``False``: try the next id)."""
     global _LAST_ID
     directory = os.fspath(layout.reserved_ids(root))
     with _ID_LOCK:
         id = first_id if first_id > _LAST_ID else next_id(_LAST_ID)
     attempt = 0
     while True:
+        reservation = os.path.join(directory, id)
         try:
-            os.close(os.open(os.path.join(directory, id), _CREATE, 0o644))
-            break
+            fd = os.open(reservation, _CREATE, 0o644)
         except FileNotFoundError:  # the first id in this root
             os.makedirs(directory, exist_ok=True)
+            continue
         except FileExistsError:
-            attempt += 1
-            id = next_id(id, attempt)
+            pass
+        else:
+            if take(fd, reservation, id):
+                break
+        attempt += 1
+        id = next_id(id, attempt)
     with _ID_LOCK:
         _LAST_ID = max(_LAST_ID, id)
     return id
@@ -122,29 +138,9 @@ def create_reserved(
     replaced, so the reservation stops holding its first bytes. Where hard
     links are not supported, the record is written by :func:`atomic_write`.
     """
-    global _LAST_ID
-    directory = os.fspath(layout.reserved_ids(root))
-    with _ID_LOCK:
-        id = first_id if first_id > _LAST_ID else next_id(_LAST_ID)
-    attempt = 0
-    while True:
-        reservation = os.path.join(directory, id)
-        try:
-            fd = os.open(reservation, _CREATE, 0o644)
-        except FileNotFoundError:  # the first id in this root
-            os.makedirs(directory, exist_ok=True)
-            continue
-        except FileExistsError:
-            attempt += 1
-            id = next_id(id, attempt)
-            continue
-        if _publish_reserved(fd, reservation, target(id), data(id)):
-            break
-        attempt += 1
-        id = next_id(id, attempt)
-    with _ID_LOCK:
-        _LAST_ID = max(_LAST_ID, id)
-    return id
+    return _reserve(
+        root, first_id, lambda fd, path, id: _publish_reserved(fd, path, target(id), data(id))
+    )
 
 
 def _publish_reserved(fd: int, reservation: str, target: str, data: bytes) -> bool:
