@@ -74,6 +74,7 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/targets_bench.py
 	$(BIN)/python benchmarks/results_bench.py
 	$(BIN)/python benchmarks/ui_bench.py
 	$(BIN)/python benchmarks/s3_bench.py
@@ -97,6 +98,16 @@ MUTATE_TIER__model.where := tests/test_where.py tests/test_properties.py tests/t
 	tests/test_cli_results.py::test_rm_and_trash
 MUTATE_TIER__model.keys := tests/test_keys.py tests/test_properties.py
 MUTATE_TIER__store.lease := tests/test_lease.py
+MUTATE_TIER__sweep.claims := tests/test_sweep.py \
+	tests/stress/test_sweep_engines.py::test_process_pool_spawn \
+	tests/stress/test_sweep_engines.py::test_two_processes_sweeping_one_root_run_each_config_once \
+	tests/stress/test_sweep_engines.py::test_a_killed_sweep_resumes_where_it_stopped \
+	tests/stress/test_sweep_engines.py::test_sigterm_to_a_sweep_driver_stops_its_pool_workers \
+	tests/test_fuzz_readers.py::test_claim_files_of_any_type_are_read_without_error \
+	tests/test_fuzz_readers.py::test_a_claim_of_any_content_is_taken_over_or_waited_for \
+	tests/test_fuzz_readers.py::test_a_claim_nested_too_deep_for_json_reads_as_garbage \
+	tests/test_results.py::test_a_sweep_waiting_for_a_run_deleted_meanwhile_does_not_run_it_again \
+	tests/stress/test_liveness.py::test_a_sweep_never_takes_over_the_claim_of_another_namespace
 MUTATE_TIER := $(or $(MUTATE_TIER_$(MODULE)),tests/)
 
 $(MUTATE_STAMP): pyproject.toml | $(BIN)/python

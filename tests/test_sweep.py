@@ -29,7 +29,7 @@ from digital_experiments._sweep.engine import _Job, _run_job, asweep, sweep
 from digital_experiments.backends import PickleBackend
 from digital_experiments.controllers import GridSearch, RandomSearch
 
-from .conftest import dead_pid
+from .conftest import dead_pid, python_code
 
 THEIRS = "someone-else"  # the token of another sweep's claim
 
@@ -606,6 +606,86 @@ def test_a_config_is_claimed_while_it_runs_and_released_after() -> None:
     assert claims_left(look) == []
 
 
+# a driver in another process: claims config "k" of root argv[1] with token argv[2],
+# renews it (its heartbeat names the driver) and, with argv[3] == "adopt", adopts it
+_OTHER_PROCESS = """
+import sys
+from digital_experiments._sweep import claims
+claim = claims.Claim(sys.argv[1], "k", sys.argv[2])
+assert claims.try_claim(claim)
+claims.touch(claim)
+if sys.argv[3] == "adopt":
+    assert claims.adopt(claim)
+"""
+
+
+def test_a_worker_adopts_the_claim_its_driver_took(tmp_path: Path) -> None:
+    """The driver (another process) claims and renews; the worker (this one)
+    adopts: the heartbeat now names the worker, and renewing keeps naming it."""
+    claim = Claim(str(tmp_path), "k", "the sweep's token")
+    assert python_code(_OTHER_PROCESS, tmp_path, claim.token, "no").returncode == 0
+    driver = leases.worker(claim.lease)
+    assert driver is not None
+    assert not storage.is_current_process(driver)
+    assert claims.adopt(claim)
+    assert storage.is_current_process(leases.worker(claim.lease))
+    claims.touch(claim)
+    assert storage.is_current_process(leases.worker(claim.lease))
+    assert not claims.adopt(Claim(str(tmp_path), "k", THEIRS))  # not its token: lost
+
+
+def test_a_claim_adopted_elsewhere_stays_when_only_unadopted_ones_are_given_back(
+    tmp_path: Path,
+) -> None:
+    """A worker in another process adopted the claim: giving back only unadopted
+    claims (a driver stopping early) leaves it to that worker; a plain release
+    gives it back."""
+    claim = Claim(str(tmp_path), "k", "the sweep's token")
+    assert python_code(_OTHER_PROCESS, tmp_path, claim.token, "adopt").returncode == 0
+    assert leases.worker(claim.lease) is not None  # the other process adopted it
+    claims.release(claim, only_unadopted=True)
+    assert claims.held(str(tmp_path)) == ["k"]
+    claims.release(claim)
+    assert claims.held(str(tmp_path)) == []
+
+
+def test_a_claim_adopted_here_is_given_back_with_only_unadopted_ones(tmp_path: Path) -> None:
+    """The worker is this very process (a thread pool): the driver stopping early
+    gives that claim back too, as no other process will."""
+    claim = Claim(str(tmp_path), "k")
+    assert claims.try_claim(claim)
+    assert claims.adopt(claim)
+    claims.release(claim, only_unadopted=True)
+    assert claims.held(str(tmp_path)) == []
+
+
+def test_claims_never_wait_for_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Claims are a cache of who runs what: taking, renewing, adopting and giving
+    one back in a folder syncs nothing, whatever the root's durability."""
+    syncs: list[int] = []
+    data_sync, fsync = storage._sync_data, os.fsync
+
+    def counted_data(fd: int) -> None:
+        syncs.append(fd)
+        data_sync(fd)
+
+    def counted_fsync(fd: int) -> None:
+        syncs.append(fd)
+        fsync(fd)
+
+    monkeypatch.setattr(storage, "_sync_data", counted_data)
+    monkeypatch.setattr(os, "fsync", counted_fsync)
+    claim = Claim(str(tmp_path), "k")
+    assert claims.try_claim(claim)
+    claims.touch(claim)
+    assert claims.adopt(claim)
+    claims.release(claim)
+    assert claims.held(str(tmp_path)) == []
+    assert syncs == []
+    storage.atomic_write(tmp_path / "synced", b"x")  # the counters see a synced write
+    assert syncs
+
+
 def test_a_claim_of_a_dead_process_is_taken_over(add: Any) -> None:
     """A driver killed mid-sweep leaves claims: the next sweep takes them over."""
     write_claim(add, claim_key(add, a=1), host=storage.HOST, pid=dead_pid())
@@ -798,12 +878,17 @@ async def test_sync_sweep_of_an_async_experiment_inside_a_loop_is_refused() -> N
 async def test_asweep_bounds_concurrency_and_keeps_grid_order() -> None:
     """Never more than max_concurrency runs in flight; observations in grid order."""
     active = {"now": 0, "most": 0}
+    three = anyio.Event()  # the first runs wait until three are in flight at once
 
     @experiment
     async def fetch(page: int) -> int:
         active["now"] += 1
         active["most"] = max(active["most"], active["now"])
-        await anyio.sleep(0.01 * (page % 3))
+        if active["now"] == 3:
+            three.set()
+        with anyio.fail_after(60):  # fewer than three let in would wait forever
+            await three.wait()
+        await anyio.sleep(0)  # a run in flight lets the others start
         active["now"] -= 1
         return page
 
