@@ -74,7 +74,6 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
-	$(BIN)/python benchmarks/targets_bench.py
 	$(BIN)/python benchmarks/results_bench.py
 	$(BIN)/python benchmarks/ui_bench.py
 	$(BIN)/python benchmarks/s3_bench.py
