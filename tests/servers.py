@@ -48,6 +48,7 @@ class Server:
     log: Path
     atomic: bool  # whether conditional writes are checked and applied under a lock
     extra: dict[str, str] = field(default_factory=dict)
+    filer: str = ""  # SeaweedFS: its filer, for `weed mount -filer=`
 
     def env(self) -> dict[str, str]:
         """The AWS settings a client needs to reach this server."""
@@ -148,6 +149,8 @@ def start_seaweedfs(folder: Path, bucket: str = "test") -> Server:
         )
     s3_port = ports[2 * names.index("s3")]
     server = Server("SeaweedFS", f"http://127.0.0.1:{s3_port}", bucket, process, log, True)
+    filer = 2 * names.index("filer")  # host:port.grpcport, as weed's -filer= takes it
+    server.filer = f"127.0.0.1:{ports[filer]}.{ports[filer + 1]}"
     _wait(server)
     _wait_for_bucket(server)  # weed mini makes it after its S3 port opens
     return server

@@ -36,7 +36,8 @@ def test_the_record_appears_whole_and_its_id_stays_reserved(tmp_path: Path) -> N
     files.atomic_write(record, b"final", fsync=False)
     files.settle_reserved(tmp_path, id)
     assert record.read_bytes() == b"final"
-    assert reservation.exists() and reservation.stat().st_size == 0
+    assert reservation.exists()
+    assert reservation.stat().st_size == 0
     assert _create(tmp_path) > id  # a reserved id is never given again
 
 
@@ -51,15 +52,16 @@ def test_a_record_an_older_version_wrote_keeps_its_id(tmp_path: Path) -> None:
     assert (tmp_path / f"{id}.pkl").read_bytes() == b"record" + id.encode()
 
 
+@pytest.mark.parametrize("refusal", [errno.EPERM, errno.EIO])  # FAT; a FUSE mount
 def test_without_hard_links_the_record_is_written_by_rename(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int
 ) -> None:
-    """A filesystem that refuses links (FAT, some network mounts) still gets the record."""
+    """A filesystem that refuses links (FAT, weed mount's EIO) still gets the record."""
     refused = []
 
     def no_link(source: str, target: str) -> None:
         refused.append(target)
-        raise OSError(errno.EPERM, "Operation not permitted")
+        raise OSError(refusal, os.strerror(refusal))
 
     monkeypatch.setattr(files.os, "link", no_link)
     id = _create(tmp_path)
@@ -68,13 +70,14 @@ def test_without_hard_links_the_record_is_written_by_rename(
     assert (layout.reserved_ids(tmp_path) / id).stat().st_size == 0
 
 
-def test_another_error_is_raised_and_the_id_stays_reserved(
+def test_a_disk_that_fails_the_rename_too_raises_and_the_id_stays_reserved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full(source: str, target: str) -> None:
+    def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(files.os, "link", full)
+    monkeypatch.setattr(files, "atomic_write", full)
     with pytest.raises(OSError, match="No space"):
         _create(tmp_path)
     (reserved,) = layout.reserved_ids(tmp_path).iterdir()

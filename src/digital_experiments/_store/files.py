@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import errno
 import hashlib
 import itertools
 import json
@@ -120,9 +119,6 @@ def _reserve(root: Path, first_id: str, take: Callable[[int, str, str], bool]) -
     return id
 
 
-_NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV)
-
-
 def create_reserved(
     root: Path, first_id: str, target: Callable[[str], str], data: Callable[[str], bytes]
 ) -> str:
@@ -160,9 +156,9 @@ def _publish_reserved(fd: int, reservation: str, target: str, data: bytes) -> bo
                     return True
             _truncate(reservation)
             return False
-        except OSError as exc:
-            if exc.errno not in _NO_LINKS:
-                raise
+        except OSError:
+            # links refused (FAT; FUSE mounts such as weed mount answer EIO): the
+            # record goes by rename, whose own error is the one that counts
             atomic_write(target, data, fsync=False)
             _truncate(reservation)
         return True
@@ -270,9 +266,10 @@ def exclusive_write(target: str | os.PathLike[str], data: bytes, *, fsync: bool 
 
     Returns ``False`` (writing nothing) when ``target`` exists. ``os.link`` of a
     finished temp file is atomic and exclusive on local filesystems and NFS.
-    Where hard links are not supported (FAT, some network mounts) the file is
-    created exclusively and written in place: only small files (sweep claims)
-    are published this way, and a reader treats an unreadable one as garbage.
+    Where a link is refused for any other reason than "exists" (FAT, FUSE and
+    some network mounts) the file is created exclusively and written in place:
+    only small files (sweep claims) are published this way, and a reader treats
+    an unreadable one as garbage.
     """
     target = os.fspath(target)
     temp = _write_temp(target, data, fsync)
@@ -281,9 +278,9 @@ def exclusive_write(target: str | os.PathLike[str], data: bytes, *, fsync: bool 
         return True
     except FileExistsError:
         return False
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-            raise
+    except OSError:
+        # links refused (FAT; FUSE mounts answer EIO): an exclusive create, whose
+        # own error (a full or read-only disk) is the one that counts
         return _exclusive_create(target, data)
     finally:
         _unlink(temp)
