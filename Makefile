@@ -108,6 +108,12 @@ MUTATE_TIER__sweep.claims := tests/test_sweep.py \
 	tests/test_fuzz_readers.py::test_a_claim_nested_too_deep_for_json_reads_as_garbage \
 	tests/test_results.py::test_a_sweep_waiting_for_a_run_deleted_meanwhile_does_not_run_it_again \
 	tests/stress/test_liveness.py::test_a_sweep_never_takes_over_the_claim_of_another_namespace
+MUTATE_TIER__store.files := tests/test_files.py tests/test_one_write.py tests/test_storage.py \
+	tests/test_durability.py tests/test_fast_paths.py tests/stress/test_liveness.py \
+	tests/test_runs.py::test_running_record_of_a_dead_process_reads_as_abandoned \
+	tests/test_runs.py::test_temp_files_are_never_listed_and_dead_writers_leftovers_are_removed \
+	tests/test_query.py::test_runs_share_one_read_only_environment \
+	tests/stress/test_async_tasks.py::test_native_cancel_while_taking_the_cache_lock_gives_it_back
 MUTATE_TIER := $(or $(MUTATE_TIER_$(MODULE)),tests/)
 
 $(MUTATE_STAMP): pyproject.toml | $(BIN)/python
