@@ -265,6 +265,38 @@ def test_the_index_rereads_only_what_changed(tmp_path: Path) -> None:
     assert index.version == version + 1
 
 
+def test_a_slow_listing_does_not_hide_a_run_written_in_the_folders_last_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record written after the listing, in the same mtime tick as the folder's
+    last change, is found by the next refresh, even when the listing took longer
+    than the time a folder's mtime needs to settle."""
+    from digital_experiments.ui import _index
+
+    ids = make_root(tmp_path)
+    folder = tmp_path / "fit"
+    index = RunIndex(folder)
+    listing = index._listing
+    late = folder / f"{ids[-1][:-6]}999999.json"
+    stamp = os.stat(folder).st_mtime_ns
+    clock = _index.time.time_ns
+
+    def slow_listing(*args: Any) -> Any:
+        found = listing(*args)
+        late.write_bytes((folder / f"{ids[-1]}.json").read_bytes())
+        os.utime(folder, ns=(stamp, stamp))  # the same tick as the folder's last change
+        monkeypatch.setattr(_index.time, "time_ns", lambda: clock() + 3_000_000_000)
+        return found
+
+    monkeypatch.setattr(index, "_listing", slow_listing)
+    os.utime(folder, ns=(stamp, stamp))
+    assert index.refresh()
+    assert len(index.snapshot()) == 4  # the late record came after the listing
+    monkeypatch.setattr(index, "_listing", listing)
+    index.refresh()
+    assert len(index.snapshot()) == 5
+
+
 def test_ui_command_refuses_a_missing_root_and_names_the_extra(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "digital_experiments", "ui", str(tmp_path / "nope")],

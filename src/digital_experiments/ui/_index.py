@@ -258,6 +258,9 @@ class RunIndex:
             self.looked = now
             return self._refresh(None, self._remote_marks())
         notes = os.fspath(layout.internal(self.folder, "annotations"))
+        # when the times were read: a listing that takes seconds must not make
+        # them look settled (a write in their tick, after the listing, hides)
+        read_at = time.time_ns()
         try:
             folder_stamp = os.stat(self.folder).st_mtime_ns
         except OSError:
@@ -270,9 +273,11 @@ class RunIndex:
         if stamp == self.stamp and self.settled and not self._running():
             return False
         same = self.settled and self.stamp is not None and self.stamp[1] == notes_stamp
-        return self._refresh(stamp, self.marks if same else self._marks(notes))
+        return self._refresh(stamp, self.marks if same else self._marks(notes), read_at)
 
-    def _refresh(self, stamp: tuple[int, int | None] | None, marks: dict[str, Any]) -> bool:
+    def _refresh(
+        self, stamp: tuple[int, int | None] | None, marks: dict[str, Any], read_at: int = 0
+    ) -> bool:
         """Reread the records that changed since the last listing (``stamp``: the
         folder's times then, ``None`` for a bucket) and those whose annotations did
         (``marks``: each annotation file's signature now, listed before any record
@@ -320,7 +325,7 @@ class RunIndex:
             self.seen = current
             self.marks = marks
             self.stamp = stamp
-            self.settled = stamp is not None and settled(*stamp)
+            self.settled = stamp is not None and settled(*stamp, now=read_at)
             if moved:
                 self.version += 1
         return moved
