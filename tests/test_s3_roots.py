@@ -514,11 +514,13 @@ def _wait_for(path: Path, *others: Path) -> Path:
     raise AssertionError(f"none of {[path, *others]} appeared")
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
-def test_cache_runs_a_config_once_across_hosts(server: Server, tmp_path: Path, kind: str) -> None:
-    """Host A runs the config and holds it; host B (another DE_CACHE, so no shared
-    local lock) is refused the config's lease, waits, and gets A's run as a hit."""
-    url, flags = server.url(), tmp_path / "flags"
+def _two_hosts(
+    url: str, tmp_path: Path, kind: str, body: str = "held_square"
+) -> tuple[dict[str, Any], int, int, Path]:
+    """Host A enters the body first; host B starts and must be refused the lease
+    (its poll ran) before A is let go. The results by host, A's and B's pids, and
+    the flags folder."""
+    flags = tmp_path / "flags"
     flags.mkdir()
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
@@ -526,6 +528,7 @@ def test_cache_runs_a_config_once_across_hosts(server: Server, tmp_path: Path, k
         context.Process(
             target=_cached_host,
             args=(url, str(tmp_path / name), str(flags), f"{kind}-{name}", out),
+            kwargs={"body": body},
             daemon=True,  # a failed test must not wait for a host stuck in its body
         )
         for name in ("a", "b")
@@ -536,7 +539,7 @@ def test_cache_runs_a_config_once_across_hosts(server: Server, tmp_path: Path, k
         _wait_for(flags / f"entered-{first.pid}")
         other.start()
         seen = _wait_for(flags / f"refused-{kind}-b", flags / f"entered-{other.pid}")
-        assert seen == flags / f"refused-{kind}-b"  # B waits for A, never runs the body
+        assert seen == flags / f"refused-{kind}-b"  # B waits on A's lease, never enters
         (flags / "go").touch()
         results = dict(out.get(timeout=120) for _ in range(2))
         for proc in hosts:
@@ -546,8 +549,19 @@ def test_cache_runs_a_config_once_across_hosts(server: Server, tmp_path: Path, k
         for proc in hosts:
             if proc.pid is not None:
                 proc.kill()
+    assert first.pid is not None
+    assert other.pid is not None
+    return results, first.pid, other.pid, flags
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_cache_runs_a_config_once_across_hosts(server: Server, tmp_path: Path, kind: str) -> None:
+    """Host A runs the config and holds it; host B (another DE_CACHE, so no shared
+    local lock) is refused the config's lease, waits, and gets A's run as a hit."""
+    url = server.url()
+    results, _, other_pid, flags = _two_hosts(url, tmp_path, kind)
     assert results == {f"{kind}-a": 9, f"{kind}-b": 9}
-    assert not (flags / f"entered-{other.pid}").exists()
+    assert not (flags / f"entered-{other_pid}").exists()
     function = aheld_square if kind == "async" else held_square
     assert len(experiment(root=url)(function).observations()) == 1
 
@@ -559,42 +573,15 @@ def test_a_cache_waiter_runs_the_config_itself_when_the_holders_run_fails(
     """Host A holds the config's lease and its run fails; host B, refused the lease
     meanwhile, finds no completed run once A lets go, so takes the lease and runs
     the config itself: a completed run, B's result."""
-    url, flags = server.url(), tmp_path / "flags"
-    flags.mkdir()
-    context = multiprocessing.get_context("spawn")
-    out = context.Queue()
-    hosts = [
-        context.Process(
-            target=_cached_host,
-            args=(url, str(tmp_path / name), str(flags), f"{kind}-{name}", out),
-            kwargs={"body": "failing_once_square"},
-            daemon=True,  # a failed test must not wait for a host stuck in its body
-        )
-        for name in ("a", "b")
-    ]
-    first, other = hosts
-    try:
-        first.start()
-        _wait_for(flags / f"entered-{first.pid}")
-        other.start()
-        seen = _wait_for(flags / f"refused-{kind}-b", flags / f"entered-{other.pid}")
-        assert seen == flags / f"refused-{kind}-b"  # B waits on A's lease (its poll ran)
-        (flags / "go").touch()
-        results = dict(out.get(timeout=120) for _ in range(2))
-        for proc in hosts:
-            proc.join(60)
-            assert proc.exitcode == 0
-    finally:
-        for proc in hosts:
-            if proc.pid is not None:
-                proc.kill()
+    url = server.url()
+    results, first_pid, other_pid, flags = _two_hosts(url, tmp_path, kind, "failing_once_square")
     assert results == {f"{kind}-a": "RuntimeError('the first run fails')", f"{kind}-b": 9}
     # B's body ran only once A's run had failed
     assert (flags / "events").read_text().splitlines() == [
-        f"entered {first.pid}",
-        f"failed {first.pid}",
-        f"entered {other.pid}",
-        f"returned {other.pid}",
+        f"entered {first_pid}",
+        f"failed {first_pid}",
+        f"entered {other_pid}",
+        f"returned {other_pid}",
     ]
     function = afailing_once_square if kind == "async" else failing_once_square
     runs = experiment(root=url)(function).observations(status="all")
