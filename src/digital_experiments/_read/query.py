@@ -15,6 +15,7 @@ from .._model import keys
 from .._model.keys import same_code
 from .._model.layout import is_id
 from .._runs.backends import Backend, FileBackend, root_store
+from .._runs.index import paused_gc
 from .._runs.metrics import logged as logged_metrics
 from .._runs.metrics import summary as metric_summary
 from .._runs.observation import (
@@ -170,7 +171,12 @@ def select(
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, not {limit!r}.")
     floor = None if since is None else since_floor(since)
-    ids = sorted(backend.all_ids())
+    # a whole listing reads through the root's index, checked by each record's
+    # stamp; a limited one reads the few newest records it needs
+    indexed = isinstance(backend, FileBackend) and limit is None
+    with paused_gc():  # see below
+        stamps = backend.stamps() if isinstance(backend, FileBackend) and indexed else None
+    ids = sorted(backend.all_ids() if stamps is None else stamps)
     if floor is not None:
         ids = ids[bisect.bisect_left(ids, floor) :]
     if limit is not None:
@@ -178,20 +184,23 @@ def select(
             return Observations()
         ids.reverse()
     if isinstance(backend, FileBackend):
-        records = backend.iter_observations(ids, environment=environment)
+        records = backend.iter_observations(ids, environment=environment, stamps=stamps)
     else:
         records = backend.iter_observations(ids)
     found = Observations()
-    for observation in records:
-        if code is not ANY_CODE and not same_code(observation.metadata, code):
-            continue
-        if wanted is not None and status_of(observation) not in wanted:
-            continue
-        if keep is not None and not keep(observation):
-            continue
-        found.append(observation)
-        if limit is not None and len(found) >= limit:
-            break
+    # all at once, with the cyclic collector paused: it would scan every record
+    # built so far again and again (most of a large listing's time)
+    with paused_gc():
+        for observation in records:
+            if code is not ANY_CODE and not same_code(observation.metadata, code):
+                continue
+            if wanted is not None and status_of(observation) not in wanted:
+                continue
+            if keep is not None and not keep(observation):
+                continue
+            found.append(observation)
+            if limit is not None and len(found) >= limit:
+                break
     if limit is not None:
         found.reverse()
     return found

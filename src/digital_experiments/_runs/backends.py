@@ -14,7 +14,7 @@ import os
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +26,7 @@ from .._store.base import Store
 from .._store.local import LocalStore
 from .._store.open import is_url, open_store
 from ..errors import UnknownBackendError
-from . import formats
+from . import formats, index
 from .annotations import annotated, read_annotations
 from .formats import Format as Format
 from .formats import yaml_text as yaml_text  # imported from here before formats had a module
@@ -535,37 +535,79 @@ class FileBackend(Backend):
         if working is not store:
             blobs.upload(working, store, layout.artefacts_prefix(id))
 
+    def stamps(self) -> dict[str, str | None]:
+        """Each record's id (as :meth:`all_ids` lists them) and its stamp (see
+        :meth:`Store.stamped <digital_experiments._store.base.Store.stamped>`),
+        for :meth:`iter_observations`' ``stamps=``."""
+        suffix = self.suffix
+        cut = -len(suffix)
+        return {
+            key[:cut]: stamp
+            for key, stamp in root_store(self).stamped("")
+            if key.endswith(suffix) and not key.startswith(".")
+        }
+
     def iter_observations(
-        self, ids: Iterable[str], *, environment: bool = True
+        self,
+        ids: Iterable[str],
+        *,
+        environment: bool = True,
+        stamps: Mapping[str, str | None] | None = None,
     ) -> Iterator[Observation]:
         """Load ``ids`` in order, skipping (with a warning) any unreadable record.
 
         A record that vanished since it was listed (deleted by a prune) is
         skipped silently. With ``environment=False`` records keep no
         ``metadata["environment"]``: faster when many runs are read and their
-        environment is not needed.
+        environment is not needed. ``stamps``: every record of the root and its
+        stamp, as :meth:`stamps` lists them; given, records are read through the
+        root's index (see :mod:`digital_experiments._runs.index`).
         """
         if type(self).load is not FileBackend.load:  # a subclass reads its own way
             yield from super().iter_observations(ids)
             return
+        for id, loaded in self.load_many(ids, environment=environment, stamps=stamps):
+            if isinstance(loaded, Observation):
+                yield loaded
+            elif not isinstance(loaded, FileNotFoundError):  # gone since listed: not unreadable
+                self._warn_unreadable(id, loaded)
+
+    def load_many(
+        self,
+        ids: Iterable[str],
+        *,
+        environment: bool = True,
+        stamps: Mapping[str, str | None] | None = None,
+    ) -> Iterator[tuple[str, Observation | Exception]]:
+        """``(id, observation)`` for each of ``ids``, in order, or ``(id, error)``
+        for a record that cannot be read: a ``FileNotFoundError`` for one gone
+        since it was listed, any other exception for a damaged or foreign one.
+        ``environment`` and ``stamps`` as in :meth:`iter_observations`."""
         store, suffix = root_store(self), self.suffix
         ids = list(ids)
-        # a store that cannot say cheaply whether annotations changed (a bucket)
-        # has them listed once for the listing; a folder checks its mtime per run
-        marked = annotated(store) if store.modified(_ANNOTATIONS) is None else None
-        loads = self.format.loads if type(self).loads is FileBackend.loads else self.loads  # type: ignore[union-attr]
-        found = store.read_many([f"{id}{suffix}" for id in ids])
-        for id, (_, data) in zip(ids, found, strict=True):
-            if not isinstance(data, bytes):
-                if not isinstance(data, FileNotFoundError):  # gone since listed: not unreadable
-                    self._warn_unreadable(id, data)
+        own = type(self).loads is FileBackend.loads
+        loads = self.format.loads if own else self.loads  # type: ignore[union-attr]
+        marked = None
+        if len(ids) > _FEW or store.modified(_ANNOTATIONS) is None:
+            # one listing of .de/annotations/ for the whole listing (an empty
+            # folder's, or none); a few runs look for their own files
+            marked = set() if store.modified(_ANNOTATIONS) == 0 else annotated(store)
+        found: Iterable[tuple[str, Any]]
+        if stamps is not None:
+            objects = own and type(self.format) is formats.PickleFormat
+            found = index.read(store, suffix, stamps, ids, loads, objects=objects)
+        else:
+            keys = [f"{id}{suffix}" for id in ids]
+            decoded = _decoded(store.read_many(keys), loads)
+            found = zip(ids, (loaded for _, loaded in decoded), strict=True)
+        for id, loaded in found:
+            if isinstance(loaded, Exception):
+                yield id, loaded
                 continue
             try:
-                observation = self._unpack(loads(data), environment, id=id, marked=marked)
-            except Exception as exc:  # a foreign or torn file must not stop a listing
-                self._warn_unreadable(id, exc)
-                continue
-            yield observation
+                yield id, self._unpack(loaded, environment, id=id, marked=marked)
+            except Exception as exc:  # a foreign or malformed record
+                yield id, exc
 
     def _warn_unreadable(self, id: str, exc: Exception) -> None:
         warnings.warn(
@@ -611,19 +653,22 @@ class FileBackend(Backend):
                 "'2026-01-01_12-00-00_000000'; rename it to list it as a run"
             )
         observation: Observation = loaded
-        for field, kind in (("id", str), ("config", dict), ("metadata", dict)):
-            value = getattr(observation, field)
-            if not isinstance(value, kind):
-                raise TypeError(
-                    f"malformed record: {field} is {type(value).__name__} {value!r:.60}, "
-                    f"not a {kind.__name__}"
-                )
-        if id is not None and observation.id != id:
-            _warn_renamed(self.where, id, observation.id, self.suffix)
+        written, config, _, metadata = observation
+        # exact types first (one test each, on every record of a listing)
+        if not (type(written) is str and type(config) is dict and type(metadata) is dict):
+            for field, kind in (("id", str), ("config", dict), ("metadata", dict)):
+                value = getattr(observation, field)
+                if not isinstance(value, kind):
+                    raise TypeError(
+                        f"malformed record: {field} is {type(value).__name__} {value!r:.60}, "
+                        f"not a {kind.__name__}"
+                    )
+        if id is not None and written != id:
+            _warn_renamed(self.where, id, written, self.suffix)
             observation = observation._replace(id=id)
         store = root_store(self)
-        metadata = observation.metadata
-        metadata.update(self._annotations(store, observation.id, marked))
+        if marked is None or observation.id in marked:
+            metadata.update(self._annotations(store, observation.id, marked))
         if "environment_ref" in metadata:
             ref = metadata.pop("environment_ref")
             if environment:
@@ -659,6 +704,23 @@ class FileBackend(Backend):
 
 
 _ANNOTATIONS = layout.internal_prefix("annotations")
+_FEW = 64  # runs a listing reads before it lists all annotations at once
+
+
+def _decoded(
+    found: Iterable[tuple[str, bytes | OSError]], loads: Callable[[bytes], Any]
+) -> Iterator[tuple[str, Any]]:
+    """Each ``(key, bytes)`` of ``found`` decoded by ``loads``; an error for the bytes
+    that cannot be read or decoded."""
+    for key, data in found:
+        if isinstance(data, OSError):
+            yield key, data
+            continue
+        try:
+            yield key, loads(data)
+        except Exception as exc:  # a torn or foreign file: the caller says so
+            yield key, exc
+
 
 _RENAMED_WARNED: set[tuple[str, str, str]] = set()
 

@@ -99,7 +99,7 @@ class _Stored(Observation):
 
 def stored(observation: Observation, store: Store, key: str | None = None) -> Observation:
     """``observation`` marked as loaded from ``store`` (its record at ``key``)."""
-    marked = _Stored(*observation)
+    marked = tuple.__new__(_Stored, observation)  # skips the named fields' __new__
     marked.__dict__["store"] = store
     marked.__dict__["key"] = key
     return marked

@@ -190,6 +190,14 @@ class Store(ABC):
             if version is not None:  # deleted since it was listed
                 yield key, version
 
+    def stamped(self, prefix: str = "") -> Iterator[tuple[str, str | None]]:
+        """``(key, stamp)`` of each key :meth:`list` gives: a stamp is a version that
+        moves whenever the object is rewritten, however it was written, or
+        ``None`` when the store cannot vouch for that yet (a folder's file changed
+        within its clock's last tick). What the read index checks a record by;
+        an S3 ETag and the memory store's counter always vouch."""
+        yield from self.versions(prefix)
+
     def age(self, key: str) -> float | None:
         """Seconds since ``key`` was last written, by the store's own clock (an S3
         server's, a folder's filesystem): ``None`` if it is missing or the store

@@ -10,7 +10,6 @@ hold across hosts relies on it (claims use :meth:`put_new` alone).
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import hashlib
 import os
@@ -21,9 +20,6 @@ from pathlib import Path
 from .._model import layout
 from . import files as storage
 from .base import Missing, Store, checked
-
-# the first name after every temp name: ".tmp-" with its last character's successor
-_AFTER_TEMPS = storage.TEMP_PREFIX[:-1] + chr(ord(storage.TEMP_PREFIX[-1]) + 1)
 
 
 class LocalStore(Store):
@@ -106,32 +102,70 @@ class LocalStore(Store):
     def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
         """The files of one folder, by one ``scandir``; the temp files of writers
         known dead (a ``kill -9`` mid-write) are removed on the way."""
-        folder, _, start = prefix.rpartition("/")
-        base = self._head + folder if folder else self.url
-        try:
-            with os.scandir(base) as entries:
-                names = sorted(entry.name for entry in entries if entry.is_file())
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        # sorted, the temp files are one run of names: found by two bisections,
-        # so a listing of many records pays nothing per name for them
-        first = bisect.bisect_left(names, storage.TEMP_PREFIX)
-        end = bisect.bisect_left(names, _AFTER_TEMPS, first)
-        if first < end:
-            kept = []
-            for name in names[first:end]:
-                if storage.is_temp(name):
-                    storage.remove_stale_temp(Path(base), name)
-                else:  # a file of the user's that only looks like one
-                    kept.append(name)
-            names[first:end] = kept
-        if start:
-            names = [name for name in names if name.startswith(start)]
+        folder, entries = self._entries(prefix)
+        names = sorted(entries)
         if folder:
             names = [f"{folder}/{name}" for name in names]
         if start_after is not None:
             names = [key for key in names if key > start_after]
         yield from names
+
+    def stamped(self, prefix: str = "") -> Iterator[tuple[str, str | None]]:
+        """Each file's inode, size, mtime and ctime (a rename's new inode, an
+        in-place edit's times, a tar's unlink and create with the old mtime: its
+        ctime), by one ``scandir`` and a ``stat`` each; ``None`` for a file whose
+        times are too recent to be sure a later change moves them (git's "racy"
+        rule: :func:`files.settled`)."""
+        folder, _, start = prefix.rpartition("/")
+        base = self._head + folder if folder else self.url
+        head = f"{folder}/" if folder else ""
+        now, recent, temp = time.time_ns(), storage.RECENT_NS, storage.TEMP_PREFIX
+        stamps: list[tuple[str, str | None]] = []
+        add = stamps.append
+        try:
+            scan = os.scandir(base)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with scan:  # one pass: a listing of many records pays for each name once
+            for entry in scan:
+                name = entry.name
+                if (start and not name.startswith(start)) or not entry.is_file():
+                    continue
+                if name.startswith(temp) and storage.is_temp(name):
+                    storage.remove_stale_temp(Path(base), name)
+                    continue
+                try:
+                    stat = entry.stat()
+                except OSError:  # gone since listed, or a dangling link
+                    continue
+                changed = stat.st_ctime_ns
+                if now - max(stat.st_mtime_ns, changed) > recent:
+                    stamp = f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}-{changed}"
+                    add((head + name, stamp))
+                else:
+                    add((head + name, None))
+        stamps.sort()
+        yield from stamps
+
+    def _entries(self, prefix: str) -> tuple[str, dict[str, os.DirEntry[str]]]:
+        """The folder part of ``prefix``, and its files whose names start with the
+        rest (without temp files; those of dead writers are removed)."""
+        folder, _, start = prefix.rpartition("/")
+        base = self._head + folder if folder else self.url
+        try:
+            with os.scandir(base) as scan:
+                entries = {entry.name: entry for entry in scan if entry.is_file()}
+        except (FileNotFoundError, NotADirectoryError):
+            return folder, {}
+        # temp names share a prefix few other names have: one pass of startswith
+        temps = [name for name in entries if name.startswith(storage.TEMP_PREFIX)]
+        for name in temps:
+            if storage.is_temp(name):
+                del entries[name]
+                storage.remove_stale_temp(Path(base), name)
+        if start:
+            entries = {name: e for name, e in entries.items() if name.startswith(start)}
+        return folder, entries
 
     def folders(self, prefix: str) -> Iterator[str]:
         base = os.path.join(self.root, prefix) if prefix else os.fspath(self.root)

@@ -47,6 +47,7 @@ INTERVAL = 0.5  # seconds between two looks at a folder
 REMOTE_INTERVAL = 5.0  # seconds between two looks at a bucket (each costs requests)
 TAIL = 16_384  # bytes read from the end of a running run's metrics file
 SAMPLE = 5_000  # rows looked at to tell numeric and varying columns
+_MANY = 64  # changed records read through the root's index rather than one by one
 ID_FORMAT = "%Y-%m-%d_%H-%M-%S_%f"  # ids are the time of the claim, in UTC
 # the table's order of namespaces ("duration" is shown, not a field)
 ORDER = ("id", "status", "duration", "config", "result", "metrics", "tags", "notes", "metadata")
@@ -208,6 +209,14 @@ def _same(a: Any, b: Any) -> bool:
         return a is b
 
 
+def _loaded(backend: FileBackend, id: str) -> Observation | Exception:
+    """Run ``id``'s record, or what stopped its reading."""
+    try:
+        return backend.load(id)
+    except Exception as exc:  # a torn or foreign file: shown as unreadable
+        return exc
+
+
 def why(exc: BaseException) -> str:
     """How an exception reads on the page: ``Type: message``."""
     return f"{type(exc).__name__}: {exc}"
@@ -347,14 +356,22 @@ class RunIndex:
         names: Iterable[str], suffixes: dict[str, FileBackend]
     ) -> tuple[list[Observation], dict[str, str]]:
         loaded, unreadable = [], {}
+        by_suffix: dict[str, list[str]] = {}
         for name in names:
             id, suffix = os.path.splitext(name)
-            try:
-                loaded.append(suffixes[suffix].load(id))
-            except FileNotFoundError:
-                continue
-            except Exception as exc:  # a torn or foreign file: shown as unreadable
-                unreadable[id] = why(exc)
+            by_suffix.setdefault(suffix, []).append(id)
+        for suffix, ids in by_suffix.items():
+            backend = suffixes[suffix]
+            if len(ids) > _MANY and all(map(layout.is_id, ids)):
+                # a first load, or many changes: through the root's read index
+                found = backend.load_many(ids, stamps=backend.stamps())
+            else:
+                found = ((id, _loaded(backend, id)) for id in ids)
+            for id, run in found:
+                if isinstance(run, Observation):
+                    loaded.append(run)
+                elif not isinstance(run, FileNotFoundError):  # a torn or foreign file
+                    unreadable[id] = why(run)
         return loaded, unreadable
 
     def _rows(
