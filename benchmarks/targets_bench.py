@@ -74,7 +74,7 @@ class Row:
     what: str
     unit: str  # "call" (seconds per call), "s" or "ms"
     times: dict[str, list[float]]
-    target: float
+    target: float | None = None  # None: a row shown for what it costs, with no target
     absolute: bool = False  # the target is ours in ms, not a ratio
 
     def median(self, side: str) -> float | None:
@@ -86,6 +86,8 @@ class Row:
         return ours / ref if ours is not None and ref else None
 
     def met(self) -> bool | None:
+        if self.target is None:
+            return None
         if self.absolute:
             ours = self.median(OURS)
             return None if ours is None else ours * 1e3 <= self.target
@@ -106,6 +108,14 @@ def options(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help=f"a smoke run: small sizes ({QUICK}) unless given"
     )
+    parser.add_argument(
+        "--million",
+        action=argparse.BooleanOptionalAction,
+        help="list 1,000,000 runs too (default: on, off with --quick)",
+    )
+    parser.add_argument(
+        "--only", choices=["listing"], help="measure only these rows (the listing sizes)"
+    )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per process")
     parser.add_argument(
         "--work", type=Path, default=HERE / "_work" / "targets", help="scratch folder (emptied)"
@@ -115,6 +125,8 @@ def options(argv: Sequence[str] | None) -> argparse.Namespace:
     for name, value in (QUICK if args.quick else FULL).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.million is None:
+        args.million = not args.quick
     return args
 
 
@@ -124,6 +136,8 @@ def measure(args: argparse.Namespace) -> list[Row]:
     runner = TargetRunner(pythons, git_repo(work / "repo"), args.timeout)
     rounds = args.rounds
     rows: list[Row] = []
+    if args.only == "listing":
+        return listing(runner, args)
 
     for durability, target in (("power", 1.3), ("process", 4.0)):
         log(f"one call, DE_DURABILITY={durability}")
@@ -167,22 +181,54 @@ def measure(args: argparse.Namespace) -> list[Row]:
         )
     )
 
-    log(f"populating a store of {args.runs:,} runs")
-    store = work / "store"
-    began = time.perf_counter()
-    runner.run(OURS, "populate", store, args.runs)
-    log(f"populated in {time.perf_counter() - began:.0f} s; warming the page cache")
-    for side in SIDES:
-        runner.run(side, "observations", store, args.runs)
-    times = pick(runner.rounds(rounds, "observations", lambda lib, r: (store, args.runs), SIDES))
-    rows.append(Row(f"`observations()`, {args.runs:,} runs, fresh process", "s", times, 0.3))
-    shutil.rmtree(store, ignore_errors=True)
+    rows += listing(runner, args)
 
     log("import time")
     runner.rounds(1, "import", lambda lib, r: (), [OURS])  # bytecode cached
     times = pick(runner.rounds(rounds * 2, "import", lambda lib, r: (), [OURS]))
     rows.append(Row("`import digital_experiments`, fresh process", "ms", times, 60, absolute=True))
     return rows
+
+
+def listing(runner: TargetRunner, args: argparse.Namespace) -> list[Row]:
+    """``observations()`` of stores of every size up to ``--runs`` (and 1,000,000
+    with ``--million``): warm (the index built by the untimed first listing), and,
+    at ``--runs``, cold (the index deleted before each of ours, so it is built)."""
+    rows: list[Row] = []
+    sizes = sorted({min(1_000, args.runs), min(10_000, args.runs), args.runs})
+    if args.million:
+        sizes.append(1_000_000)
+    for size in sizes:
+        log(f"populating a store of {size:,} runs")
+        store = args.work / f"store-{size}"
+        began = time.perf_counter()
+        runner.run(OURS, "populate", store, size)
+        log(f"populated in {time.perf_counter() - began:.0f} s; warming the page cache")
+        for side in SIDES:
+            runner.run(side, "observations", store, size)
+        rounds = args.rounds if size <= 100_000 else min(args.rounds, 2)
+        if size == args.runs:
+            times = pick(
+                runner.rounds(rounds, "observations_cold", lambda lib, r: (store, size), SIDES)
+            )
+            rows.append(
+                Row(f"`observations()`, {size:,} runs, index built (first listing)", "s", times)
+            )
+            runner.run(OURS, "observations", store, size)  # the index of the last state
+        times = pick(runner.rounds(rounds, "observations", lambda lib, r: (store, size), SIDES))
+        rows.append(Row(f"`observations()`, {size:,} runs, fresh process", "s", times, 0.3))
+        shutil.rmtree(store, ignore_errors=True)
+    return rows
+
+
+def linearity(rows: list[Row]) -> str:
+    """Ours per run at each size of the warm listing rows."""
+    parts = []
+    for row in rows:
+        if row.what.endswith("runs, fresh process") and row.median(OURS) is not None:
+            size = int(row.what.split(", ")[1].split(" ")[0].replace(",", ""))
+            parts.append(f"{size:,}: {row.median(OURS) / size * 1e6:.1f} µs")  # type: ignore[operator]
+    return "Listing, ours per run: " + "; ".join(parts) + "."
 
 
 def machine_line(facts: dict[str, Any]) -> str:
@@ -203,13 +249,17 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
     ]
     for row in rows:
         ratio, met = row.ratio(), row.met()
-        target = f"<= {row.target:g} ms" if row.absolute else f"<= {row.target:g}"
+        if row.target is None:
+            target = "-"
+        else:
+            target = f"<= {row.target:g} ms" if row.absolute else f"<= {row.target:g}"
         lines.append(
             f"| {row.what} | {_fmt(row.median(OURS), row.unit)} | "
             f"{_fmt(row.median(REF), row.unit) if not row.absolute else '-'} | "
             f"{'-' if ratio is None else f'{ratio:.2f}'} | {target} | "
             f"{'-' if met is None else ('yes' if met else 'no')} |"
         )
+    lines += ["", linearity(rows)]
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ ROWS = [
     "one recorded call, `DE_DURABILITY=process`",
     "`sweep`, 10 trivial configs, `ProcessPoolExecutor(2)`",
     "`asweep`, 10 runs of `asyncio.sleep(0.01)`, `max_concurrency=50`",
+    "`observations()`, 50 runs, index built (first listing)",
     "`observations()`, 50 runs, fresh process",
     "`import digital_experiments`, fresh process",
 ]
@@ -40,5 +41,10 @@ def test_targets_bench_quick_prints_every_row(tmp_path: Path) -> None:
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert len(cells) == 6
-        assert cells[5] in ("yes", "no"), row  # every row was measured
+        assert cells[2] != "not measured (timed out)", row
+        if "index built" in row:  # shown for its cost, with no target
+            assert cells[4:] == ["-", "-"], row
+        else:
+            assert cells[5] in ("yes", "no"), row  # every row was measured
+    assert any(line.startswith("Listing, ours per run: 50: ") for line in lines)
     assert not work.exists()  # the scratch folder is removed
