@@ -417,3 +417,68 @@ def test_only_names_of_ten_digits_are_generations(store: Store) -> None:
         store.put(lease.folder + stray, b"{}")
     assert leases.generations(lease) == [0]
     assert leases.holds(lease)
+
+
+def test_one_thread_renews_every_kept_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two leases kept at once are both renewed, by one renewer thread; once their
+    blocks have left, nothing of theirs is due (no renewal to come)."""
+    store = LocalStore(tmp_path)
+    first, second = Lease(store, "a"), Lease(store, "b")
+    assert leases.acquire(first)
+    assert leases.acquire(second)
+    beats: dict[str, int] = {}
+    renewed = threading.Event()
+    real = leases.beat
+
+    def counting(lease: Lease, adopt: bool = False) -> bool:
+        beats[lease.key] = beats.get(lease.key, 0) + 1
+        if len(beats) == 2 and min(beats.values()) >= 2:
+            renewed.set()
+        return real(lease, adopt)
+
+    monkeypatch.setattr(leases, "beat", counting)
+    before = {key: store.version(f".de/leases/{key}/0000000000.beat") for key in "ab"}
+    with leases.kept(first, 0.01), leases.kept(second, 0.01):
+        assert renewed.wait(60)
+        renewers = [t for t in threading.enumerate() if t.name == "digital-experiments-lease"]
+        assert len(renewers) == 1
+    assert leases._KEEPER.due == {}
+    for key in "ab":  # really written, not only counted
+        assert store.version(f".de/leases/{key}/0000000000.beat") not in (None, before[key])
+
+
+def test_a_forked_child_renews_its_own_leases(tmp_path: Path) -> None:
+    """The parent's renewer thread is not in a fork child: the child starts its own,
+    and does not renew the parent's leases."""
+    store = LocalStore(tmp_path)
+    parent = Lease(store, "parent")
+    assert leases.acquire(parent)
+    context = multiprocessing.get_context("fork")
+    with leases.kept(parent, 3600):
+        child = context.Process(target=_keep_in_child, args=(str(tmp_path),))
+        child.start()
+        child.join(120)
+    assert child.exitcode == 0
+    assert store.has(".de/leases/child/0000000000.beat")
+    assert not store.has(".de/leases/parent/0000000000.beat")  # 3600 s: never due
+
+
+def _keep_in_child(root: str) -> None:
+    store = LocalStore(root)
+    lease = Lease(store, "child")
+    assert leases.acquire(lease)
+    assert leases._KEEPER.due == {}  # the parent's lease is not the child's
+    done = threading.Event()
+    real = leases.beat
+
+    def once(lease: Lease, adopt: bool = False) -> bool:
+        try:
+            return real(lease, adopt)
+        finally:
+            done.set()
+
+    leases.beat = once  # type: ignore[assignment]
+    with leases.kept(lease, 0.01):
+        assert done.wait(60)

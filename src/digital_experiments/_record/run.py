@@ -228,7 +228,8 @@ class Recorder:
             token = enter(run)
             try:
                 try:
-                    await anyio.to_thread.run_sync(call.start)
+                    if self.callbacks:  # no trip to a worker thread for nothing
+                        await anyio.to_thread.run_sync(call.start)
                     with scope:
                         result = await self.function(*args, **kwargs)
                     if scope.cancelled_caught:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import threading
 import time
@@ -271,18 +272,68 @@ def _remove(lease: Lease, generation: int) -> None:
 @contextlib.contextmanager
 def kept(lease: Lease, interval: float) -> Iterator[None]:
     """Renew ``lease`` every ``interval`` seconds while the block runs, so observers
-    on other hosts never find it stale."""
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(interval):
-            with contextlib.suppress(OSError):  # a store hiccup: the next beat
-                beat(lease)
-
-    thread = threading.Thread(target=renew, name="digital-experiments-lease", daemon=True)
-    thread.start()
+    on other hosts never find it stale. One thread a process renews every kept
+    lease (a sweep keeps one a run: a thread each cost more than the run); once
+    the block has left, no renewal of this lease is under way or to come."""
+    entry = _KEEPER.add(lease, interval)
     try:
         yield
     finally:
-        stop.set()
-        thread.join()
+        _KEEPER.remove(entry)
+
+
+class _Keeper:
+    """The process's renewer: the leases kept now, each with when it is due."""
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition()
+        self.due: dict[int, tuple[Lease, float, float]] = {}  # entry -> lease, interval, when
+        self.entries = 0
+        self.wake = math.inf  # when the renewer wakes next (monotonic)
+        self.thread: threading.Thread | None = None
+
+    def add(self, lease: Lease, interval: float) -> int:
+        with self.condition:
+            self.entries += 1
+            when = time.monotonic() + interval
+            self.due[self.entries] = (lease, interval, when)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(
+                    target=self._run, name="digital-experiments-lease", daemon=True
+                )
+                self.thread.start()
+            elif when < self.wake:  # woken only when it must renew sooner
+                self.condition.notify()
+            return self.entries
+
+    def remove(self, entry: int) -> None:
+        # renewals happen under the condition: taking it waits for one in flight,
+        # and none comes after (the renewer finds the entry gone when it wakes)
+        with self.condition:
+            self.due.pop(entry, None)
+
+    def _run(self) -> None:
+        condition = self.condition
+        with condition:
+            while True:
+                now = time.monotonic()
+                for entry, (lease, interval, when) in list(self.due.items()):
+                    if when <= now:
+                        with contextlib.suppress(OSError):  # a store hiccup: the next beat
+                            beat(lease)
+                        self.due[entry] = (lease, interval, time.monotonic() + interval)
+                self.wake = min((when for _, _, when in self.due.values()), default=math.inf)
+                left = self.wake - time.monotonic()
+                condition.wait(None if self.wake == math.inf else max(0.0, left))
+
+    def forked(self) -> None:
+        """In a forked child: the parent's leases are not the child's to renew, and
+        its renewer thread is not there."""
+        self.condition = threading.Condition()
+        self.due = {}
+        self.wake = math.inf
+        self.thread = None
+
+
+_KEEPER = _Keeper()
+os.register_at_fork(after_in_child=_KEEPER.forked)

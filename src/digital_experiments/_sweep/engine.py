@@ -166,34 +166,58 @@ def _run_claimed(job: _Job) -> _Outcome:
                 ending = anyio.run(exp.arecord, (), job.kwargs)
             else:
                 ending = exp.record((), job.kwargs)
-        if claim is not None and ending[0] is not None and is_completed(ending[0]):
-            if not holds(claim):  # taken over while it ran: the new holder completes it
-                return _Outcome(None, FAILED, lost=True)
-            exp.index.remember(ending[0])  # before the claim goes: others look here
+        if not _stands(exp, claim, ending):
+            return _Outcome(None, FAILED, lost=True)
     finally:
-        if claim is not None:
-            with signals.held():  # a kill now would leave the claim held by a dead process
-                faults.point("sweep.release", str(os.getpid()))
-                release(claim)
+        _give_back(claim)
     return _outcome(ending)
+
+
+def _stands(exp: Recorder, claim: Claim | None, ending: Ending) -> bool:
+    """Whether a claimed run's ending stands: a completed run is put in the cache
+    index only while its claim still holds (one taken over while it ran is the
+    new holder's to complete)."""
+    if claim is not None and ending[0] is not None and is_completed(ending[0]):
+        if not holds(claim):
+            return False
+        exp.index.remember(ending[0])  # before the claim goes: others look here
+    return True
+
+
+def _give_back(claim: Claim | None) -> None:
+    if claim is not None:
+        with signals.held():  # a kill now would leave the claim held by a dead process
+            faults.point("sweep.release", str(os.getpid()))
+            release(claim)
+
+
+def _end_claimed(exp: Recorder, claim: Claim | None, ending: Ending) -> bool:
+    """:func:`_stands`, then the claim given back: an async run's whole ending in
+    one trip to a worker thread."""
+    try:
+        return _stands(exp, claim, ending)
+    finally:
+        _give_back(claim)
 
 
 async def _arun_job(job: _Job) -> _Outcome:
     """:func:`_run_claimed` as a task of :func:`asweep` (the claim is this process's)."""
     exp = as_recorder(job.target)
     claim = job.claim
+    ended = False
     try:
         with heartbeat(claim):
             if exp.is_async:
                 ending = await exp.arecord((), job.kwargs)
             else:  # a sync experiment runs in a worker thread (which copies the context)
                 ending = await anyio.to_thread.run_sync(exp.record, (), job.kwargs)
-        if claim is not None and ending[0] is not None and is_completed(ending[0]):
-            if not await anyio.to_thread.run_sync(holds, claim):
-                return _Outcome(None, FAILED, lost=True)  # taken over while it ran
-            await anyio.to_thread.run_sync(exp.index.remember, ending[0])
+        ended = True
+        with anyio.CancelScope(shield=True):
+            stands = await anyio.to_thread.run_sync(_end_claimed, exp, claim, ending)
+        if not stands:
+            return _Outcome(None, FAILED, lost=True)  # taken over while it ran
     finally:
-        if claim is not None:
+        if not ended and claim is not None:  # the run itself raised or was cancelled
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(release, claim)
     return _outcome(ending)
