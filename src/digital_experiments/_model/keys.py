@@ -138,9 +138,10 @@ def same_code(metadata: Any, code: Mapping[str, Any] | str | None) -> bool:
     without source written before code hashes existed matches no code. A
     plain string (or ``None``) is compared with ``metadata["code"]`` alone.
     """
-    if not isinstance(metadata, Mapping):
+    # exact types first: the ABC checks cost more than the comparison (once a record)
+    if type(metadata) is not dict and not isinstance(metadata, Mapping):
         return False
-    if not isinstance(code, Mapping):
+    if type(code) is not dict and not isinstance(code, Mapping):
         code = {"code": code}
     missing = object()
     for name, value in code.items():
