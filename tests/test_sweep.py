@@ -933,6 +933,33 @@ async def test_asweep_on_error_raise_cancels_the_rest() -> None:
 
 
 @pytest.mark.anyio
+async def test_asweep_run_taken_over_while_it_ran_publishes_nothing() -> None:
+    """Another sweep takes the claim over while the first run runs: that run is
+    recorded but not put in the cache index, and its config completes once,
+    by the run after the other sweep gives its claim back."""
+    calls: list[int] = []
+    indexed: list[bool] = []  # whether the cache index knew the config, at each call
+
+    @experiment
+    async def once(x: int) -> int:
+        key = claim_key(once, x=x)
+        calls.append(x)
+        indexed.append((once.experiment.root / ".de" / "cache" / key).exists())
+        if len(calls) == 1:  # the other sweep's takeover, a generation above ours
+            write_claim(once, key, host=storage.HOST, pid=os.getpid())
+            threading.Timer(0.2, give_back, (once, key)).start()
+        return len(calls)
+
+    (run,) = await once.asweep({"x": [1]})
+    assert calls == [1, 1]  # ran again: the first run's completion did not stand
+    assert indexed == [False, False]  # the first run was never put in the cache index
+    assert run.result == 2
+    assert [o.result for o in once.observations(status="all")] == [1, 2]
+    assert (once.experiment.root / ".de" / "cache" / claim_key(once, x=1)).read_text() == run.id
+    assert claims_left(once) == []
+
+
+@pytest.mark.anyio
 async def test_asweep_of_a_sync_experiment_uses_threads() -> None:
     """A sync experiment in asweep runs in worker threads, each with its own run."""
 
