@@ -39,6 +39,7 @@ from typing import Any
 from .._model import layout
 from .._read import query, roots
 from .._runs.backends import FileBackend, available_backends, backend_class, root_store
+from .._runs.index import paused_gc
 from .._runs.observation import Observation
 from .._store import Store, open_store
 from .._store.files import settled
@@ -307,7 +308,9 @@ class RunIndex:
         for id in running | touched:
             changed += [id + suffix for suffix in suffixes if id + suffix in current]
         gone = [n for n in self.seen if n not in current]
-        with warnings.catch_warnings():  # the page shows what is wrong; no one reads stderr
+        # the page shows what is wrong (no one reads stderr); the collector is paused
+        # while many rows are built at once (it would scan them again and again)
+        with warnings.catch_warnings(), paused_gc():
             warnings.simplefilter("ignore")
             loaded, unreadable = self._load(dict.fromkeys(changed), suffixes)
             rows, extras = self._rows(loaded, unreadable)
