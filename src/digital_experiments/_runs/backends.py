@@ -536,9 +536,9 @@ class FileBackend(Backend):
             blobs.upload(working, store, layout.artefacts_prefix(id))
 
     def stamps(self) -> dict[str, str | None]:
-        """Each record's id (as :meth:`all_ids` lists them) and its stamp (see
-        :meth:`Store.stamped <digital_experiments._store.base.Store.stamped>`),
-        for :meth:`iter_observations`' ``stamps=``."""
+        """Each record's id (as :meth:`all_ids` lists them) and its stamp (the
+        store's ``stamped()``: a folder's inode, size and times, an S3 ETag), for
+        :meth:`iter_observations`' ``stamps=``."""
         suffix = self.suffix
         cut = -len(suffix)
         return {
@@ -561,7 +561,7 @@ class FileBackend(Backend):
         ``metadata["environment"]``: faster when many runs are read and their
         environment is not needed. ``stamps``: every record of the root and its
         stamp, as :meth:`stamps` lists them; given, records are read through the
-        root's index (see :mod:`digital_experiments._runs.index`).
+        root's read index (see the performance page).
         """
         if type(self).load is not FileBackend.load:  # a subclass reads its own way
             yield from super().iter_observations(ids)
