@@ -213,13 +213,17 @@ def listing(runner: TargetRunner, args: argparse.Namespace) -> list[Row]:
         rounds = args.rounds if size <= 100_000 else min(args.rounds, 2)
         if size == args.runs:
             times = pick(
-                runner.rounds(rounds, "observations_cold", lambda lib, r: (store, size), SIDES)
+                runner.rounds(
+                    rounds, "observations_cold", lambda lib, r, s=store, n=size: (s, n), SIDES
+                )
             )
             rows.append(
                 Row(f"`observations()`, {size:,} runs, index built (first listing)", "s", times)
             )
             runner.run(OURS, "observations", store, size)  # the index of the last state
-        times = pick(runner.rounds(rounds, "observations", lambda lib, r: (store, size), SIDES))
+        times = pick(
+            runner.rounds(rounds, "observations", lambda lib, r, s=store, n=size: (s, n), SIDES)
+        )
         rows.append(Row(f"`observations()`, {size:,} runs, fresh process", "s", times, 0.3))
         shutil.rmtree(store, ignore_errors=True)
     return rows
