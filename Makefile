@@ -114,6 +114,17 @@ MUTATE_TIER__store.files := tests/test_files.py tests/test_one_write.py tests/te
 	tests/test_runs.py::test_temp_files_are_never_listed_and_dead_writers_leftovers_are_removed \
 	tests/test_query.py::test_runs_share_one_read_only_environment \
 	tests/stress/test_async_tasks.py::test_native_cancel_while_taking_the_cache_lock_gives_it_back
+MUTATE_TIER__runs.annotations := tests/test_annotations.py \
+	tests/test_fuzz_readers.py::test_annotations_of_any_shape_never_stop_a_listing \
+	tests/test_fuzz_readers.py::test_an_annotation_file_no_parser_can_read_is_left_out \
+	tests/test_fuzz_readers.py::test_tagging_never_overwrites_annotations_it_cannot_read_whole \
+	tests/test_results.py::test_tags_and_notes_show_in_metadata_and_queries \
+	tests/test_results.py::test_concurrent_taggers_never_lose_a_tag \
+	tests/test_results.py::test_delete_restore_and_purge_move_every_part \
+	tests/test_memory_roots.py::test_failures_statuses_queries_tags_and_notes \
+	tests/test_fast_paths.py::test_tags_added_in_the_same_mtime_tick_as_a_listing_still_show \
+	tests/test_cli_results.py::test_show_call_diff_tag_note \
+	tests/stress/test_results_concurrency.py::test_writers_taggers_and_a_deleter_share_a_root
 MUTATE_TIER := $(or $(MUTATE_TIER_$(MODULE)),tests/)
 
 $(MUTATE_STAMP): pyproject.toml | $(BIN)/python

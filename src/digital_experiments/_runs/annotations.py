@@ -47,7 +47,7 @@ def _read(store: Store, key: str) -> tuple[Any, str | None]:
     ``_UNREADABLE`` if it cannot be read or parsed."""
     try:
         found = store.get_or_none(key)
-    except OSError:  # a folder in its place, no permission
+    except OSError:  # no permission (a folder in its place reads as none)
         return _UNREADABLE, None
     if found is None:
         return _NONE, None
@@ -123,20 +123,28 @@ def _update(store: Store, id: str, change: Any, record: str | None) -> dict[str,
             if data is _NONE:
                 data = {}
             elif not _whole(data):  # rewriting it would drop what it holds
-                raise ValueError(
-                    f"The tags and notes of run {id!r} ({key!r} in {store.url!r}) cannot be "
-                    'read: it is not {"tags": {...}, "notes": [...]}. Fix or remove it, '
-                    "then tag again."
-                )
+                raise _unreadable(store, id, key)
             change(data)  # other fields (another tool's) are kept
             body = json.dumps(data, sort_keys=True).encode()
             if version is None:
                 written = store.put_new(key, body)
+                if written is None and store.get_or_none(key) is None and store.version(key):
+                    # something no object is in its place (a folder): every read says
+                    # "none" and every create "exists", so trying again never ends
+                    raise _unreadable(store, id, key)
             else:
                 written = store.put_if(key, body, version)
             if written is not None:
                 return dict(data)
             # another tagger came first: read theirs and change it again
+
+
+def _unreadable(store: Store, id: str, key: str) -> ValueError:
+    return ValueError(
+        f"The tags and notes of run {id!r} ({key!r} in {store.url!r}) cannot be "
+        'read: it is not {"tags": {...}, "notes": [...]}. Fix or remove it, '
+        "then tag again."
+    )
 
 
 def _whole(data: Any) -> bool:
