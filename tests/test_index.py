@@ -11,9 +11,11 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,11 @@ import pytest
 
 from digital_experiments import experiment
 from digital_experiments._runs import index
-from digital_experiments._runs.backends import FileBackend
 from digital_experiments._store import files
 from digital_experiments._store.local import LocalStore
 
 from .conftest import Touch
+from .servers import use_server
 
 RUNS = index.MIN_NEW + 8  # enough for a listing to publish a segment
 
@@ -198,22 +200,52 @@ def test_a_json_root_never_unpickles_its_index(tmp_path: Path, settled: None) ->
     assert not marker.exists()
 
 
-def test_records_without_an_index_list_as_before(tmp_path: Path) -> None:
+def test_records_without_an_index_list_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A root written before the index existed (no ``.de/index``), or whose index
     is deleted between listings: the same runs, and the index is rebuilt."""
     square = _record(tmp_path / "runs")
-    files_before = _results(square)
-    import shutil
+    files_before = _results(square)  # all too fresh to index: read from the files
+    assert _segments(tmp_path / "runs") == []
+    monkeypatch.setattr(files, "RECENT_NS", -1)
+    assert _results(square) == files_before
+    assert _segments(tmp_path / "runs")
+    shutil.rmtree(tmp_path / "runs" / ".de" / "index")
+    assert _results(square) == files_before
+    assert _segments(tmp_path / "runs")  # built again
 
-    shutil.rmtree(tmp_path / "runs" / ".de" / "index", ignore_errors=True)
-    files.RECENT_NS, saved = -1, files.RECENT_NS
-    try:
-        assert _results(square) == files_before
-        assert _segments(tmp_path / "runs")
-        shutil.rmtree(tmp_path / "runs" / ".de" / "index")
-        assert _results(square) == files_before
-    finally:
-        files.RECENT_NS = saved
+
+@pytest.mark.parametrize("kind", ["memory", "seaweedfs", "moto"])
+def test_every_store_rereads_a_rewritten_record(
+    kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond a folder, a record's stamp is the store's version (an S3 ETag from
+    the listing, the memory store's write counter): the second listing reads only
+    the record rewritten since the first."""
+    if kind == "memory":
+        root = f"memory://{uuid.uuid4().hex}"
+    else:
+        root = f"{use_server(kind, request, monkeypatch).url()}/runs"
+    square = _record(root)  # type: ignore[arg-type]
+    runs = square.observations()
+    store = square.backend.store
+    assert list(store.list(index.prefix(".pkl")))  # a segment was published
+    square.backend.record(runs[2]._replace(result={"y": -1}))
+    read: list[str] = []
+    real = type(store).read_many
+
+    def counting(self: Any, keys: Any) -> Any:
+        keys = list(keys)
+        read.extend(key for key in keys if not key.startswith(".de/"))
+        return real(self, keys)
+
+    monkeypatch.setattr(type(store), "read_many", counting)
+    again = square.observations()
+    assert read == [f"{runs[2].id}.pkl"]
+    assert [run.result for run in again] == [
+        {"y": -1} if i == 2 else {"y": i * i} for i in range(RUNS)
+    ]
 
 
 def test_segments_are_merged_past_the_limit(tmp_path: Path, settled: None) -> None:
@@ -251,26 +283,6 @@ def test_a_limited_listing_leaves_the_index_alone(tmp_path: Path, settled: None)
     square = _record(tmp_path / "runs")
     assert len(square.observations(limit=3)) == 3
     assert _segments(tmp_path / "runs") == []
-
-
-def test_a_memory_root_reads_through_its_index(monkeypatch: pytest.MonkeyPatch) -> None:
-    import uuid
-
-    square = _record(f"memory://{uuid.uuid4().hex}")  # type: ignore[arg-type]
-    first = square.observations()
-    backend: FileBackend = square.backend
-    store = backend.store
-    assert list(store.list(index.prefix(".pkl")))
-    calls: list[str] = []
-    real = type(store).read_many
-
-    def counting(self: Any, keys: Any) -> Any:
-        calls.extend(key for key in keys if not key.startswith(".de/"))
-        return real(self, keys)
-
-    monkeypatch.setattr(type(store), "read_many", counting)
-    assert square.observations() == first
-    assert calls == []
 
 
 # -- kill -9 of readers mid-write (real processes, stopped at fault points)

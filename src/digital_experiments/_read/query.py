@@ -173,9 +173,10 @@ def select(
     floor = None if since is None else since_floor(since)
     # a whole listing reads through the root's index, checked by each record's
     # stamp; a limited one reads the few newest records it needs
-    indexed = isinstance(backend, FileBackend) and limit is None
-    with paused_gc():  # see below
-        stamps = backend.stamps() if isinstance(backend, FileBackend) and indexed else None
+    stamps = None
+    if isinstance(backend, FileBackend) and limit is None:
+        with paused_gc():  # see below
+            stamps = backend.stamps()
     ids = sorted(backend.all_ids() if stamps is None else stamps)
     if floor is not None:
         ids = ids[bisect.bisect_left(ids, floor) :]

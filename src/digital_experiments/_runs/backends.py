@@ -588,18 +588,19 @@ class FileBackend(Backend):
         own = type(self).loads is FileBackend.loads
         loads = self.format.loads if own else self.loads  # type: ignore[union-attr]
         marked = None
-        if len(ids) > _FEW or store.modified(_ANNOTATIONS) is None:
+        changed = store.modified(_ANNOTATIONS)
+        if len(ids) > _FEW or changed is None:
             # one listing of .de/annotations/ for the whole listing (an empty
             # folder's, or none); a few runs look for their own files
-            marked = set() if store.modified(_ANNOTATIONS) == 0 else annotated(store)
+            marked = set() if changed == 0 else annotated(store)
         found: Iterable[tuple[str, Any]]
         if stamps is not None:
             objects = own and type(self.format) is formats.PickleFormat
             found = index.read(store, suffix, stamps, ids, loads, objects=objects)
         else:
             keys = [f"{id}{suffix}" for id in ids]
-            decoded = _decoded(store.read_many(keys), loads)
-            found = zip(ids, (loaded for _, loaded in decoded), strict=True)
+            decoded = index.decoded(store.read_many(keys), loads)
+            found = zip(ids, (loaded for _, _, loaded in decoded), strict=True)
         for id, loaded in found:
             if isinstance(loaded, Exception):
                 yield id, loaded
@@ -705,21 +706,6 @@ class FileBackend(Backend):
 
 _ANNOTATIONS = layout.internal_prefix("annotations")
 _FEW = 64  # runs a listing reads before it lists all annotations at once
-
-
-def _decoded(
-    found: Iterable[tuple[str, bytes | OSError]], loads: Callable[[bytes], Any]
-) -> Iterator[tuple[str, Any]]:
-    """Each ``(key, bytes)`` of ``found`` decoded by ``loads``; an error for the bytes
-    that cannot be read or decoded."""
-    for key, data in found:
-        if isinstance(data, OSError):
-            yield key, data
-            continue
-        try:
-            yield key, loads(data)
-        except Exception as exc:  # a torn or foreign file: the caller says so
-            yield key, exc
 
 
 _RENAMED_WARNED: set[tuple[str, str, str]] = set()

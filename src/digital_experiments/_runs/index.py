@@ -36,7 +36,7 @@ import pickle
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .._model import layout
@@ -90,16 +90,9 @@ def read(
     found: dict[str, Loaded | Exception] = {}
     fresh: Entries = ([], [], [])  # what a new segment would hold
     with paused_gc():
-        keys = [id + suffix for id in misses]
-        for id, (_, data) in zip(misses, store.read_many(keys), strict=True):
-            if isinstance(data, OSError):
-                found[id] = data
-                continue
-            try:
-                loaded = found[id] = loads(data)
-            except Exception as exc:  # a torn or foreign file: the caller says so
-                found[id] = exc
-                continue
+        read = decoded(store.read_many([id + suffix for id in misses]), loads)
+        for id, (_, data, loaded) in zip(misses, read, strict=True):
+            found[id] = loaded
             stamp = listing.get(id)
             if stamp is not None and isinstance(loaded, Observation):
                 fresh[0].append(id)
@@ -107,10 +100,11 @@ def read(
                 fresh[2].append(tuple(loaded) if objects else data)
     # published before any record is handed out: the caller may change them
     if len(segments) >= MAX_SEGMENTS or (segments and dead > len(live) + len(fresh[0])):
-        merged: Entries = (list(live), [], list(live.values()))
-        merged[1].extend(listing[id] for id in merged[0])  # type: ignore[misc]
-        for part, more in zip(merged, fresh, strict=True):
-            part.extend(more)
+        merged: Entries = (
+            list(live) + fresh[0],
+            [stamp for id in live if (stamp := listing[id])] + fresh[1],  # live: all stamped
+            list(live.values()) + fresh[2],
+        )
         if _publish(store, folder, merged, objects):
             for segment in segments:
                 _forget(store, segment)
@@ -127,6 +121,23 @@ def read(
                 yield id, loads(live[id])
             except Exception as exc:  # the format refuses what it once read
                 yield id, exc
+
+
+def decoded(
+    found: Iterable[tuple[str, bytes | OSError]], loads: Callable[[bytes], Loaded]
+) -> Iterator[tuple[str, bytes | None, Loaded | Exception]]:
+    """``(key, bytes, record)`` for each ``(key, bytes)`` of ``found`` (a
+    :meth:`Store.read_many`), the record decoded by ``loads``; ``(key, None,
+    error)`` for bytes that could not be read, ``(key, bytes, error)`` for bytes
+    ``loads`` refused (a torn or foreign file: the caller says so)."""
+    for key, data in found:
+        if isinstance(data, OSError):
+            yield key, None, data
+            continue
+        try:
+            yield key, data, loads(data)
+        except Exception as exc:
+            yield key, data, exc
 
 
 def _load_segments(

@@ -116,34 +116,21 @@ class LocalStore(Store):
         ctime), by one ``scandir`` and a ``stat`` each; ``None`` for a file whose
         times are too recent to be sure a later change moves them (git's "racy"
         rule: :func:`files.settled`)."""
-        folder, _, start = prefix.rpartition("/")
-        base = self._head + folder if folder else self.url
+        now, recent = time.time_ns(), storage.RECENT_NS
+        folder, entries = self._entries(prefix)
         head = f"{folder}/" if folder else ""
-        now, recent, temp = time.time_ns(), storage.RECENT_NS, storage.TEMP_PREFIX
         stamps: list[tuple[str, str | None]] = []
-        add = stamps.append
-        try:
-            scan = os.scandir(base)
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        with scan:  # one pass: a listing of many records pays for each name once
-            for entry in scan:
-                name = entry.name
-                if (start and not name.startswith(start)) or not entry.is_file():
-                    continue
-                if name.startswith(temp) and storage.is_temp(name):
-                    storage.remove_stale_temp(Path(base), name)
-                    continue
-                try:
-                    stat = entry.stat()
-                except OSError:  # gone since listed, or a dangling link
-                    continue
-                changed = stat.st_ctime_ns
-                if now - max(stat.st_mtime_ns, changed) > recent:
-                    stamp = f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}-{changed}"
-                    add((head + name, stamp))
-                else:
-                    add((head + name, None))
+        for name, entry in entries.items():
+            try:
+                stat = entry.stat()
+            except OSError:  # gone since listed, or a dangling link
+                continue
+            changed = stat.st_ctime_ns
+            if now - max(stat.st_mtime_ns, changed) > recent:
+                stamp: str | None = f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}-{changed}"
+            else:
+                stamp = None
+            stamps.append((head + name, stamp))
         stamps.sort()
         yield from stamps
 
