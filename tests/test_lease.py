@@ -482,3 +482,45 @@ def _keep_in_child(root: str) -> None:
     leases.beat = once  # type: ignore[assignment]
     with leases.kept(lease, 0.01):
         assert done.wait(60)
+
+
+def test_a_hanging_renewal_holds_up_no_other_lease_and_its_own_end_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The renewer renews outside its lock: while one renewal hangs (a store that
+    does not answer), other leases are kept and let go; the hanging lease's own
+    block leaves only once that renewal is over (none is under way after)."""
+    store = LocalStore(tmp_path)
+    slow, other = Lease(store, "slow"), Lease(store, "other")
+    assert leases.acquire(slow)
+    assert leases.acquire(other)
+    hanging, answer = threading.Event(), threading.Event()
+    order: list[str] = []
+    real = leases.beat
+
+    def hang(lease: Lease, adopt: bool = False) -> bool:
+        if lease.key == "slow":
+            hanging.set()
+            answer.wait(60)
+            order.append("renewal over")
+        return real(lease, adopt)
+
+    monkeypatch.setattr(leases, "beat", hang)
+    block = leases.kept(slow, 0.01)
+    block.__enter__()
+    assert hanging.wait(60)
+    with leases.kept(other, 3600):  # entered and left while the renewal hangs
+        pass
+    order.append("other kept and let go")
+
+    def leave() -> None:
+        block.__exit__(None, None, None)
+        order.append("slow let go")
+
+    leaving = threading.Thread(target=leave)
+    leaving.start()
+    leaving.join(0.5)  # a removal that did not wait would be done by now
+    answer.set()
+    leaving.join(60)
+    assert order == ["other kept and let go", "renewal over", "slow let go"]
+    assert leases._KEEPER.due == {}

@@ -289,6 +289,7 @@ class _Keeper:
         self.condition = threading.Condition()
         self.due: dict[int, tuple[Lease, float, float]] = {}  # entry -> lease, interval, when
         self.entries = 0
+        self.beating: set[int] = set()  # entries being renewed now, outside the lock
         self.wake = math.inf  # when the renewer wakes next (monotonic)
         self.thread: threading.Thread | None = None
 
@@ -307,9 +308,10 @@ class _Keeper:
             return self.entries
 
     def remove(self, entry: int) -> None:
-        # renewals happen under the condition: taking it waits for one in flight,
-        # and none comes after (the renewer finds the entry gone when it wakes)
+        # a renewal of this entry in flight is waited for, and none comes after
         with self.condition:
+            while entry in self.beating:
+                self.condition.wait()
             self.due.pop(entry, None)
 
     def _run(self) -> None:
@@ -317,11 +319,23 @@ class _Keeper:
         with condition:
             while True:
                 now = time.monotonic()
-                for entry, (lease, interval, when) in list(self.due.items()):
-                    if when <= now:
-                        with contextlib.suppress(OSError):  # a store hiccup: the next beat
-                            beat(lease)
-                        self.due[entry] = (lease, interval, time.monotonic() + interval)
+                late = [(e, lease, i) for e, (lease, i, when) in self.due.items() if when <= now]
+                if late:
+                    # renewed outside the lock: a slow store (a request that hangs)
+                    # never holds up the runs starting or ending meanwhile
+                    self.beating.update(entry for entry, _, _ in late)
+                    condition.release()
+                    try:
+                        for _, lease, _ in late:
+                            with contextlib.suppress(OSError):  # a store hiccup: the next beat
+                                beat(lease)
+                    finally:
+                        condition.acquire()
+                    for entry, lease, interval in late:
+                        self.beating.discard(entry)
+                        if entry in self.due:
+                            self.due[entry] = (lease, interval, time.monotonic() + interval)
+                    condition.notify_all()  # the removers waiting for these renewals
                 self.wake = min((when for _, _, when in self.due.values()), default=math.inf)
                 left = self.wake - time.monotonic()
                 condition.wait(None if self.wake == math.inf else max(0.0, left))
@@ -331,6 +345,7 @@ class _Keeper:
         its renewer thread is not there."""
         self.condition = threading.Condition()
         self.due = {}
+        self.beating = set()
         self.wake = math.inf
         self.thread = None
 
