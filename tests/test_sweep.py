@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import pytest
 
-from digital_experiments import current_dir, experiment
+from digital_experiments import Callback, current_dir, experiment
 from digital_experiments._store import files as storage
 from digital_experiments._store import lease as leases
 from digital_experiments._store.lease import Lease, Observer
@@ -957,6 +957,50 @@ async def test_asweep_run_taken_over_while_it_ran_publishes_nothing() -> None:
     assert [o.result for o in once.observations(status="all")] == [1, 2]
     assert (once.experiment.root / ".de" / "cache" / claim_key(once, x=1)).read_text() == run.id
     assert claims_left(once) == []
+
+
+@pytest.mark.anyio
+async def test_asweep_goes_to_a_worker_thread_five_times_a_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What docs/performance.md says: a claimed async run whose callbacks all start
+    quickly (the default ones) makes five trips to a worker thread (its claim, its
+    running record, its final record, its claim's ending, the engine's
+    bookkeeping), not eight; a user's start hook, which may block, adds one."""
+    import anyio.to_thread
+
+    trips: list[str] = []
+    real = anyio.to_thread.run_sync
+
+    async def counting(function: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(function, "__name__", repr(function)))
+        return await real(function, *args, **kwargs)
+
+    @experiment
+    async def quick(x: int) -> int:
+        return x
+
+    await quick.asweep({"x": [-1]})  # the first sweep captures the environment
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    runs = await quick.asweep({"x": range(10)})
+    assert [run.result for run in runs] == list(range(10))
+    per_run = [name for name in trips if name != "_plan"]
+    assert trips.count("_plan") == 1
+    assert len(per_run) == 5 * 10, sorted(set(per_run))
+    assert "start" not in per_run
+
+    class Slow(Callback):
+        def start(self, id: str, config: dict[str, Any]) -> None:
+            pass  # a user's hook: it could block
+
+    @experiment(callbacks=[Slow()])
+    async def hooked(x: int) -> int:
+        return x
+
+    await hooked.asweep({"x": [-1]})
+    trips.clear()
+    await hooked.asweep({"x": range(10)})
+    assert trips.count("start") == 10
 
 
 @pytest.mark.anyio

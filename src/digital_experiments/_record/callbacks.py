@@ -10,7 +10,7 @@ import io
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextvars import Token
 from datetime import datetime
 from pathlib import Path
@@ -345,3 +345,13 @@ class SaveLogs(Callback):
             run.sinks.remove(sink)
         sink.close()
         _unroute_stdout()
+
+
+# the start hooks that never wait on anything (no hook, a line printed, a clock
+# read): an async run calls them on the event loop, not in a worker thread
+_QUICK_STARTS = frozenset({Callback.start, Logging.start, Timing.start})
+
+
+def start_quickly(callbacks: Iterable[Callback]) -> bool:
+    """Whether every one of ``callbacks`` starts without blocking (see above)."""
+    return all(type(callback).start in _QUICK_STARTS for callback in callbacks)

@@ -41,7 +41,7 @@ from .._store.base import StoreError
 from ..errors import CallbackError, StorageError, UnstorableValueError
 from . import signals
 from .cache import CacheIndex
-from .callbacks import Callback, Logging
+from .callbacks import Callback, Logging, start_quickly
 from .code import bind, code_identity
 
 if TYPE_CHECKING:
@@ -228,7 +228,9 @@ class Recorder:
             token = enter(run)
             try:
                 try:
-                    if self.callbacks:  # no trip to a worker thread for nothing
+                    if start_quickly(self.callbacks):  # no trip to a worker thread for them
+                        call.start()
+                    else:  # a user's hook may block: off the event loop
                         await anyio.to_thread.run_sync(call.start)
                     with scope:
                         result = await self.function(*args, **kwargs)
