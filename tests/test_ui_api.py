@@ -351,3 +351,36 @@ def test_the_ui_command_serves_until_ctrl_c(tmp_path: Path) -> None:
     assert "reachable from other machines" in stderr
     assert "stopped" in out
     assert "Traceback" not in stderr
+
+
+def test_a_first_load_reads_its_records_through_the_roots_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What docs/performance.md says of the web view: a server starting on a root
+    whose index a listing built reads no record file for its first page."""
+    from digital_experiments._runs import index as read_index
+    from digital_experiments._store import files
+
+    monkeypatch.setattr(files, "RECENT_NS", -1)  # every record settled at once
+    runs = read_index.MIN_NEW * 3
+
+    @experiment(root=tmp_path / "fit")
+    def fit(x: int) -> int:
+        return x
+
+    for x in range(runs):
+        fit(x)
+    assert len(query.load(tmp_path / "fit")) == runs  # builds the index
+    read: list[str] = []
+    real = files.read_bytes
+
+    def counting(path: str) -> bytes:
+        if path.endswith(".pkl") and "/.de/" not in path:
+            read.append(path)
+        return real(path)
+
+    monkeypatch.setattr(files, "read_bytes", counting)
+    index = RunIndex(tmp_path / "fit")
+    assert index.refresh()
+    assert len(index.snapshot()) == runs
+    assert read == []
