@@ -80,10 +80,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/s3_bench.py
 
 # Mutation testing with mutmut over _store.files, _record.run, _sweep.claims,
-# _sweep.engine, _runs.context, _model.where, _model.keys and _store.lease
-# ([tool.mutmut] in pyproject.toml). MODULE=_model.where mutates one module
-# only, and runs its fast tier (MUTATE_TIER_<module>: the
-# module's unit tests and the process tests that reach it; docs/testing.md).
+# _sweep.engine, _runs.context, _model.where, _model.keys, _store.lease,
+# _runs.annotations and _runs.metrics ([tool.mutmut] in pyproject.toml).
+# MODULE=_model.where mutates one module only, and runs its fast tier
+# (MUTATE_TIER_<module>: the module's unit tests and the process tests that
+# reach it; docs/testing.md).
 # A module without a tier, or no MODULE, runs tests/. The tier is written to
 # mutants/tier.txt, which pytest reads as @tier.txt (mutmut runs pytest in
 # mutants/); mutmut still runs, for each mutant, only the tier's tests that
@@ -125,6 +126,16 @@ MUTATE_TIER__runs.annotations := tests/test_annotations.py \
 	tests/test_fast_paths.py::test_tags_added_in_the_same_mtime_tick_as_a_listing_still_show \
 	tests/test_cli_results.py::test_show_call_diff_tag_note \
 	tests/stress/test_results_concurrency.py::test_writers_taggers_and_a_deleter_share_a_root
+MUTATE_TIER__runs.metrics := tests/test_metrics.py \
+	tests/test_fuzz_readers.py::test_a_metrics_file_cut_anywhere_keeps_its_whole_lines \
+	tests/test_fuzz_readers.py::test_a_metrics_line_no_parser_can_read_is_skipped \
+	tests/test_fast_paths.py::test_a_first_metric_in_the_same_mtime_tick_as_a_listing_still_shows \
+	tests/test_s3_roots.py::test_a_running_runs_metrics_reach_the_bucket_before_it_ends \
+	tests/test_s3_roots.py::test_a_failed_progress_upload_loses_nothing \
+	tests/test_memory_roots.py::test_runs_are_recorded_and_read_back_with_their_metrics_and_artefacts \
+	tests/test_hostile_input.py::test_a_metrics_line_of_the_wrong_shape_is_skipped \
+	tests/test_hostile_input.py::test_a_torn_line_never_takes_the_next_writers_points \
+	tests/test_results.py::test_where_strings_filter_on_config_result_status_and_metrics
 MUTATE_TIER := $(or $(MUTATE_TIER_$(MODULE)),tests/)
 
 $(MUTATE_STAMP): pyproject.toml | $(BIN)/python

@@ -184,7 +184,7 @@ def log(step: int | None = None, **values: Any) -> None:
 
 def _number(value: Any) -> float | int:
     if isinstance(value, int):
-        return value
+        return int(value)  # an IntEnum's repr is no JSON number
     return float(value)  # numpy scalars become Python numbers
 
 
