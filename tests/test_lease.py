@@ -67,6 +67,26 @@ def test_a_released_lease_is_taken_at_once_and_generations_grow(store: Store) ->
     assert leases.generations(first) == [2]
 
 
+def test_a_release_keeps_its_mark_until_the_next_generation(store: Store) -> None:
+    """What a lease is released with is read back from its top generation only:
+    nothing while it is held or after another takes it over, nothing without a
+    generation, and a release by a token that no longer holds writes no mark."""
+    first = Lease(store, "k")
+    assert leases.released_mark(first) is None  # no generation at all
+    assert leases.acquire(first)
+    assert leases.released_mark(first) is None  # held
+    assert leases.release(first, b"done by run 1")
+    assert leases.released_mark(first) == b"done by run 1"
+    assert leases.released_mark(Lease(store, "k")) == b"done by run 1"  # any token reads it
+    second = Lease(store, "k")
+    assert leases.acquire(second)  # generation 1, over the released 0
+    assert leases.released_mark(second) is None
+    assert not leases.release(first, b"stale")  # first no longer holds: nothing written
+    assert leases.released_mark(second) is None
+    assert leases.release(second)
+    assert leases.released_mark(second) == b""
+
+
 def test_a_dead_holder_on_this_host_is_taken_over_at_once(store: Store) -> None:
     holder = {**storage.process_info(), "pid": dead_pid(), "start": None}
     plant(store, "k", 0, "theirs", holder)

@@ -8,6 +8,7 @@
     <root>/.de/environments/<digest>.json  environments shared by many records
     <root>/.de/cache/<key>                 the id of a completed run of config key <key>
     <root>/.de/claims/<key>/<generation>   which process runs config key <key> in a sweep
+                                           (<generation>.released: the run it completed)
     <root>/.de/locks/<name>.lock           inter-process locks
     <root>/.de/metrics/<id>.jsonl          metrics logged by run <id>
     <root>/.de/annotations/<id>.json       tags and notes of run <id>
@@ -53,6 +54,9 @@ def artefacts_prefix(id: str) -> str:
 
 def environment_key(digest: str) -> str:
     return f"{internal_prefix('environments')}{digest}.json"
+
+
+CLAIMS = internal_prefix("claims")  # 3.4's one-file claims lived in .de/sweep-claims/
 
 
 def cache_key(key: str) -> str:

@@ -2,7 +2,9 @@
 
 ``<root>/.de/cache/<key>`` holds the id of a completed run of the config whose
 key (a digest of the config and the code, :func:`digital_experiments._model.keys.config_key`)
-is ``<key>``. ``cache=True`` calls and sweeps write it and read it; records stay
+is ``<key>``; ``cache=True`` calls write it. A sweep writes no entry of its own:
+the mark its claim on ``<key>`` is released with names the run that completed
+the config (:meth:`CacheIndex.mark`), and the index reads both. Records stay
 the truth, so every hit is checked against the record it points to, and runs
 made before the index existed are found by one scan per process.
 
@@ -18,6 +20,7 @@ meanwhile, so the run another host completes is a hit as soon as it is indexed.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -160,11 +163,26 @@ class CacheIndex:
                 return observation
         return None
 
+    def mark(self, observation: Observation) -> bytes:
+        """What a sweep's claim on ``observation``'s config is released with, once
+        the run completed it: the index's entry for the config."""
+        return json.dumps({"id": observation.id}).encode()
+
     def _indexed(self, key: str) -> list[str]:
+        """The runs the index names for ``key``: its entry, and the run the
+        config's released sweep claim names."""
+        store = root_store(self.backend)
+        ids = []
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            ids.append(store.read(layout.cache_key(key)).decode())
         try:
-            return [root_store(self.backend).read(layout.cache_key(key)).decode()]
-        except (OSError, UnicodeDecodeError):
-            return []
+            mark = leases.released_mark(Lease(store, key, layout.CLAIMS))
+            named = json.loads(mark)["id"] if mark else None
+        except (OSError, ValueError, TypeError, KeyError, RecursionError):
+            named = None  # a mark of another shape names nothing
+        if isinstance(named, str) and layout.is_id(named) and named not in ids:
+            ids.append(named)
+        return ids
 
     def _load(self, ids: list[str], deleted_since: float | None) -> Observation | None:
         for id in ids:
@@ -179,7 +197,7 @@ class CacheIndex:
 
 async def _poll(
     take: Callable[[], bool],
-    give_back: Callable[[], None],
+    give_back: Callable[[], object],
     look: Callable[[], Observation | None] | None = None,
 ) -> Observation | None:
     """Try ``take`` in a worker thread until it succeeds (``None``), calling
@@ -220,7 +238,7 @@ class _Attempt:
     against it); :meth:`abandon` then gives back what the try takes.
     """
 
-    def __init__(self, take: Callable[[], bool], give_back: Callable[[], None]) -> None:
+    def __init__(self, take: Callable[[], bool], give_back: Callable[[], object]) -> None:
         self.take, self.give_back = take, give_back
         self.guard = threading.Lock()
         self.done = self.taken = self.abandoned = False

@@ -38,7 +38,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,8 +128,12 @@ def _beat(lease: Lease, generation: int) -> tuple[dict[str, Any] | None, str | N
 
 def generations(lease: Lease) -> list[int]:
     """The generations present, lowest first."""
+    return _generations(lease.store.list(lease.folder))
+
+
+def _generations(keys: Iterable[str]) -> list[int]:
     found = []
-    for key in lease.store.list(lease.folder):
+    for key in keys:
         name = key.rpartition("/")[2]
         if len(name) == _WIDTH and name.isdigit():
             found.append(int(name))
@@ -255,12 +259,31 @@ def worker(lease: Lease) -> dict[str, Any] | None:
     return _beat(lease, current[0])[0] if current is not None else None
 
 
-def release(lease: Lease) -> None:
-    """Give ``lease`` back: its generation stays, marked released, so the next
-    holder writes the one after it."""
+def release(lease: Lease, mark: bytes = b"") -> bool:
+    """Give ``lease`` back if its token still holds it: its generation stays,
+    marked released, so the next holder writes the one after it. The mark holds
+    ``mark`` (what the guarded work left: a sweep's claim names the run that
+    completed its config). Whether the token still held it."""
     current = _current(lease)
-    if current is not None and current[1].get("token") == lease.token:
-        lease.store.put(f"{lease.generation_key(current[0])}.released", b"")
+    if current is None or current[1].get("token") != lease.token:
+        return False
+    lease.store.put(f"{lease.generation_key(current[0])}.released", mark)
+    return True
+
+
+def released_mark(lease: Lease) -> bytes | None:
+    """What the top generation of ``lease`` was released with (:func:`release`'s
+    ``mark``); ``None`` while it is held, or when there is no generation. One
+    listing, and one read only when the top generation is released."""
+    keys = set(lease.store.list(lease.folder))
+    found = _generations(keys)
+    if not found:
+        return None
+    mark = f"{lease.generation_key(found[-1])}.released"
+    if mark not in keys:
+        return None
+    body = lease.store.get_or_none(mark)
+    return None if body is None else body[0]
 
 
 def _remove(lease: Lease, generation: int) -> None:

@@ -30,13 +30,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from .._model import layout
 from .._store import files as storage
 from .._store import lease as leases
 from .._store.base import Store
 from .._store.lease import Lease
 from .._store.open import open_store
 
-PREFIX = ".de/claims/"  # 3.4's one-file claims lived in .de/sweep-claims/
+PREFIX = layout.CLAIMS
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,10 @@ def adopt(claim: Claim) -> bool:
     return leases.beat(claim.lease, adopt=True)
 
 
-def release(claim: Claim, only_unadopted: bool = False) -> None:
-    """Give ``claim`` back if it still holds its config.
+def release(claim: Claim, only_unadopted: bool = False, mark: bytes = b"") -> bool:
+    """Give ``claim`` back if it still holds its config, its release marked with
+    ``mark`` (a completed run's :meth:`~digital_experiments._record.cache.CacheIndex.mark`);
+    whether it still held it.
 
     With ``only_unadopted`` the claim stays if a worker adopted it: that worker
     gives it back when its run ends.
@@ -87,8 +90,8 @@ def release(claim: Claim, only_unadopted: bool = False) -> None:
     if only_unadopted:
         worker = leases.worker(lease)
         if worker is not None and not storage.is_current_process(worker):
-            return
-    leases.release(lease)
+            return True
+    return leases.release(lease, mark)
 
 
 def held(root: str) -> list[str]:

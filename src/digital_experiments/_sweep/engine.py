@@ -41,7 +41,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -56,7 +56,7 @@ from .._runs.observation import COMPLETED, FAILED, Observation, error_info, is_c
 from .._store import faults
 from .._store.lease import DEFAULT_LENGTH
 from ..errors import StorageError
-from .claims import Claim, adopt, heartbeat, holds, release, touch, try_claim
+from .claims import Claim, adopt, heartbeat, release, touch, try_claim
 from .plan import Entry, Plan, Progress
 
 __all__ = ["asweep", "sweep"]
@@ -95,6 +95,8 @@ class _Outcome:
     status: str
     error: BaseException | None = None
     lost: bool = False
+    # the record read back, where the run's process did it for the driver (asweep)
+    observation: Observation | None = None
 
 
 def _outcome(ending: Ending) -> _Outcome:
@@ -160,44 +162,52 @@ def _run_claimed(job: _Job) -> _Outcome:
     claim = job.claim
     if claim is not None and not adopt(claim):
         return _Outcome(None, FAILED, lost=True)
+    ended = False
     try:
         with heartbeat(claim):
             if exp.is_async:
                 ending = anyio.run(exp.arecord, (), job.kwargs)
             else:
                 ending = exp.record((), job.kwargs)
-        if not _stands(exp, claim, ending):
+        ended = True
+        if not _end_claim(exp, claim, ending):
             return _Outcome(None, FAILED, lost=True)
     finally:
-        _give_back(claim)
+        if not ended:  # the run raised (SIGTERM, Ctrl-C): no completion to mark
+            _give_back(claim)
     return _outcome(ending)
 
 
-def _stands(exp: Recorder, claim: Claim | None, ending: Ending) -> bool:
-    """Whether a claimed run's ending stands: a completed run is put in the cache
-    index only while its claim still holds (one taken over while it ran is the
-    new holder's to complete)."""
-    if claim is not None and ending[0] is not None and is_completed(ending[0]):
-        if not holds(claim):
-            return False
-        exp.index.remember(ending[0])  # before the claim goes: others look here
-    return True
-
-
-def _give_back(claim: Claim | None) -> None:
-    if claim is not None:
-        with signals.held():  # a kill now would leave the claim held by a dead process
-            faults.point("sweep.release", str(os.getpid()))
-            release(claim)
-
-
-def _end_claimed(exp: Recorder, claim: Claim | None, ending: Ending) -> bool:
-    """:func:`_stands`, then the claim given back: an async run's whole ending in
-    one trip to a worker thread."""
-    try:
-        return _stands(exp, claim, ending)
-    finally:
+def _end_claim(exp: Recorder, claim: Claim | None, ending: Ending) -> bool:
+    """Give ``claim`` back once its run ended, if it still holds: the release of a
+    completed run is marked with that run, which is then the cache index's entry
+    for the config. Whether the ending stands: a completed run whose claim was
+    taken over while it ran is the new holder's to complete."""
+    observation = ending[0]
+    if observation is None or not is_completed(observation):
         _give_back(claim)
+        return True
+    return _give_back(claim, exp.index.mark(observation))
+
+
+def _give_back(claim: Claim | None, mark: bytes = b"") -> bool:
+    """Release ``claim`` with ``mark``; whether it still held its config."""
+    if claim is None:
+        return True
+    with signals.held():  # a kill now would leave the claim held by a dead process
+        faults.point("sweep.release", str(os.getpid()))
+        return release(claim, mark=mark)
+
+
+def _end_claimed(exp: Recorder, claim: Claim | None, ending: Ending) -> _Outcome:
+    """An async run's whole ending in one trip to a worker thread: its claim given
+    back (:func:`_end_claim`), and its record read back as the driver would."""
+    if not _end_claim(exp, claim, ending):
+        return _Outcome(None, FAILED, lost=True)  # taken over while it ran
+    outcome = _outcome(ending)
+    if outcome.id is None:
+        return outcome
+    return replace(outcome, observation=_load(exp, outcome.id))
 
 
 async def _arun_job(job: _Job) -> _Outcome:
@@ -213,14 +223,12 @@ async def _arun_job(job: _Job) -> _Outcome:
                 ending = await anyio.to_thread.run_sync(exp.record, (), job.kwargs)
         ended = True
         with anyio.CancelScope(shield=True):
-            stands = await anyio.to_thread.run_sync(_end_claimed, exp, claim, ending)
-        if not stands:
-            return _Outcome(None, FAILED, lost=True)  # taken over while it ran
+            outcome = await anyio.to_thread.run_sync(_end_claimed, exp, claim, ending)
     finally:
         if not ended and claim is not None:  # the run itself raised or was cancelled
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(release, claim)
-    return _outcome(ending)
+    return outcome
 
 
 class _Inline:
@@ -284,6 +292,16 @@ class _Keeper:
         return min(wakes)
 
 
+@dataclass(frozen=True)
+class _Look:
+    """What :meth:`_Engine.look` found of one config: its run, completed
+    elsewhere; its claim, taken; or that another process holds it (``held``)."""
+
+    found: Observation | None = None
+    claim: Claim | None = None
+    held: bool = False
+
+
 class _Engine:
     """What a sweep does next; the front ends run its jobs and wait.
 
@@ -314,45 +332,56 @@ class _Engine:
         self.keeper = _Keeper(stale_after)
         self.queue: deque[Entry] = deque(plan.todo)
         self.in_flight: dict[Any, tuple[Entry, Claim | None]] = {}
+        self.claiming = 0  # asweep: configs whose claim a task is taking
         # runs deleted before now are gone for this sweep; later ones still count
         self.began = time.time()
 
     def done(self) -> bool:
         """Whether every config has its observation (a method: it changes under us)."""
-        return not (self.queue or self.in_flight or self.keeper.deferred)
+        return not (self.queue or self.in_flight or self.keeper.deferred or self.claiming)
 
     def next_entry(self) -> Entry | None:
         """The next config to attempt, if the window has room."""
-        if self.queue and (self.window is None or len(self.in_flight) < self.window):
+        busy = len(self.in_flight) + self.claiming
+        if self.queue and (self.window is None or busy < self.window):
             return self.queue.popleft()
         return None
 
     def attempt(self, entry: Entry) -> _Job | None:
         """Claim ``entry``: its job, or ``None`` if it was deferred or found done."""
-        claim = None
-        if self.claims:
-            # completed by another sweep since we listed the runs? Asked before claiming
-            # too: taking over a finished config's released claim costs a write and
-            # the tidy-up of the old generation, for nothing
-            found = self.recorder.index.find(entry.key or "", self.began)
-            if found is not None:
-                self._record(entry, found, skipped=True)
-                return None
-            claim = Claim(
-                self.recorder.backend.where, entry.key or "", stale_after=self.stale_after
-            )
-            claimed = try_claim(claim)
-            # completed (and its claim released) between that look and the claim?
-            found = self.recorder.index.find(entry.key or "", self.began)
-            if found is not None:
-                if claimed:
-                    release(claim)
-                self._record(entry, found, skipped=True)
-                return None
-            if not claimed:
-                self.keeper.defer(entry)
-                return None
-        return _Job(self.target, self.recorder.backend, entry.kwargs, claim)
+        return self.settle(entry, self.look(entry))
+
+    def look(self, entry: Entry) -> _Look:
+        """The I/O of :meth:`attempt`: what the runs and the claims say of
+        ``entry`` (it changes nothing of the engine, so any thread may ask)."""
+        if not self.claims:
+            return _Look()
+        key = entry.key or ""
+        # completed by another sweep since we listed the runs? Asked before claiming
+        # too: taking over a finished config's released claim costs a write and
+        # the tidy-up of the old generation, for nothing
+        found = self.recorder.index.find(key, self.began)
+        if found is not None:
+            return _Look(found=found)
+        claim = Claim(self.recorder.backend.where, key, stale_after=self.stale_after)
+        claimed = try_claim(claim)
+        # completed (and its claim released) between that look and the claim?
+        found = self.recorder.index.find(key, self.began)
+        if found is not None:
+            if claimed:
+                release(claim)
+            return _Look(found=found)
+        return _Look(claim=claim) if claimed else _Look(held=True)
+
+    def settle(self, entry: Entry, look: _Look) -> _Job | None:
+        """The bookkeeping of :meth:`attempt`, once :meth:`look` has said."""
+        if look.found is not None:
+            self._record(entry, look.found, skipped=True)
+            return None
+        if look.held:
+            self.keeper.defer(entry)
+            return None
+        return _Job(self.target, self.recorder.backend, entry.kwargs, look.claim)
 
     def started(self, handle: Any, entry: Entry, job: _Job) -> None:
         self.in_flight[handle] = (entry, job.claim)
@@ -383,6 +412,8 @@ class _Engine:
         if outcome.id is None:
             error = outcome.error or RuntimeError("the run left no record")
             observation = _unrecorded(entry, error)
+        elif outcome.observation is not None:
+            observation = outcome.observation
         else:
             observation = _load(self.recorder, outcome.id)
         self._record(entry, observation)
@@ -808,28 +839,48 @@ async def asweep(
     return plan.observations()
 
 
+# what an asweep task tells its driver: a job's handle and outcome, an error to
+# raise, or None (its config was found done, or deferred: nothing to finish)
+_Message = tuple[object, _Outcome] | Exception | None
+
+
 async def _adrive(engine: _Engine) -> None:
-    """:func:`_drive` on the running event loop: each job is a task."""
-    send, receive = anyio.create_memory_object_stream[tuple[object, _Outcome]](math.inf)
+    """:func:`_drive` on the running event loop: each config is a task, which
+    claims it, runs it and reads its record back in worker threads, so the loop
+    itself never waits for a file and many configs are claimed at once."""
+    send, receive = anyio.create_memory_object_stream[_Message](math.inf)
     failure: Exception | None = None
 
-    async def run(job: _Job, handle: object) -> None:
-        await send.send((handle, await _arun_job(job)))
+    async def run(entry: Entry) -> None:
+        message: _Message = None
+        try:
+            try:
+                look = await anyio.to_thread.run_sync(engine.look, entry)
+            finally:
+                engine.claiming -= 1
+            job = engine.settle(entry, look)
+            if job is not None:
+                handle = object()
+                engine.started(handle, entry, job)
+                message = (handle, await _arun_job(job))
+        except Exception as exc:  # the driver raises it, as if it had done this work
+            message = exc
+        await send.send(message)
 
     async with send, receive, anyio.create_task_group() as group:
         try:
             while not engine.done():
                 while (entry := engine.next_entry()) is not None:
-                    job = await anyio.to_thread.run_sync(engine.attempt, entry)
-                    if job is not None:
-                        handle = object()
-                        engine.started(handle, entry, job)
-                        group.start_soon(run, job, handle)
+                    engine.claiming += 1
+                    group.start_soon(run, entry)
                 if engine.done():  # the last configs were found done elsewhere
                     break
                 with anyio.move_on_after(engine.timeout()):
-                    handle, outcome = await receive.receive()
-                    await anyio.to_thread.run_sync(engine.finish, handle, outcome)
+                    message = await receive.receive()
+                    if isinstance(message, Exception):
+                        raise message
+                    if message is not None:
+                        engine.finish(*message)
                 engine.tick()
         except Exception as exc:  # on_error="raise": the runs in flight are cancelled
             failure = exc
