@@ -62,8 +62,14 @@ def big_json(i: int, size: int) -> dict[str, Any]:
 
 @experiment(root=ROOT / "hold")
 def hold(marker: str, seconds: float = 60.0) -> str:
-    """Announce the run by creating ``marker``, then sleep (to be killed)."""
-    Path(marker).write_text(current_id())
+    """Announce the run by creating ``marker``, then sleep (to be killed).
+
+    The marker appears whole (renamed into place): a test that signals as soon
+    as it exists must find the run's id in it, not a file created but not yet
+    written."""
+    temp = Path(f"{marker}.tmp")
+    temp.write_text(current_id())
+    os.replace(temp, marker)
     time.sleep(seconds)
     return "finished"
 
