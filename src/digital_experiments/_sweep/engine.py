@@ -332,7 +332,7 @@ class _Engine:
         self.keeper = _Keeper(stale_after)
         self.queue: deque[Entry] = deque(plan.todo)
         self.in_flight: dict[Any, tuple[Entry, Claim | None]] = {}
-        self.claiming = 0  # asweep: configs whose claim a task is taking
+        self.claiming = 0  # asweep: configs being claimed in a worker thread
         # runs deleted before now are gone for this sweep; later ones still count
         self.began = time.time()
 
@@ -372,6 +372,10 @@ class _Engine:
                 release(claim)
             return _Look(found=found)
         return _Look(claim=claim) if claimed else _Look(held=True)
+
+    def look_all(self, entries: list[Entry]) -> list[_Look]:
+        """:meth:`look` at each of ``entries`` (an async sweep's in one trip)."""
+        return [self.look(entry) for entry in entries]
 
     def settle(self, entry: Entry, look: _Look) -> _Job | None:
         """The bookkeeping of :meth:`attempt`, once :meth:`look` has said."""
@@ -839,48 +843,56 @@ async def asweep(
     return plan.observations()
 
 
-# what an asweep task tells its driver: a job's handle and outcome, an error to
-# raise, or None (its config was found done, or deferred: nothing to finish)
-_Message = tuple[object, _Outcome] | Exception | None
+# what an asweep task tells its driver: its job's handle and outcome, or an error
+_Message = tuple[object, _Outcome] | Exception
 
 
 async def _adrive(engine: _Engine) -> None:
-    """:func:`_drive` on the running event loop: each config is a task, which
-    claims it, runs it and reads its record back in worker threads, so the loop
-    itself never waits for a file and many configs are claimed at once."""
+    """:func:`_drive` on the running event loop: each job is a task, which runs
+    its config and reads its record back in worker threads; the configs that can
+    start are claimed together, in one trip, and the driver's bookkeeping runs
+    on the loop, so the loop itself never waits for a file."""
     send, receive = anyio.create_memory_object_stream[_Message](math.inf)
     failure: Exception | None = None
 
-    async def run(entry: Entry) -> None:
-        message: _Message = None
+    async def run(job: _Job, handle: object) -> None:
         try:
-            try:
-                look = await anyio.to_thread.run_sync(engine.look, entry)
-            finally:
-                engine.claiming -= 1
-            job = engine.settle(entry, look)
-            if job is not None:
-                handle = object()
-                engine.started(handle, entry, job)
-                message = (handle, await _arun_job(job))
+            message: _Message = (handle, await _arun_job(job))
         except Exception as exc:  # the driver raises it, as if it had done this work
             message = exc
         await send.send(message)
 
+    def take(message: _Message) -> None:
+        if isinstance(message, Exception):
+            raise message
+        engine.finish(*message)
+
     async with send, receive, anyio.create_task_group() as group:
         try:
             while not engine.done():
+                entries = []
                 while (entry := engine.next_entry()) is not None:
-                    engine.claiming += 1
-                    group.start_soon(run, entry)
-                if engine.done():  # the last configs were found done elsewhere
-                    break
+                    entries.append(entry)
+                    engine.claiming += 1  # counted in the window until its claim is settled
+                if entries:
+                    try:
+                        looks = await anyio.to_thread.run_sync(engine.look_all, entries)
+                    finally:
+                        engine.claiming -= len(entries)
+                    for entry, look in zip(entries, looks, strict=True):
+                        job = engine.settle(entry, look)
+                        if job is not None:
+                            handle = object()
+                            engine.started(handle, entry, job)
+                            group.start_soon(run, job, handle)
+                    continue  # more may start now (some were found done)
                 with anyio.move_on_after(engine.timeout()):
-                    message = await receive.receive()
-                    if isinstance(message, Exception):
-                        raise message
-                    if message is not None:
-                        engine.finish(*message)
+                    take(await receive.receive())
+                    while True:  # every run that ended meanwhile, before claiming more
+                        try:
+                            take(receive.receive_nowait())
+                        except anyio.WouldBlock:
+                            break
                 engine.tick()
         except Exception as exc:  # on_error="raise": the runs in flight are cancelled
             failure = exc
