@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -96,7 +97,7 @@ def _reserve(root: Path, first_id: str, take: Callable[[int, str, str], bool]) -
     """The first id at or after ``first_id`` whose reservation this process creates
     and ``take(fd, path, id)`` keeps (it closes ``fd``; ``False``: try the next id)."""
     global _LAST_ID
-    directory = os.fspath(layout.reserved_ids(root))
+    directory = _reserved_ids(root)
     with _ID_LOCK:
         id = first_id if first_id > _LAST_ID else next_id(_LAST_ID)
     attempt = 0
@@ -172,7 +173,13 @@ def _publish_reserved(fd: int, reservation: str, target: str, data: bytes) -> bo
 def settle_reserved(root: Path, id: str) -> None:
     """Empty run ``id``'s reservation once its first record was replaced (its
     bytes are then held by nothing else); the id stays reserved."""
-    _truncate(os.path.join(layout.reserved_ids(root), id))
+    _truncate(os.path.join(_reserved_ids(root), id))
+
+
+@functools.lru_cache(maxsize=256)
+def _reserved_ids(root: Path) -> str:
+    # asked twice a call: the path is built once a root (a Path join costs µs)
+    return os.fspath(layout.reserved_ids(root))
 
 
 def _truncate(path: str) -> None:
