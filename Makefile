@@ -81,7 +81,8 @@ bench: $(STAMP)
 
 # Mutation testing with mutmut over _store.files, _record.run, _sweep.claims,
 # _sweep.engine, _runs.context, _model.where, _model.keys, _store.lease,
-# _runs.annotations and _runs.metrics ([tool.mutmut] in pyproject.toml).
+# _runs.annotations, _runs.metrics and _read.trash ([tool.mutmut] in
+# pyproject.toml).
 # MODULE=_model.where mutates one module only, and runs its fast tier
 # (MUTATE_TIER_<module>: the module's unit tests and the process tests that
 # reach it; docs/testing.md).
@@ -136,6 +137,26 @@ MUTATE_TIER__runs.metrics := tests/test_metrics.py \
 	tests/test_hostile_input.py::test_a_metrics_line_of_the_wrong_shape_is_skipped \
 	tests/test_hostile_input.py::test_a_torn_line_never_takes_the_next_writers_points \
 	tests/test_results.py::test_where_strings_filter_on_config_result_status_and_metrics
+MUTATE_TIER__read.trash := tests/test_results.py \
+	tests/test_memory_roots.py \
+	tests/test_s3_roots.py::test_the_trash_moves_a_run_whole_on_a_bucket_and_back \
+	tests/test_s3_roots.py::test_a_purged_run_leaves_nothing_in_the_bucket \
+	tests/test_s3_roots.py::test_a_delete_cut_short_is_finished_by_the_next \
+	tests/test_s3_roots.py::test_a_restore_never_overwrites_a_run_that_took_the_id \
+	tests/test_s3_roots.py::test_a_sweep_counts_a_run_deleted_since_it_began \
+	tests/test_s3_trash_kill.py \
+	tests/test_hostile_input.py::test_an_unreadable_record_can_be_deleted \
+	tests/test_hostile_input.py::test_a_run_with_artefacts_on_another_disk_is_deleted_whole \
+	tests/test_hostile_input.py::test_a_part_no_rename_can_move_leaves_the_whole_run_in_place \
+	tests/test_hostile_input.py::test_a_sweep_runs_again_a_config_whose_run_was_deleted_before_it \
+	tests/test_annotations.py::test_a_run_deleted_meanwhile_is_not_tagged \
+	tests/test_annotations.py::test_a_run_deleted_during_a_retry_is_not_tagged \
+	tests/test_first_hour.py::test_prune_purges_only_what_it_deleted \
+	tests/test_first_hour.py::test_python_methods_take_id_prefixes_as_the_cli_does \
+	tests/test_first_hour.py::test_an_ambiguous_prefix_is_refused_naming_the_runs \
+	tests/test_first_hour.py::test_rm_yes_without_a_terminal_moves_the_run_to_the_trash \
+	tests/test_cli_results.py::test_rm_and_trash \
+	tests/stress/test_results_concurrency.py::test_writers_taggers_and_a_deleter_share_a_root
 MUTATE_TIER := $(or $(MUTATE_TIER_$(MODULE)),tests/)
 
 $(MUTATE_STAMP): pyproject.toml | $(BIN)/python

@@ -4,6 +4,7 @@ nothing runs that the user did not ask for, nothing is lost, nothing crashes."""
 from __future__ import annotations
 
 import ast
+import errno
 import json
 import os
 import pickle
@@ -156,8 +157,15 @@ def test_a_part_no_rename_can_move_leaves_the_whole_run_in_place(
     (root / ".de").mkdir(parents=True)
     (root / ".de" / "metrics").symlink_to(other_disk, target_is_directory=True)
     g, id = _run_with_everything(root)
-    with pytest.raises(TrashError, match=r"different filesystems.*nothing of the run"):
+    with pytest.raises(TrashError, match=r"different filesystems.*nothing of the run") as refused:
         g.delete(id)
+    here, trash = layout.metrics(root, id), layout.trash(root, id)
+    assert refused.value.errno == errno.EXDEV
+    assert refused.value.strerror == (
+        f"Cannot move {str(here)!r} to the trash in {str(trash)!r}: they are on different "
+        "filesystems, so nothing of the run was deleted. Keep 'metrics' on the filesystem "
+        f"of {str(trash)!r}."
+    )
     assert (root / f"{id}.json").exists()
     assert layout.metrics(root, id).exists()
     assert (layout.artefacts(root, id) / "weights.bin").exists()

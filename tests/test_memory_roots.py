@@ -10,12 +10,14 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from digital_experiments import current_dir, experiment, log, query
-from digital_experiments._store import open_store
+from digital_experiments._read import trash
+from digital_experiments._store import StoreError, open_store
 
 
 @pytest.fixture(autouse=True)
@@ -170,3 +172,100 @@ def test_a_delete_cut_short_after_its_first_write_lists_no_trashed_run() -> None
     assert [o.id for o in train.observations()] == [id]
     assert train.delete(id) == [id]
     assert train.trash() == [id]
+
+
+def _trashed_run() -> tuple[str, Any, str]:
+    """A root in memory with one run, deleted: its URL, backend and id."""
+    url = root()
+    train = experiment(root=url)(fit)
+    train(0.1)
+    (id,) = [o.id for o in train.observations()]
+    assert train.delete(id) == [id]
+    return url, train.backend, id
+
+
+def test_no_run_to_delete_or_restore_says_so() -> None:
+    url = root()
+    backend = experiment(root=url)(fit).backend
+    missing = "2000-01-01_00-00-00_000000"
+    assert trash.delete(backend, missing) is False
+    with pytest.raises(FileNotFoundError) as gone:
+        trash.restore(backend, missing)
+    assert str(gone.value) == f"No run {missing!r} in the trash of {url!r}."
+
+
+def test_a_refused_restore_leaves_every_part_in_the_trash() -> None:
+    """A run took the id meanwhile (another host's): nothing of the trashed run moves
+    over its parts."""
+    url, backend, id = _trashed_run()
+    store = open_store(url)
+    store.put(f"{id}.pkl", b"another host's run")
+    with pytest.raises(FileExistsError, match="already"):
+        trash.restore(backend, id)
+    keys = set(store.walk(""))
+    assert {f".de/trash/{id}/metrics.jsonl", f"storage/.trash/{id}/model.txt"} <= keys
+    assert not {f".de/metrics/{id}.jsonl", f"storage/{id}/model.txt"} & keys
+
+
+def test_when_a_remote_run_was_deleted_is_read_from_its_trash() -> None:
+    url, backend, id = _trashed_run()
+    store = open_store(url)
+    for when, read in ((b'"yesterday"', None), (b"[1]", None), (b"1000", 1000.0)):
+        store.put(f".de/trash/{id}/deleted.json", b'{"at": ' + when + b"}")
+        assert trash.deleted_at(backend, id) == read
+    # deleted at 1000.0 exactly: a sweep that began then still counts it
+    assert trash.load_even_deleted(backend, id, deleted_since=1000.0).id == id
+    with pytest.raises(FileNotFoundError):
+        trash.load_even_deleted(backend, id, deleted_since=1000.5)
+
+
+def test_a_run_deleted_at_any_time_is_read_without_asking_when(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, backend, id = _trashed_run()
+    store = open_store(url)
+    real, read = store.read, []
+
+    def reading(key: str) -> bytes:
+        read.append(key)
+        return real(key)
+
+    monkeypatch.setattr(store, "read", reading)
+    assert trash.load_even_deleted(backend, id).id == id
+    assert not [key for key in read if key.endswith("deleted.json")]  # one request less
+
+
+def test_purge_on_a_remote_store_takes_the_ids_it_is_given_and_counts_each() -> None:
+    url = root()
+    train = experiment(root=url)(fit)
+    for lr in (0.1, 0.2, 0.3):
+        train(lr)
+    ids = sorted(o.id for o in train.observations())
+    assert train.delete(*ids) == ids
+    assert trash.purge(train.backend, ["2000-01-01_00-00-00_000000", ids[0]]) == 1
+    assert train.trash() == ids[1:]
+    assert train.purge() == 2
+    assert not [key for key in open_store(url).walk("") if "trash" in key]
+
+
+def test_a_purge_cut_short_leaves_no_restorable_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trashed record goes first; the next purge removes the rest."""
+    url, backend, id = _trashed_run()
+    store = open_store(url)
+    real = store.delete
+
+    def cut_short(key: str) -> None:
+        monkeypatch.setattr(store, "delete", failing)
+        real(key)
+
+    def failing(key: str) -> None:
+        raise StoreError("the connection dropped")
+
+    monkeypatch.setattr(store, "delete", cut_short)
+    with pytest.raises(StoreError):
+        trash.purge(backend)
+    monkeypatch.setattr(store, "delete", real)
+    with pytest.raises(FileNotFoundError, match="No run"):
+        trash.restore(backend, id)
+    assert trash.purge(backend, [id]) == 1
+    assert not [key for key in store.walk("") if id in key]

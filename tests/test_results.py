@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import pickle
 import re
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,9 @@ import pytest
 from digital_experiments import current_dir, experiment, log, query
 from digital_experiments._model import layout
 from digital_experiments._model.where import WhereError, compile_where
+from digital_experiments._read import trash
+from digital_experiments._store import files as storage
+from digital_experiments.errors import RunningError
 
 
 @pytest.fixture
@@ -243,6 +249,248 @@ def test_a_sweep_still_returns_a_run_deleted_meanwhile(tmp_path: Path) -> None:
     assert [run.result for run in runs] == [1, 2]
     assert f.observations() == []
     assert sorted(f.trash()) == sorted(run.id for run in runs)
+
+
+class Killed(BaseException):
+    """The process dies here (a kill -9, as far as the files are concerned)."""
+
+
+def test_a_delete_killed_after_the_record_moved_is_finished_by_the_next(
+    train: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, run = train.experiment.root, train.observations()[0]
+    real = trash._move
+
+    def killed(source: Path, target: Path) -> None:
+        raise Killed
+
+    monkeypatch.setattr(trash, "_move", killed)
+    with pytest.raises(Killed):
+        train.delete(run.id)
+    assert (layout.trash(root, run.id) / f"{run.id}.pkl").exists()  # the record went first
+    assert layout.metrics(root, run.id).exists()  # the rest is still in place
+    monkeypatch.setattr(trash, "_move", real)
+    assert train.delete(run.id) == [run.id]  # into the trash folder there already
+    assert not layout.metrics(root, run.id).exists()
+    assert not layout.artefacts(root, run.id).exists()
+    assert list(train.restore(run.id).metrics().value) == [0.2]
+
+
+def test_a_delete_beaten_by_a_delete_and_purge_says_no_run_and_leaves_no_trace(
+    train: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process deleted and purged the run between this delete's look and
+    its lock. Before, an empty ``.de/trash/<id>`` stayed, listed as a trashed run
+    that no restore could bring back."""
+    run, backend = train.observations()[0], train.backend
+    real = trash.locked
+
+    def another_first(store: Any, id: str) -> Any:
+        monkeypatch.setattr(trash, "locked", real)
+        assert trash.delete(backend, id)
+        assert trash.purge(backend, [id]) == 1
+        return real(store, id)
+
+    monkeypatch.setattr(trash, "locked", another_first)
+    assert trash.delete(backend, run.id) is False
+    assert train.trash() == []
+    assert not layout.trash(train.experiment.root, run.id).exists()
+
+
+def test_a_purge_between_such_a_delete_and_its_cleanup_is_no_error(
+    train: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge takes no lock: it may take the empty trash folder such a delete made
+    before the delete removes it."""
+    root, backend = train.experiment.root, train.backend
+    run = train.observations()[0]
+    record = root / f"{run.id}.pkl"
+    real_locked, real_rename = trash.locked, os.rename
+
+    def another_first(store: Any, id: str) -> Any:
+        monkeypatch.setattr(trash, "locked", real_locked)
+        assert trash.delete(backend, id)
+        assert trash.purge(backend, [id]) == 1
+        monkeypatch.setattr(os, "rename", rename)
+        return real_locked(store, id)
+
+    def rename(source: Any, target: Any) -> None:
+        if Path(source) == record:
+            trash.purge(backend, [run.id])  # the folder made for nothing goes meanwhile
+        real_rename(source, target)
+
+    monkeypatch.setattr(trash, "locked", another_first)
+    assert trash.delete(backend, run.id) is False
+    monkeypatch.undo()
+    assert train.trash() == []
+
+
+def test_delete_and_restore_move_under_the_runs_lock(
+    train: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The annotation lock of that run: a tagger comes before or after, never between."""
+    root, run = train.experiment.root, train.observations()[0]
+    lock = layout.lock(root, f"annotations-{run.id}")
+    held: list[bool] = []
+    real = os.rename
+
+    def rename(source: Any, target: Any) -> None:
+        other = storage.make_lock(lock)
+        free = storage.try_acquire(other)
+        if free:
+            other.release()
+        held.append(not free)
+        real(source, target)
+
+    monkeypatch.setattr(os, "rename", rename)
+    train.delete(run.id)
+    train.restore(run.id)
+    monkeypatch.undo()
+    assert held == [True] * 6  # record, artefacts, metrics: there and back
+
+
+def test_a_run_deleted_by_3_4_gets_its_artefacts_back(train: Any) -> None:
+    """3.4 kept a run's artefacts in its ``.de/trash/<id>/storage``."""
+    root, run = train.experiment.root, train.observations()[0]
+    train.delete(run.id)
+    os.rename(trash._artefacts_trash(root, run.id), layout.trash(root, run.id) / layout.ARTEFACTS)
+    train.restore(run.id)
+    assert (layout.artefacts(root, run.id) / "weights.txt").read_text() == "0.1"
+    assert not layout.trash(root, run.id).exists()  # its trash folder goes once empty
+
+
+def test_a_restore_leaves_what_it_does_not_know_in_the_trash(train: Any) -> None:
+    root, run = train.experiment.root, train.observations()[0]
+    train.delete(run.id)
+    (layout.trash(root, run.id) / "notes.txt").write_text("mine")
+    assert train.restore(run.id).id == run.id
+    assert (layout.trash(root, run.id) / "notes.txt").read_text() == "mine"
+
+
+def test_refusals_name_the_run_and_the_root(train: Any) -> None:
+    root, backend = train.experiment.root, train.backend
+    run = train.observations()[0]
+    missing = "2000-01-01_00-00-00_000000"
+    with pytest.raises(FileNotFoundError) as gone:
+        trash.restore(backend, missing)
+    assert str(gone.value) == f"No run {missing!r} in the trash of {str(root)!r}."
+    train.delete(run.id)
+    shutil.copy(layout.trash(root, run.id) / f"{run.id}.pkl", root / f"{run.id}.pkl")
+    with pytest.raises(FileExistsError) as taken:
+        trash.restore(backend, run.id)
+    assert str(taken.value) == f"Run {run.id!r} is in {str(root)!r} already."
+    with pytest.raises(TypeError) as refused:
+        trash.delete(object(), run.id)  # type: ignore[arg-type]
+    assert str(refused.value).startswith(
+        "Deleting runs needs a file backend (pickle, json, yaml...), not <object object at "
+    )
+    assert str(refused.value).endswith(">: call its delete(id) instead.")
+
+
+def _running_in(train: Any, run: Any, process: object) -> None:
+    """Rewrite ``run``'s record as running in ``process``."""
+    metadata = {**run.metadata, "status": "running", "process": process}
+    train.backend.record(run._replace(metadata=metadata))
+
+
+def test_a_running_run_is_refused_with_its_pid(train: Any) -> None:
+    first, second = train.observations()[:2]
+    _running_in(train, first, storage.process_info())  # this live process
+    _running_in(train, second, "?")  # no process this version can read
+    for run, pid in ((first, os.getpid()), (second, None)):
+        with pytest.raises(RunningError) as refused:
+            train.delete(run.id)
+        assert str(refused.value) == (
+            f"Run {run.id!r} is running (pid {pid}): wait until it ends, or stop it; a run "
+            "whose process is gone reads 'abandoned' and can be deleted."
+        )
+
+
+def test_a_trashed_record_keeps_its_file_names_id(train: Any) -> None:
+    root, backend = train.experiment.root, train.backend
+    first, second = train.observations()[:2]
+    train.delete(first.id)
+    shutil.copy(root / f"{second.id}.pkl", layout.trash(root, first.id) / f"{first.id}.pkl")
+    with pytest.warns(UserWarning, match="using its file name's id"):
+        loaded = trash.load_trashed(backend, first.id)
+    assert loaded.id == first.id
+    assert loaded.config == second.config
+
+
+def test_when_a_run_was_deleted_is_its_trash_folders_time(train: Any) -> None:
+    root, backend = train.experiment.root, train.backend
+    first, second = train.observations()[:2]
+    train.delete(first.id)
+    os.utime(layout.trash(root, first.id), (1000.0, 1000.0))
+    assert trash.deleted_at(backend, first.id) == 1000.0
+    assert trash.deleted_at(backend, second.id) is None  # in place: not in the trash
+
+
+def test_purge_takes_the_ids_it_is_given_and_counts_each(train: Any) -> None:
+    root, backend = train.experiment.root, train.backend
+    ids = [run.id for run in train.observations()[:3]]
+    assert train.delete(*ids) == ids
+    assert trash.purge(backend, ["2000-01-01_00-00-00_000000", ids[0]]) == 1  # one not there
+    assert train.trash() == ids[1:]
+    assert train.purge() == 2
+    assert train.trash() == []
+    # nothing left, not even the folders renamed away to be removed
+    assert os.listdir(layout.trash(root)) == []
+    assert os.listdir(trash._artefacts_trash(root)) == []
+
+
+def test_a_purge_goes_on_past_files_it_cannot_remove(
+    train: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An NFS file still open elsewhere cannot go (EBUSY): the run is purged all the
+    same, its leftovers under names no listing takes for a run."""
+    run = train.observations()[0]
+    train.delete(run.id)
+    real = os.unlink
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if os.path.basename(path) in ("metrics.jsonl", "weights.txt"):
+            raise OSError(errno.EBUSY, "Device or resource busy", path)
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    assert train.purge() == 1
+    monkeypatch.undo()
+    assert train.trash() == []
+    with pytest.raises(FileNotFoundError):
+        train.restore(run.id)
+
+
+def test_a_purge_removes_a_link_to_artefacts_never_what_it_points_to(
+    train: Any, tmp_path: Path
+) -> None:
+    root, run = train.experiment.root, train.observations()[0]
+    elsewhere = tmp_path / "elsewhere"
+    os.rename(layout.artefacts(root, run.id), elsewhere)
+    layout.artefacts(root, run.id).symlink_to(elsewhere, target_is_directory=True)
+    train.delete(run.id)
+    assert train.purge() == 1
+    assert (elsewhere / "weights.txt").read_text() == "0.1"
+    assert os.listdir(trash._artefacts_trash(root)) == []
+
+
+def test_a_part_another_mover_moved_first_is_left_to_it(
+    train: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, run = train.experiment.root, train.observations()[0]
+    metrics = layout.metrics(root, run.id)
+    real = os.rename
+
+    def rename(source: Any, target: Any) -> None:
+        if Path(source) == metrics:
+            real(source, target)  # another mover, first
+        real(source, target)
+
+    monkeypatch.setattr(os, "rename", rename)
+    assert train.delete(run.id) == [run.id]
+    monkeypatch.undo()
+    assert (layout.trash(root, run.id) / "metrics.jsonl").exists()
+    assert list(train.restore(run.id).metrics().value) == [0.2]
 
 
 # ---------------------------------------------------------------- compare and rerun

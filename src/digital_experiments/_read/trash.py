@@ -143,6 +143,8 @@ def delete(backend: Backend, id: str) -> bool:
             os.rename(record, trash / record.name)
         except FileNotFoundError:
             if not (trash / record.name).exists():
+                with contextlib.suppress(OSError):  # made just now: no trashed run to list
+                    trash.rmdir()
                 return False  # another deleter was first, and purged it
         for here, there in moves:
             _move(here, there)
