@@ -992,6 +992,33 @@ def test_a_release_mark_of_any_other_shape_names_no_run(mark: bytes) -> None:
 
 
 @pytest.mark.anyio
+async def test_an_asweep_whose_record_cannot_be_read_back_raises_and_keeps_the_mark(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The trip that ends an async run gives its claim back, marked, then reads the
+    record back; when that read fails the sweep raises the error itself (not in an
+    exception group) and the claim is not given back a second time, which would
+    write over its mark."""
+    from digital_experiments._sweep import engine
+    from digital_experiments.errors import StorageError
+
+    def unreadable(exp: Any, id: str) -> Any:
+        raise StorageError(f"cannot read {id}")
+
+    @experiment
+    async def quick(x: int) -> int:
+        return x
+
+    monkeypatch.setattr(engine, "_load", unreadable)
+    with pytest.raises(StorageError, match="cannot read"):
+        await quick.asweep({"x": [1]})
+    (run,) = quick.observations()
+    key = claim_key(quick, x=1)
+    assert leases.released_mark(their_lease(quick, key)) == json.dumps({"id": run.id}).encode()
+    assert claims_left(quick) == []
+
+
+@pytest.mark.anyio
 async def test_asweep_run_taken_over_while_it_ran_publishes_nothing() -> None:
     """Another sweep takes the claim over while the first run runs: that run is
     recorded but not put in the cache index, and its config completes once,
@@ -1021,15 +1048,15 @@ async def test_asweep_run_taken_over_while_it_ran_publishes_nothing() -> None:
 
 
 @pytest.mark.anyio
-async def test_asweep_goes_to_a_worker_thread_three_times_a_run(
+async def test_asweep_goes_to_a_worker_thread_twice_a_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """What docs/performance.md says: a claimed async run whose callbacks all start
-    quickly (the default ones) makes three trips to a worker thread (its running
-    record, its final record, its claim's ending with its record read back), not
-    eight; the configs that can start are claimed together, one trip for them
-    all, and the driver's bookkeeping makes none; a user's start hook, which may
-    block, adds one a run."""
+    quickly (the default ones) makes two trips to a worker thread (its running
+    record; its final record, then its claim given back and its record read back
+    in the same trip), not eight; the configs that can start are claimed
+    together, one trip for them all, and the driver's bookkeeping makes none; a
+    user's start hook, which may block, adds one a run."""
     import anyio.to_thread
 
     trips: list[str] = []
@@ -1049,7 +1076,7 @@ async def test_asweep_goes_to_a_worker_thread_three_times_a_run(
     assert [run.result for run in runs] == list(range(10))
     per_run = [name for name in trips if name != "_plan"]
     assert trips.count("_plan") == 1
-    assert sorted(per_run) == sorted(["begin", "complete", "_end_claimed"] * 10 + ["look_all"])
+    assert sorted(per_run) == sorted(["begin", "complete"] * 10 + ["look_all"])
 
     class Slow(Callback):
         def start(self, id: str, config: dict[str, Any]) -> None:

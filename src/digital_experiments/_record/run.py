@@ -153,19 +153,29 @@ class Recorder:
         return self._hit(hit), None
 
     async def arecord(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], extra: Mapping[str, Any] | None = None
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        extra: Mapping[str, Any] | None = None,
+        then: Callable[[Ending], object] | None = None,
     ) -> Ending:
-        """:meth:`record` for an ``async`` function; cancellation propagates."""
+        """:meth:`record` for an ``async`` function; cancellation propagates.
+
+        ``then`` is called with the ending in the worker thread that published
+        the final record, right after it (a sweep gives its claim back there:
+        one trip fewer); not for a cache hit, a run that could not begin, or a
+        cancelled one. What it raises propagates.
+        """
         import anyio.to_thread  # anyio loads with the first async call: import stays light
 
         config = self.bind(args, kwargs)
         if not self.cache:
-            return await self._execute_async(config, args, kwargs, extra)
+            return await self._execute_async(config, args, kwargs, extra, then)
         hit = await anyio.to_thread.run_sync(self.index.lookup, config)
         if hit is None:
             async with self.index.aexclusive(config) as hit:
                 if hit is None:
-                    return await self._execute_async(config, args, kwargs, extra)
+                    return await self._execute_async(config, args, kwargs, extra, then)
         return self._hit(hit), None
 
     def _hit(self, hit: Observation) -> Observation:
@@ -210,10 +220,27 @@ class Recorder:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         extra: Mapping[str, Any] | None,
+        then: Callable[[Ending], object] | None = None,
     ) -> Ending:
         import anyio.to_thread
 
         call = _Call(self, config, extra)
+
+        def fail(exc: BaseException, status: str) -> None:
+            call.fail(exc, status)
+            if then is not None and isinstance(exc, Exception):
+                then((call.final, exc))
+
+        def complete(result: Any) -> Exception | None:
+            error = None
+            try:
+                call.complete(result)
+            except Exception as exc:  # the run's own error (a callback, storage)
+                error = exc
+            if then is not None:
+                then((call.final, error))
+            return error
+
         scope = anyio.CancelScope()  # SIGTERM cancels it: the run is then recorded interrupted
         error: Exception | None = None
         with _sigterm_cancels(scope):
@@ -238,16 +265,13 @@ class Recorder:
                         raise signals.Terminated()
                 except BaseException as exc:
                     with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(call.fail, exc, ending(exc, cancelled))
+                        await anyio.to_thread.run_sync(fail, exc, ending(exc, cancelled))
                     if not isinstance(exc, Exception):
                         raise
                     error = exc
                 else:
                     with anyio.CancelScope(shield=True):
-                        try:
-                            await anyio.to_thread.run_sync(call.complete, result)
-                        except Exception as exc:
-                            error = exc
+                        error = await anyio.to_thread.run_sync(complete, result)
             finally:
                 leave(token)
         if signals.terminating():  # SIGTERM came while the record was being finished

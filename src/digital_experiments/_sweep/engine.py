@@ -211,24 +211,33 @@ def _end_claimed(exp: Recorder, claim: Claim | None, ending: Ending) -> _Outcome
 
 
 async def _arun_job(job: _Job) -> _Outcome:
-    """:func:`_run_claimed` as a task of :func:`asweep` (the claim is this process's)."""
+    """:func:`_run_claimed` as a task of :func:`asweep` (the claim is this process's).
+
+    An async run ends its claim in the worker thread that published its final
+    record (``arecord``'s ``then``): two trips a run."""
     exp = as_recorder(job.target)
     claim = job.claim
-    ended = False
+    ended: list[_Outcome] = []  # the outcome, once the claim was ended
+    ending_claim: list[bool] = []  # the claim is being ended: nobody else gives it back
+
+    def end(ending: Ending) -> None:
+        ending_claim.append(True)
+        ended.append(_end_claimed(exp, claim, ending))
+
     try:
         with heartbeat(claim):
             if exp.is_async:
-                ending = await exp.arecord((), job.kwargs)
+                ending = await exp.arecord((), job.kwargs, then=end)
             else:  # a sync experiment runs in a worker thread (which copies the context)
                 ending = await anyio.to_thread.run_sync(exp.record, (), job.kwargs)
-        ended = True
-        with anyio.CancelScope(shield=True):
-            outcome = await anyio.to_thread.run_sync(_end_claimed, exp, claim, ending)
+        if not ending_claim:  # a sync run, a cache hit, or a run that could not begin
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(end, ending)
     finally:
-        if not ended and claim is not None:  # the run itself raised or was cancelled
+        if not ending_claim and claim is not None:  # the run itself raised or was cancelled
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(release, claim)
-    return outcome
+    return ended[0]
 
 
 class _Inline:
