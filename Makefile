@@ -81,8 +81,8 @@ bench: $(STAMP)
 
 # Mutation testing with mutmut over _store.files, _record.run, _sweep.claims,
 # _sweep.engine, _runs.context, _model.where, _model.keys, _store.lease,
-# _runs.annotations, _runs.metrics and _read.trash ([tool.mutmut] in
-# pyproject.toml).
+# _runs.annotations, _runs.metrics, _read.trash and _runs.heartbeats
+# ([tool.mutmut] in pyproject.toml).
 # MODULE=_model.where mutates one module only, and runs its fast tier
 # (MUTATE_TIER_<module>: the module's unit tests and the process tests that
 # reach it; docs/testing.md).
@@ -157,6 +157,11 @@ MUTATE_TIER__read.trash := tests/test_results.py \
 	tests/test_first_hour.py::test_rm_yes_without_a_terminal_moves_the_run_to_the_trash \
 	tests/test_cli_results.py::test_rm_and_trash \
 	tests/stress/test_results_concurrency.py::test_writers_taggers_and_a_deleter_share_a_root
+MUTATE_TIER__runs.heartbeats := tests/test_heartbeats_mutants.py tests/test_memory_roots.py \
+	tests/test_s3_roots.py::test_a_run_of_another_host_silent_too_long_reads_abandoned \
+	tests/test_s3_roots.py::test_the_same_record_in_an_unshared_folder_stays_running \
+	tests/test_s3_roots.py::test_a_live_run_beats_and_its_heartbeat_goes_when_it_ends \
+	tests/test_s3_roots.py::test_a_folder_on_a_network_filesystem_counts_as_shared
 MUTATE_TIER := $(or $(MUTATE_TIER_$(MODULE)),tests/)
 
 $(MUTATE_STAMP): pyproject.toml | $(BIN)/python
