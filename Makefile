@@ -81,8 +81,8 @@ bench: $(STAMP)
 
 # Mutation testing with mutmut over _store.files, _record.run, _sweep.claims,
 # _sweep.engine, _runs.context, _model.where, _model.keys, _store.lease,
-# _runs.annotations, _runs.metrics, _read.trash and _runs.heartbeats
-# ([tool.mutmut] in pyproject.toml).
+# _runs.annotations, _runs.metrics, _read.trash, _runs.heartbeats and
+# _store.memory ([tool.mutmut] in pyproject.toml).
 # MODULE=_model.where mutates one module only, and runs its fast tier
 # (MUTATE_TIER_<module>: the module's unit tests and the process tests that
 # reach it; docs/testing.md).
@@ -162,6 +162,26 @@ MUTATE_TIER__runs.heartbeats := tests/test_heartbeats_mutants.py tests/test_memo
 	tests/test_s3_roots.py::test_the_same_record_in_an_unshared_folder_stays_running \
 	tests/test_s3_roots.py::test_a_live_run_beats_and_its_heartbeat_goes_when_it_ends \
 	tests/test_s3_roots.py::test_a_folder_on_a_network_filesystem_counts_as_shared
+MUTATE_TIER__store.memory := tests/test_stores.py::test_a_store_in_memory_is_named_by_its_url_and_says_so_when_a_key_is_missing \
+	tests/test_stores.py::test_a_store_in_memory_stages_in_a_folder_of_its_own \
+	tests/test_stores.py::test_the_age_of_an_object_in_memory_counts_from_its_last_write \
+	tests/test_stores.py::test_get_of_a_missing_key_raises_missing[memory] \
+	tests/test_stores.py::test_put_then_get_gives_the_bytes_and_the_version[memory] \
+	tests/test_stores.py::test_put_new_lets_one_writer_win[memory] \
+	tests/test_stores.py::test_put_new_of_the_very_same_bytes_settles_as_ours[memory] \
+	tests/test_stores.py::test_put_if_swaps_only_from_the_version_seen[memory] \
+	tests/test_stores.py::test_list_is_sorted_one_level_and_filtered_by_name[memory] \
+	tests/test_stores.py::test_delete_removes_and_a_missing_key_is_fine[memory] \
+	tests/test_stores.py::test_get_many_keeps_the_order_and_marks_the_missing[memory] \
+	tests/test_stores.py::test_read_many_keeps_the_order_and_gives_each_missing_key_its_error[memory] \
+	tests/test_stores.py::test_write_and_has[memory] \
+	tests/test_stores.py::test_modified_moves_when_a_folder_gets_a_key_or_says_it_cannot_tell[memory] \
+	tests/test_stores.py::test_prepare_makes_a_folder_and_nothing_else[memory] \
+	tests/test_stores.py::test_walk_finds_every_key_under_a_prefix[memory] \
+	tests/test_stores.py::test_an_unsynced_put_is_still_whole[memory] \
+	tests/test_stores.py::test_a_store_opened_twice_is_one_store \
+	tests/test_stores.py::test_a_users_file_named_like_a_temp_file_is_listed_and_kept \
+	tests/test_memory_roots.py
 MUTATE_TIER := $(or $(MUTATE_TIER_$(MODULE)),tests/)
 
 $(MUTATE_STAMP): pyproject.toml | $(BIN)/python

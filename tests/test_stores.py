@@ -10,6 +10,7 @@ import os
 import pickle
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -459,7 +460,7 @@ def test_a_users_file_named_like_a_temp_file_is_listed_and_kept(tmp_path: Path) 
     assert list(store.list("storage/run/")) == ["storage/run/.tmp-notes.txt"]
     assert list(store.walk("storage/run/")) == ["storage/run/.tmp-notes.txt"]
 
-    @experiment(root=f"memory://temp-named-{os.getpid()}")
+    @experiment(root=f"memory://temp-named-{uuid.uuid4().hex}")  # a new root each time
     def f() -> int:
         (current_dir() / ".tmp-notes.txt").write_text("mine")
         return 1
@@ -467,3 +468,57 @@ def test_a_users_file_named_like_a_temp_file_is_listed_and_kept(tmp_path: Path) 
     f()
     (run,) = f.observations()
     assert [p.name for p in f.artefacts(run.id)] == [".tmp-notes.txt"]
+
+
+# ---------------------------------------------------------------- the store in memory
+
+
+def test_a_store_in_memory_is_named_by_its_url_and_says_so_when_a_key_is_missing() -> None:
+    from digital_experiments._store import MemoryStore
+
+    assert MemoryStore().url == "memory://memory"
+    store = MemoryStore("runs")
+    assert store.url == "memory://runs"
+    with pytest.raises(Missing) as missing:
+        store.get("a/k")
+    assert str(missing.value) == "No object 'a/k' in 'memory://runs'."
+    store.put("top", b"1")
+    store.put("a/k", b"2")
+    assert list(store.list()) == ["top"]  # the top level by default
+
+
+def test_a_store_in_memory_stages_in_a_folder_of_its_own() -> None:
+    from digital_experiments._store import MemoryStore
+
+    first, second = MemoryStore(), MemoryStore()
+    assert first.workdir.is_dir()
+    assert first.workdir == first.workdir  # made once
+    assert list(first.workdir.iterdir()) == []
+    assert first.workdir != second.workdir
+    assert first.workdir.resolve() != Path.cwd().resolve()
+
+
+def test_the_age_of_an_object_in_memory_counts_from_its_last_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from digital_experiments._store import MemoryStore, memory
+
+    clock = [100.0]
+    monkeypatch.setattr(memory, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    store = MemoryStore()
+    assert store.age("k") is None  # no such object
+    version = store.put("k", b"1")
+    store.put_new("new", b"1")
+    clock[0] = 107.5
+    assert store.age("k") == 7.5
+    assert store.age("new") == 7.5
+    assert store.put_if("k", b"2", version) is not None
+    clock[0] = 110.0
+    assert store.age("k") == 2.5  # from the rewrite
+    store.put("k", b"3")
+    assert store.age("k") == 0.0
+    store.delete("k")
+    assert store.age("k") is None  # gone
+    assert store.age("new") == 10.0
