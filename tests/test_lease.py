@@ -67,24 +67,28 @@ def test_a_released_lease_is_taken_at_once_and_generations_grow(store: Store) ->
     assert leases.generations(first) == [2]
 
 
-def test_a_release_keeps_its_mark_until_the_next_generation(store: Store) -> None:
-    """What a lease is released with is read back from its top generation only:
-    nothing while it is held or after another takes it over, nothing without a
-    generation, and a release by a token that no longer holds writes no mark."""
+def test_a_release_mark_outlives_the_takeovers_after_it(store: Store) -> None:
+    """What a lease is released with stays readable after others take it over (a
+    taker looking for what the work left, right after taking over, finds it); an
+    empty mark, or a release by a token that no longer holds, hides nothing."""
     first = Lease(store, "k")
     assert leases.released_mark(first) is None  # no generation at all
     assert leases.acquire(first)
-    assert leases.released_mark(first) is None  # held
+    assert leases.released_mark(first) is None  # held, never released
     assert leases.release(first, b"done by run 1")
     assert leases.released_mark(first) == b"done by run 1"
     assert leases.released_mark(Lease(store, "k")) == b"done by run 1"  # any token reads it
     second = Lease(store, "k")
     assert leases.acquire(second)  # generation 1, over the released 0
-    assert leases.released_mark(second) is None
+    assert leases.generations(second) == [1]
+    assert leases.released_mark(second) == b"done by run 1"  # the mark below stays
     assert not leases.release(first, b"stale")  # first no longer holds: nothing written
-    assert leases.released_mark(second) is None
-    assert leases.release(second)
-    assert leases.released_mark(second) == b""
+    assert leases.release(second)  # an empty mark
+    assert leases.released_mark(second) == b"done by run 1"
+    third = Lease(store, "k")
+    assert leases.acquire(third)
+    assert leases.release(third, b"done by run 3")
+    assert leases.released_mark(first) == b"done by run 3"  # the latest wins
 
 
 def test_a_dead_holder_on_this_host_is_taken_over_at_once(store: Store) -> None:
@@ -363,15 +367,21 @@ def test_a_taker_that_loses_the_race_for_a_generation_does_not_hold(store: Store
     assert not leases.holds(slow)
 
 
-def test_a_takeover_leaves_only_the_new_generation(store: Store) -> None:
-    """The generations below, their heartbeats and release marks, are removed."""
+def test_a_takeover_leaves_only_the_new_generation_and_the_marks_below(store: Store) -> None:
+    """The generations below and their heartbeats are removed; their release marks
+    stay (what the work they guarded left outlives the takeover)."""
     first = Lease(store, "k")
     assert leases.acquire(first)
     assert leases.beat(first)
-    leases.release(first)
+    leases.release(first, b"run 1")
     second = Lease(store, "k")
     assert leases.acquire(second)
-    assert list(store.list(second.folder)) == [second.generation_key(1)]
+    assert list(store.list(second.folder)) == [
+        f"{second.generation_key(0)}.released",
+        second.generation_key(1),
+    ]
+    assert leases.generations(second) == [1]
+    assert leases.holds(second)
 
 
 def test_beat_renews_only_a_lease_held(store: Store) -> None:

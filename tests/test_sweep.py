@@ -957,13 +957,68 @@ def test_a_claim_released_with_its_completed_run_is_the_cache_index_entry(engine
     assert not (root / ".de" / "cache").exists()
     key, failed_key = claim_key(half, x=2), claim_key(half, x=-2)
     assert leases.released_mark(their_lease(half, key)) == json.dumps({"id": done.id}).encode()
-    assert leases.released_mark(their_lease(half, failed_key)) == b""
+    assert leases.released_mark(their_lease(half, failed_key)) is None  # released, unmarked
     found = half.experiment.index.find(key)
     assert found is not None
     assert found.id == done.id
     assert found.result == 1.0
     assert half.experiment.index.find(failed_key) is None
     assert claims_left(half) == []
+
+
+def test_a_config_found_done_after_its_claim_was_taken_is_given_back_naming_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sweep that takes over the released claim of a config another sweep
+    completed just before (its first look came too early) gives the claim back
+    marked with that run, and a takeover keeps the marks below it: whoever takes
+    the claim next finds the run at once, and nobody runs the config again."""
+    from digital_experiments._sweep import engine
+    from digital_experiments._sweep.plan import Progress
+
+    calls: list[int] = []
+
+    @experiment
+    def once(x: int) -> int:
+        calls.append(x)
+        return x
+
+    exp, key = once.experiment, claim_key(once, x=1)
+    plan = engine._plan(exp, {"x": [1]}, "completed")  # listed before the other sweep ran
+    (first,) = once.sweep({"x": [1]})  # generation 0, released naming the run
+    mark = json.dumps({"id": first.id}).encode()
+    real, looks = exp.index.find, []
+
+    def first_look_misses(key: str, deleted_since: float | None = None) -> Any:
+        looks.append(key)
+        return None if len(looks) == 1 else real(key, deleted_since)
+
+    monkeypatch.setattr(exp.index, "find", first_look_misses)
+    driver = engine._Engine(
+        exp,
+        plan,
+        Progress(plan, False),
+        target=exp,
+        on_error="record",
+        claims=True,
+        window=None,
+        stale_after=None,
+    )
+    look = driver.look(plan.todo[0])
+    assert look.found is not None
+    assert look.found.id == first.id
+    assert look.claim is None
+    lease = their_lease(once, key)
+    assert leases.generations(lease) == [1]  # it did take the claim over
+    taken = lease.store.get_or_none(lease.generation_key(1) + ".released")
+    assert taken is not None
+    assert taken[0] == mark
+    monkeypatch.undo()
+    assert leases.acquire(lease)  # the next taker, generation 2, still holding
+    found = exp.index.find(key)
+    assert found is not None
+    assert found.id == first.id
+    assert calls == [1]
 
 
 @pytest.mark.parametrize(

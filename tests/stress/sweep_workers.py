@@ -80,7 +80,14 @@ def blocks(x: int, started: str) -> int:
 
 def main(argv: list[str]) -> None:
     root, n = Path(argv[0]), int(argv[1])
-    if len(argv) > 2:
+    if argv[2:] == ["fast"]:  # no sleep: releases and takeovers interleave densely
+        function, grid = slow, [{"x": x, "seconds": 0.0} for x in range(n)]
+        # start together: say "ready", then wait for the test's "go"
+        Path(f"{root}.ready.{os.getpid()}").touch()
+        go = Path(f"{root}.go")
+        while not go.exists():
+            time.sleep(0.005)
+    elif len(argv) > 2:
         function: Any = crash
         grid: list[dict[str, Any]] = [{"x": x, "crash_at": int(argv[2])} for x in range(n)]
     else:

@@ -194,6 +194,33 @@ def test_two_processes_sweeping_one_root_run_each_config_once(tmp_path: Path) ->
     assert claims.held(str(root)) == []
 
 
+def test_four_processes_sweeping_fast_configs_into_one_root_run_each_once(
+    tmp_path: Path,
+) -> None:
+    """Four sweeps of one grid of configs that take no time, started together:
+    claims are released and taken over while others look, and still no config
+    runs twice. (It did: a sweep that took over a claim released by one that had
+    only found the config done read no mark naming the run, and ran it again.)"""
+    root = tmp_path / "slow"
+    drivers = [_start(root, 200, "fast") for _ in range(4)]
+    deadline = time.monotonic() + 120  # only guards against a hang
+    while len(list(tmp_path.glob("slow.ready.*"))) < 4:
+        assert all(driver.poll() is None for driver in drivers)
+        assert time.monotonic() < deadline, "the sweeps never got ready"
+        time.sleep(0.01)
+    (tmp_path / "slow.go").touch()
+    outs = []
+    for driver in drivers:
+        stdout, stderr = driver.communicate(timeout=300)
+        assert driver.returncode == 0, stderr
+        outs.append(last_json(stdout))
+    assert all(out["ids"] == outs[0]["ids"] for out in outs)
+    observations = PickleBackend(root).load_all()
+    assert sorted(o.config["x"] for o in observations) == list(range(200))
+    assert {o.status for o in observations} == {"completed"}
+    assert claims.held(str(root)) == []
+
+
 def test_a_killed_sweep_resumes_where_it_stopped(tmp_path: Path) -> None:
     """kill -9 mid-sweep leaves a claim of a dead process: the next sweep takes it over,
     runs only what is missing and leaves no claim behind."""

@@ -10,8 +10,13 @@ holder recognises its own generation even if the bytes of another's look alike
 
 - **Taking over** a stale (or released) lease writes generation ``g + 1``: two
   takers race for one name, one wins. The winner then removes the generations
-  below; a released lease keeps its last generation, marked ``<g>.released``, so
-  generations only grow and a name is never won twice.
+  below, but not their release marks; a released lease keeps its last
+  generation, marked ``<g>.released``, so generations only grow and a name is
+  never won twice.
+- **Release marks** carry what the guarded work left (:func:`release`'s
+  ``mark``: a sweep's claim names the run that completed its config) and
+  outlive takeovers, so a taker that looks right after taking over still finds
+  it (:func:`released_mark`: the latest mark that is not empty).
 - **Staleness** is judged on the observer's own monotonic clock, never on
   another host's wall clock: a lease is stale when its generation and its
   heartbeat's version have not changed for one lease length *while this
@@ -38,7 +43,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,12 +133,8 @@ def _beat(lease: Lease, generation: int) -> tuple[dict[str, Any] | None, str | N
 
 def generations(lease: Lease) -> list[int]:
     """The generations present, lowest first."""
-    return _generations(lease.store.list(lease.folder))
-
-
-def _generations(keys: Iterable[str]) -> list[int]:
     found = []
-    for key in keys:
+    for key in lease.store.list(lease.folder):
         name = key.rpartition("/")[2]
         if len(name) == _WIDTH and name.isdigit():
             found.append(int(name))
@@ -195,10 +196,10 @@ def acquire(lease: Lease, observer: Observer | None = None) -> bool:
     if not holds(lease):  # a lower name re-created after a tidy-up: not the top
         _remove(lease, taken)
         return False
-    if taken:  # tidy: only the top generation matters
+    if taken:  # tidy: only the top generation holds; release marks stay (below)
         for generation in generations(lease):
             if generation < taken:
-                _remove(lease, generation)
+                _retire(lease, generation)
     return True
 
 
@@ -272,23 +273,35 @@ def release(lease: Lease, mark: bytes = b"") -> bool:
 
 
 def released_mark(lease: Lease) -> bytes | None:
-    """What the top generation of ``lease`` was released with (:func:`release`'s
-    ``mark``); ``None`` while it is held, or when there is no generation. One
-    listing, and one read only when the top generation is released."""
-    keys = set(lease.store.list(lease.folder))
-    found = _generations(keys)
-    if not found:
-        return None
-    mark = f"{lease.generation_key(found[-1])}.released"
-    if mark not in keys:
-        return None
-    body = lease.store.get_or_none(mark)
-    return None if body is None else body[0]
+    """The latest mark ``lease`` was released with (:func:`release`'s ``mark``,
+    an empty one skipped), even when a newer generation holds it now: a takeover
+    keeps the marks below it. ``None`` if there is none. One listing, and one
+    read a mark."""
+    marks = [key for key in lease.store.list(lease.folder) if key.endswith(".released")]
+    for key in sorted(marks, key=_generation_of, reverse=True):
+        found = lease.store.get_or_none(key)
+        if found is not None and found[0]:  # gone since the listing, or empty: look lower
+            return found[0]
+    return None
+
+
+def _generation_of(mark: str) -> int:
+    name = mark.rpartition("/")[2].removesuffix(".released")
+    return int(name) if len(name) == _WIDTH and name.isdigit() else -1
 
 
 def _remove(lease: Lease, generation: int) -> None:
     key = lease.generation_key(generation)
     for suffix in (".beat", ".released", ""):
+        lease.store.delete(key + suffix)
+
+
+def _retire(lease: Lease, generation: int) -> None:
+    """Remove a generation below the top, keeping its release mark: what the work
+    it guarded left (a completed run) must outlive a takeover, or a taker that
+    looks for it right after taking over finds nothing and runs the work again."""
+    key = lease.generation_key(generation)
+    for suffix in (".beat", ""):
         lease.store.delete(key + suffix)
 
 

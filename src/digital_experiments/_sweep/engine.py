@@ -377,8 +377,8 @@ class _Engine:
         # completed (and its claim released) between that look and the claim?
         found = self.recorder.index.find(key, self.began)
         if found is not None:
-            if claimed:
-                release(claim)
+            if claimed:  # given back naming the run: the next taker finds it too
+                release(claim, mark=self.recorder.index.mark(found))
             return _Look(found=found)
         return _Look(claim=claim) if claimed else _Look(held=True)
 
