@@ -81,8 +81,8 @@ bench: $(STAMP)
 
 # Mutation testing with mutmut over _store.files, _record.run, _sweep.claims,
 # _sweep.engine, _runs.context, _model.where, _model.keys, _store.lease,
-# _runs.annotations, _runs.metrics, _read.trash, _runs.heartbeats and
-# _store.memory ([tool.mutmut] in pyproject.toml).
+# _runs.annotations, _runs.metrics, _read.trash, _runs.heartbeats,
+# _store.memory and _store.blobs ([tool.mutmut] in pyproject.toml).
 # MODULE=_model.where mutates one module only, and runs its fast tier
 # (MUTATE_TIER_<module>: the module's unit tests and the process tests that
 # reach it; docs/testing.md).
@@ -181,6 +181,26 @@ MUTATE_TIER__store.memory := tests/test_stores.py::test_a_store_in_memory_is_nam
 	tests/test_stores.py::test_an_unsynced_put_is_still_whole[memory] \
 	tests/test_stores.py::test_a_store_opened_twice_is_one_store \
 	tests/test_stores.py::test_a_users_file_named_like_a_temp_file_is_listed_and_kept \
+	tests/test_memory_roots.py
+MUTATE_TIER__store.blobs := tests/test_storage.py::test_a_blob_costs_requests_only_until_it_is_known \
+	tests/test_storage.py::test_a_blob_already_there_is_rewritten_only_if_damaged \
+	tests/test_storage.py::test_an_environment_digested_already_is_written_alike_to_another_root \
+	tests/test_storage.py::test_a_blob_that_cannot_be_read_warns_naming_it_and_what_is_wrong \
+	tests/test_storage.py::test_upload_copies_only_the_prefix_in_key_order \
+	tests/test_storage.py::test_download_keeps_local_files_and_never_syncs \
+	tests/test_storage.py::test_environment_is_stored_once_and_referenced \
+	tests/test_storage.py::test_editing_one_observations_environment_cannot_change_another \
+	tests/test_storage.py::test_missing_environment_blob_loads_as_none \
+	tests/test_storage.py::test_deleted_environment_blob_warns_once_and_is_rewritten \
+	tests/test_storage.py::test_corrupt_environment_blob_warns_and_next_writer_repairs \
+	tests/test_fast_paths.py::test_equal_environments_are_stored_once \
+	tests/test_fast_paths.py::test_a_changed_environment_gets_a_new_blob \
+	tests/test_fast_paths.py::test_equal_values_of_other_types_are_not_confused \
+	tests/test_query.py::test_runs_share_one_read_only_environment \
+	tests/test_query.py::test_select_can_leave_the_environment_out \
+	tests/test_s3_roots.py::test_artefacts_are_uploaded_and_downloaded_on_demand \
+	tests/test_s3_roots.py::test_an_upload_that_fails_keeps_the_result \
+	tests/test_s3_roots.py::test_a_failed_run_keeps_its_artefacts_and_its_error \
 	tests/test_memory_roots.py
 MUTATE_TIER := $(or $(MUTATE_TIER_$(MODULE)),tests/)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import re
@@ -449,6 +450,176 @@ def storage_observations(root: Path) -> list[object]:
 
     observations: list[Observation] = f.observations(current_code_only=False)
     return list(observations)
+
+
+def _recorded(store: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """The ``(method, key)`` of each ``get``, ``version`` and ``put`` ``store`` is asked
+    (not those a store's own methods make of each other)."""
+    calls: list[tuple[str, str]] = []
+    inside: list[bool] = []
+    for name in ("get", "version", "put"):
+        real = getattr(store, name)
+
+        def method(key: str, *args: Any, _name: str = name, _real: Any = real, **kw: Any) -> Any:
+            if not inside:
+                calls.append((_name, key))
+            inside.append(True)
+            try:
+                return _real(key, *args, **kw)
+            finally:
+                inside.pop()
+
+        monkeypatch.setattr(store, name, method)
+    return calls
+
+
+@pytest.fixture
+def fresh_blobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a new process: no blob known, none read, no environment digested."""
+    monkeypatch.setattr(blobs, "_KNOWN", set())
+    monkeypatch.setattr(blobs, "_CACHE", {})
+    monkeypatch.setattr(blobs, "_WARNED", set())
+    monkeypatch.setattr(storage, "_LAST_DIGEST", None)
+
+
+ENVIRONMENT = {"pip_freeze": "a==1", "python": {"executable": Path("/usr/bin/python3")}}
+
+
+def test_a_blob_costs_requests_only_until_it_is_known(
+    fresh_blobs: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A remote store's blob is trusted for the process's life; a folder's is checked
+    to exist (a ``stat``), and written again once gone."""
+    from digital_experiments._store import LocalStore, MemoryStore
+
+    remote, folder = MemoryStore("requests"), LocalStore(tmp_path / "runs")
+    digest = blobs.put_environment(remote, ENVIRONMENT)
+    key = f".de/environments/{digest}.json"
+    for store in (remote, folder):
+        calls = _recorded(store, monkeypatch)
+        assert blobs.put_environment(store, ENVIRONMENT) == digest
+        if store is folder:
+            assert calls == [("get", key), ("put", key)]  # read back (missing), written
+            calls.clear()
+            assert blobs.put_environment(store, ENVIRONMENT) == digest
+        assert calls == ([] if store is remote else [("version", key)])
+    (tmp_path / "runs" / ".de" / "environments" / f"{digest}.json").unlink()
+    calls.clear()
+    blobs.put_environment(folder, ENVIRONMENT)
+    assert calls == [("version", key), ("get", key), ("put", key)]
+    assert folder.read(key) == remote.read(key)
+    # a write that failed leaves the blob unknown: the next store looks for it afresh
+    (tmp_path / "runs" / ".de" / "environments" / f"{digest}.json").unlink()
+    recording = folder.put
+
+    def full(key: str, data: bytes, **options: Any) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(folder, "put", full)
+    with pytest.raises(OSError, match="No space"):
+        blobs.put_environment(folder, ENVIRONMENT)
+    monkeypatch.setattr(folder, "put", recording)
+    calls.clear()
+    blobs.put_environment(folder, ENVIRONMENT)
+    assert calls == [("get", key), ("put", key)]
+
+
+def test_a_blob_already_there_is_rewritten_only_if_damaged(
+    fresh_blobs: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first store in a process reads back the blob another process wrote."""
+    from digital_experiments._store import MemoryStore
+
+    digest, _ = storage.environment_digest(ENVIRONMENT)
+    key = f".de/environments/{digest}.json"
+    cases = {"intact": None, "torn": b'{"pip_freeze": "tru', "empty": b""}
+    for name, damage in cases.items():
+        store = MemoryStore(name)
+        blobs.put_environment(store, ENVIRONMENT)  # as another process did
+        written = store.read(key)
+        if damage is not None:
+            store.put(key, damage)
+        monkeypatch.setattr(blobs, "_KNOWN", set())  # this process knows no blob yet
+        calls = _recorded(store, monkeypatch)
+        assert blobs.put_environment(store, ENVIRONMENT) == digest
+        assert calls == [("get", key)] + ([] if damage is None else [("put", key)])
+        assert store.read(key) == written
+        assert json.loads(written)["pip_freeze"] == "a==1"
+
+
+def test_an_environment_digested_already_is_written_alike_to_another_root(
+    fresh_blobs: None,
+) -> None:
+    """The second root gets no text from the digest (it was cached), so the blob is
+    written again from the environment: values JSON does not know by their repr."""
+    from digital_experiments._store import MemoryStore
+
+    first, second = MemoryStore("first"), MemoryStore("second")  # blobs are known by URL
+    digest = blobs.put_environment(first, ENVIRONMENT)
+    assert blobs.put_environment(second, ENVIRONMENT) == digest
+    key = f".de/environments/{digest}.json"
+    assert second.read(key) == first.read(key)
+    assert json.loads(first.read(key))["python"] == {"executable": repr(Path("/usr/bin/python3"))}
+
+
+def test_a_blob_that_cannot_be_read_warns_naming_it_and_what_is_wrong(
+    fresh_blobs: None, tmp_path: Path
+) -> None:
+    from digital_experiments._store import LocalStore, MemoryStore
+
+    remote, folder = MemoryStore("blobs"), LocalStore(tmp_path / "runs")
+    digest = blobs.put_environment(folder, ENVIRONMENT)
+    key = f".de/environments/{digest}.json"
+    folder.put(key, b'{"pip_freeze": "other"}')
+    tail = (
+        "; the runs that refer to it show metadata['environment'] as None. The next run in "
+        "the same environment writes it again."
+    )
+    path = str(tmp_path / "runs" / ".de" / "environments" / f"{digest}.json")
+    with pytest.warns(UserWarning, match="is corrupt") as corrupt:
+        assert blobs.get_environment(folder, digest) is None
+    with pytest.warns(UserWarning, match="is missing") as missing:
+        assert blobs.get_environment(remote, digest) is None
+    assert [str(w.message) for w in [*corrupt, *missing]] == [
+        f"Environment blob {path!r} is corrupt (its content does not match its name)" + tail,
+        f"Environment blob 'memory://blobs/{key}' is missing (No object {key!r} in "
+        "'memory://blobs'.)" + tail,
+    ]
+
+
+def test_upload_copies_only_the_prefix_in_key_order(tmp_path: Path) -> None:
+    from digital_experiments._store import LocalStore, MemoryStore
+
+    local, remote = LocalStore(tmp_path / "work"), MemoryStore()
+    for key in ("storage/a/z.txt", "storage/a/deep/y.bin", "storage/b/x.txt", "top.txt"):
+        local.put(key, key.encode())
+    order: list[str] = []
+    real = remote.put
+    remote.put = lambda key, data, **kw: order.append(key) or real(key, data, **kw)  # type: ignore[method-assign]
+    blobs.upload(local, remote, "storage/a/")
+    assert order == ["storage/a/deep/y.bin", "storage/a/z.txt"]
+    assert sorted(remote.walk("")) == order
+    assert remote.read("storage/a/z.txt") == b"storage/a/z.txt"
+
+
+def test_download_keeps_local_files_and_never_syncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The working folder is a cache of the store's copy: nothing waits for its disk."""
+    from digital_experiments._store import LocalStore, MemoryStore
+
+    remote, local = MemoryStore(), LocalStore(tmp_path / "work", fsync=True)
+    remote.put("storage/r/a.txt", b"store's")
+    remote.put("storage/r/b.txt", b"store's")
+    local.put("storage/r/b.txt", b"edited here")
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    blobs.download(remote, local, "storage/r/")
+    monkeypatch.undo()
+    assert synced == []
+    assert local.read("storage/r/a.txt") == b"store's"
+    assert local.read("storage/r/b.txt") == b"edited here"
 
 
 CLAIM_ONE_ID = """
