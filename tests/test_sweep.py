@@ -930,6 +930,8 @@ async def test_asweep_on_error_raise_cancels_the_rest() -> None:
         await work.asweep({"x": [1, 2, 0]}, on_error="raise")
     assert sorted(o.config["x"] for o in work.observations(status="interrupted")) == [1, 2]
     assert claims_left(work) == []
+    for x in (1, 2, 0):  # given back naming no run: nothing completed them
+        assert leases.released_mark(their_lease(work, claim_key(work, x=x))) is None
 
 
 @pytest.mark.parametrize("engine", ["sweep", "pool", "asweep"])
