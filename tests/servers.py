@@ -262,15 +262,15 @@ def use_server(
     return server
 
 
-def race(context: Any, target: Any, args: list[tuple[Any, ...]]) -> list[Any]:
+def race(context: Any, target: Any, args: list[tuple[Any, ...]], timeout: float = 120) -> list[Any]:
     """Run ``target(*arguments, barrier, out)`` in one process of ``context`` per
-    entry of ``args``, let go together by a barrier; what each put on ``out``.
-    Every process must exit 0."""
+    entry of ``args``, let go together by a barrier; what each put on ``out``
+    (``timeout`` only guards against a hang). Every process must exit 0."""
     barrier, out = context.Barrier(len(args)), context.Queue()
     procs = [context.Process(target=target, args=(*each, barrier, out)) for each in args]
     for proc in procs:
         proc.start()
-    results = [out.get(timeout=120) for _ in procs]
+    results = [out.get(timeout=timeout) for _ in procs]
     for proc in procs:
         proc.join(60)
         assert proc.exitcode == 0

@@ -26,7 +26,7 @@ from digital_experiments._store import files as storage
 from digital_experiments._store.base import StoreError
 from digital_experiments._store.s3 import S3Store
 
-from .servers import Server
+from .servers import Server, race
 
 pytest.importorskip("boto3")
 
@@ -397,14 +397,8 @@ def test_ids_are_unique_when_every_process_starts_from_the_same_id(server: Serve
     its own key, because the record's key is created create-only."""
     url = server.url()
     context = multiprocessing.get_context("spawn")
-    barrier, out = context.Barrier(4), context.Queue()
-    procs = [context.Process(target=_same_id_runs, args=(url, barrier, out)) for _ in range(4)]
-    for proc in procs:
-        proc.start()
-    ids = [i for _ in procs for i in out.get(timeout=300)]
-    for proc in procs:
-        proc.join(60)
-        assert proc.exitcode == 0
+    returned = race(context, _same_id_runs, [(url,)] * 4, timeout=300)
+    ids = [i for each in returned for i in each]
     assert len(ids) == len(set(ids)) == 40
     assert FROZEN_ID in ids  # the clash really happened: one process got the frozen id
     assert sorted(f"{i}.pkl" for i in ids) == sorted(keys(url))
@@ -419,14 +413,7 @@ def test_four_hosts_sweeping_one_grid_on_a_bucket_run_each_config_once(server: S
     the S3 benchmark's four-host sweep recorded 118 to 130 runs for 100 configs)."""
     url = server.url()
     context = multiprocessing.get_context("spawn")
-    barrier, out = context.Barrier(4), context.Queue()
-    procs = [context.Process(target=_sweeping_host, args=(url, barrier, out)) for _ in range(4)]
-    for proc in procs:
-        proc.start()
-    returned = [out.get(timeout=300) for _ in procs]
-    for proc in procs:
-        proc.join(60)
-        assert proc.exitcode == 0
+    returned = race(context, _sweeping_host, [(url,)] * 4, timeout=300)
     assert all(ids == returned[0] for ids in returned)  # every host returns the same runs
     assert len(set(returned[0])) == 100
     records = [k for k in keys(url) if k.endswith(".pkl")]

@@ -1047,6 +1047,37 @@ def test_a_config_found_done_after_its_claim_was_taken_is_given_back_naming_the_
     assert calls == [1]
 
 
+def test_a_cache_hit_on_its_entry_reads_no_sweep_claim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache=True call found by its index entry lists no claim folder: the
+    release marks of sweeps are read only when the entry does not answer (on a
+    bucket each listing is a request)."""
+    from digital_experiments._store.local import LocalStore
+
+    calls: list[int] = []
+
+    @experiment(cache=True)
+    def cached(x: int) -> int:
+        calls.append(x)
+        return x
+
+    cached(1)  # a miss: the entry, then the claim's marks, are read
+    listed: list[str] = []
+    real = LocalStore.list
+
+    def counting(self: LocalStore, prefix: str = "", start_after: str | None = None) -> Any:
+        listed.append(prefix)
+        return real(self, prefix, start_after)
+
+    monkeypatch.setattr(LocalStore, "list", counting)
+    assert cached(1) == 1
+    assert calls == [1]  # the hit was the entry's
+    assert not [prefix for prefix in listed if prefix.startswith(".de/claims/")]
+    monkeypatch.undo()
+    monkeypatch.setattr(LocalStore, "list", counting)
+    assert cached.experiment.index.find("0" * 64) is None  # no entry: the marks are read
+    assert ".de/claims/" + "0" * 64 + "/" in listed
+
+
 @pytest.mark.parametrize(
     "mark",
     [b"\x00\xff", b"[1, 2]", b'{"id": 7}', b'{"id": "../../etc/passwd"}', b"{", b"[" * 5000],

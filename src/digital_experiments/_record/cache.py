@@ -20,10 +20,11 @@ meanwhile, so the run another host completes is a hit as soon as it is indexed.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,21 +147,21 @@ class CacheIndex:
         """A completed run of ``config`` with the current code: indexed, or found
         by the first lookup's scan of the runs (those made before the index)."""
         key = self.key(config)
-        ids = self._indexed(key)
         if self._scanned is None:
             self._scanned = {
                 self.key(o.config): o.id
                 for o in select(self.backend, code=self.code, environment=False)
             }
-        if key in self._scanned:
-            ids.append(self._scanned[key])
-        for observation in self.backend.iter_observations(ids):
-            if (
-                is_completed(observation)
-                and keys.same_config(observation.config, config)
-                and keys.same_code(observation.metadata, self.code)
-            ):
-                return observation
+        scanned = [self._scanned[key]] if key in self._scanned else []
+        # one by one: a hit on the entry reads no sweep claim
+        for id in itertools.chain(self._indexed(key), scanned):
+            for observation in self.backend.iter_observations([id]):
+                if (
+                    is_completed(observation)
+                    and keys.same_config(observation.config, config)
+                    and keys.same_code(observation.metadata, self.code)
+                ):
+                    return observation
         return None
 
     def mark(self, observation: Observation) -> bytes:
@@ -168,23 +169,26 @@ class CacheIndex:
         the run completed it: the index's entry for the config."""
         return json.dumps({"id": observation.id}).encode()
 
-    def _indexed(self, key: str) -> list[str]:
-        """The runs the index names for ``key``: its entry, and the run the
-        config's released sweep claim names."""
+    def _indexed(self, key: str) -> Iterator[str]:
+        """The runs the index names for ``key``, as they are asked for: its entry,
+        then the run the config's released sweep claim names (read only when the
+        entry did not do)."""
         store = root_store(self.backend)
-        ids = []
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            ids.append(store.read(layout.cache_key(key)).decode())
+        try:
+            entry: str | None = store.read(layout.cache_key(key)).decode()
+        except (OSError, UnicodeDecodeError):
+            entry = None
+        if entry is not None:
+            yield entry
         try:
             mark = leases.released_mark(Lease(store, key, layout.CLAIMS))
             named = json.loads(mark)["id"] if mark else None
         except (OSError, ValueError, TypeError, KeyError, RecursionError):
             named = None  # a mark of another shape names nothing
-        if isinstance(named, str) and layout.is_id(named) and named not in ids:
-            ids.append(named)
-        return ids
+        if isinstance(named, str) and layout.is_id(named) and named != entry:
+            yield named
 
-    def _load(self, ids: list[str], deleted_since: float | None) -> Observation | None:
+    def _load(self, ids: Iterable[str], deleted_since: float | None) -> Observation | None:
         for id in ids:
             try:  # deleted since: it still ran, a sweep need not run it again
                 observation = load_even_deleted(self.backend, id, deleted_since)

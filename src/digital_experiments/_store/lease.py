@@ -25,7 +25,8 @@ holder recognises its own generation even if the bytes of another's look alike
   lease has a length.
 - **Heartbeats** (:func:`beat`) rewrite ``<gen>.beat``; they carry liveness,
   not ownership, so a plain put does.
-- **Before publishing** what the lease guarded, a holder checks :func:`holds`:
+- **Before publishing** what the lease guarded, a holder checks :func:`holds`,
+  or releases with a mark (:func:`release` says whether its token still held):
   a holder that was frozen past its lease and taken over finds a higher
   generation, and publishes nothing over the new holder.
 - **A lost answer** (a create whose reply said "exists" although it was ours, as
@@ -199,7 +200,7 @@ def acquire(lease: Lease, observer: Observer | None = None) -> bool:
     if taken:  # tidy: only the top generation holds; release marks stay (below)
         for generation in generations(lease):
             if generation < taken:
-                _retire(lease, generation)
+                _remove(lease, generation, keep_mark=True)
     return True
 
 
@@ -290,18 +291,13 @@ def _generation_of(mark: str) -> int:
     return int(name) if len(name) == _WIDTH and name.isdigit() else -1
 
 
-def _remove(lease: Lease, generation: int) -> None:
+def _remove(lease: Lease, generation: int, keep_mark: bool = False) -> None:
+    """Remove ``generation`` and its heartbeat; with ``keep_mark``, not its release
+    mark (a takeover's tidy-up: what the work it guarded left, a completed run,
+    must outlive the takeover, or a taker that looks for it right after taking
+    over finds nothing and runs the work again)."""
     key = lease.generation_key(generation)
-    for suffix in (".beat", ".released", ""):
-        lease.store.delete(key + suffix)
-
-
-def _retire(lease: Lease, generation: int) -> None:
-    """Remove a generation below the top, keeping its release mark: what the work
-    it guarded left (a completed run) must outlive a takeover, or a taker that
-    looks for it right after taking over finds nothing and runs the work again."""
-    key = lease.generation_key(generation)
-    for suffix in (".beat", ""):
+    for suffix in (".beat", "") if keep_mark else (".beat", ".released", ""):
         lease.store.delete(key + suffix)
 
 

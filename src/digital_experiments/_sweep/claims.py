@@ -8,9 +8,11 @@ Leases use create-only writes alone, so they hold across hosts on any store
 where exclusive create is atomic (local disks, NFSv3+, object stores), never
 relying on ``flock``. The worker *adopts* the claim when it starts (:func:`adopt`:
 its heartbeat now names the worker; a job whose lease was taken over does not
-run), renews it while the run lasts (:func:`heartbeat`), checks it still holds
-it before indexing a completed run (:func:`holds`), and gives it back when the
-run ends (:func:`release`).
+run), renews it while the run lasts (:func:`heartbeat`), and gives it back when
+the run ends (:func:`release`) if it still holds it: the release of a completed
+run is marked with that run, and the mark is the cache index's entry for the
+config (:mod:`digital_experiments._record.cache`), so a sweep run writes none of
+its own. Marks outlive takeovers (:func:`~digital_experiments._store.lease.released_mark`).
 
 A claim whose holder is known dead (this host and PID namespace, pid gone) is
 taken over at once; one held by a live process of this host is waited for; one
@@ -66,11 +68,6 @@ def _store(root: str) -> Store:
 def try_claim(claim: Claim) -> bool:
     """Claim the config of ``claim``, taking over a stale claim; ``False`` if held."""
     return leases.acquire(claim.lease)
-
-
-def holds(claim: Claim) -> bool:
-    """Whether ``claim`` still holds its config (it was not taken over)."""
-    return leases.holds(claim.lease)
 
 
 def adopt(claim: Claim) -> bool:

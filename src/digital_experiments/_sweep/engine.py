@@ -217,12 +217,13 @@ async def _arun_job(job: _Job) -> _Outcome:
     record (``arecord``'s ``then``): two trips a run."""
     exp = as_recorder(job.target)
     claim = job.claim
-    ended: list[_Outcome] = []  # the outcome, once the claim was ended
-    ending_claim: list[bool] = []  # the claim is being ended: nobody else gives it back
+    # set as the claim's ending starts (from then on nobody else gives it back),
+    # then to its outcome
+    ended: list[_Outcome | None] = []
 
     def end(ending: Ending) -> None:
-        ending_claim.append(True)
-        ended.append(_end_claimed(exp, claim, ending))
+        ended.append(None)
+        ended[0] = _end_claimed(exp, claim, ending)
 
     try:
         with heartbeat(claim):
@@ -230,14 +231,17 @@ async def _arun_job(job: _Job) -> _Outcome:
                 ending = await exp.arecord((), job.kwargs, then=end)
             else:  # a sync experiment runs in a worker thread (which copies the context)
                 ending = await anyio.to_thread.run_sync(exp.record, (), job.kwargs)
-        if not ending_claim:  # a sync run, a cache hit, or a run that could not begin
+        if not ended:  # a sync run, a cache hit, or a run that could not begin
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(end, ending)
     finally:
-        if not ending_claim and claim is not None:  # the run itself raised or was cancelled
+        if not ended and claim is not None:  # the run itself raised or was cancelled
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(release, claim)
-    return ended[0]
+    outcome = ended[0]
+    if outcome is None:  # end() returns only once it is set
+        raise AssertionError("unreachable")
+    return outcome
 
 
 class _Inline:
@@ -341,20 +345,23 @@ class _Engine:
         self.keeper = _Keeper(stale_after)
         self.queue: deque[Entry] = deque(plan.todo)
         self.in_flight: dict[Any, tuple[Entry, Claim | None]] = {}
-        self.claiming = 0  # asweep: configs being claimed in a worker thread
         # runs deleted before now are gone for this sweep; later ones still count
         self.began = time.time()
 
     def done(self) -> bool:
         """Whether every config has its observation (a method: it changes under us)."""
-        return not (self.queue or self.in_flight or self.keeper.deferred or self.claiming)
+        return not (self.queue or self.in_flight or self.keeper.deferred)
 
     def next_entry(self) -> Entry | None:
         """The next config to attempt, if the window has room."""
-        busy = len(self.in_flight) + self.claiming
-        if self.queue and (self.window is None or busy < self.window):
+        if self.queue and (self.window is None or len(self.in_flight) < self.window):
             return self.queue.popleft()
         return None
+
+    def next_entries(self) -> list[Entry]:
+        """Every config that can start now (the window's room), to claim together."""
+        room = len(self.queue) if self.window is None else self.window - len(self.in_flight)
+        return [self.queue.popleft() for _ in range(min(room, len(self.queue)))]
 
     def attempt(self, entry: Entry) -> _Job | None:
         """Claim ``entry``: its job, or ``None`` if it was deferred or found done."""
@@ -879,15 +886,9 @@ async def _adrive(engine: _Engine) -> None:
     async with send, receive, anyio.create_task_group() as group:
         try:
             while not engine.done():
-                entries = []
-                while (entry := engine.next_entry()) is not None:
-                    entries.append(entry)
-                    engine.claiming += 1  # counted in the window until its claim is settled
+                entries = engine.next_entries()
                 if entries:
-                    try:
-                        looks = await anyio.to_thread.run_sync(engine.look_all, entries)
-                    finally:
-                        engine.claiming -= len(entries)
+                    looks = await anyio.to_thread.run_sync(engine.look_all, entries)
                     for entry, look in zip(entries, looks, strict=True):
                         job = engine.settle(entry, look)
                         if job is not None:
